@@ -1,0 +1,43 @@
+option(NIMBUS_BUILD_TESTS "Build the test suites" ON)
+option(NIMBUS_WERROR "Treat warnings as errors" OFF)
+
+# Common compile options for every Nimbus target.
+function(nimbus_target_defaults target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+                                           -Wno-missing-field-initializers)
+  if(NIMBUS_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  target_compile_definitions(${target} PRIVATE BOOST_ASIO_NO_DEPRECATED BOOST_BEAST_USE_STD_STRING_VIEW)
+endfunction()
+
+# Boost headers are the bulk of every compile: one precompiled header, reused by every
+# target that touches Asio/Beast/JSON (same flags, so REUSE_FROM is valid).
+add_library(nimbus_pch STATIC ${PROJECT_SOURCE_DIR}/cmake/pch.cpp)
+target_link_libraries(nimbus_pch PUBLIC Boost::headers)
+nimbus_target_defaults(nimbus_pch)
+target_precompile_headers(nimbus_pch PRIVATE ${PROJECT_SOURCE_DIR}/cmake/pch.hpp)
+
+function(nimbus_use_pch target)
+  target_precompile_headers(${target} REUSE_FROM nimbus_pch)
+endfunction()
+
+# nimbus_library(name SOURCES ... DEPS ...)
+function(nimbus_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+  nimbus_target_defaults(${name})
+  nimbus_use_pch(${name})
+endfunction()
+
+# nimbus_test(name LABEL unit|integration SOURCES ... DEPS ...)
+function(nimbus_test name)
+  cmake_parse_arguments(ARG "" "LABEL" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)
+  nimbus_target_defaults(${name})
+  nimbus_use_pch(${name})
+  gtest_discover_tests(${name} PROPERTIES LABELS ${ARG_LABEL} DISCOVERY_TIMEOUT 30)
+endfunction()

@@ -1,0 +1,39 @@
+#include "api/debug_routes.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <charconv>
+
+#include "http/problem.hpp"
+
+namespace nimbus::api {
+namespace {
+
+namespace asio = boost::asio;
+
+asio::awaitable<http::Response> sleep(http::Request& req) {
+  auto ms_text = req.query_param("ms").value_or("1000");
+  int ms = 0;
+  auto [ptr, ec] = std::from_chars(ms_text.data(), ms_text.data() + ms_text.size(), ms);
+  if (ec != std::errc{} || ptr != ms_text.data() + ms_text.size() || ms < 0 || ms > 60'000) {
+    co_return http::problem(422, "invalid_parameter", "Invalid parameter", "ms must be an integer in [0, 60000].");
+  }
+  asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(ms));
+  co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  co_return http::json(200, R"({"slept_ms":)" + std::to_string(ms) + "}");
+}
+
+asio::awaitable<http::Response> echo(http::Request& req) {
+  co_return http::json(200, R"({"bytes":)" + std::to_string(req.body.size()) + "}");
+}
+
+}  // namespace
+
+void add_debug_routes(http::Router& router) {
+  router.add(http::Method::get, "/debug/sleep", [](http::Request& r) { return sleep(r); });
+  router.add(http::Method::post, "/debug/echo", [](http::Request& r) { return echo(r); }, {.body_limit = 64 * 1024});
+}
+
+}  // namespace nimbus::api

@@ -1,0 +1,147 @@
+#include "core/log.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/string.hpp>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <spdlog/async.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <stdexcept>
+
+namespace nimbus::log {
+namespace {
+
+struct State {
+  std::string service = "nimbus";
+  std::string instance;
+  Level level = Level::info;
+  std::shared_ptr<spdlog::logger> logger;
+};
+
+State& state() {
+  static State s;
+  return s;
+}
+
+std::string_view level_name(Level level) {
+  switch (level) {
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
+  }
+  return "info";
+}
+
+void append_string(std::string& out, std::string_view s) {
+  out += boost::json::serialize(boost::json::string_view(s.data(), s.size()));
+}
+
+void append_timestamp(std::string& out) {
+  using namespace std::chrono;
+  auto now = system_clock::now();
+  auto secs = time_point_cast<seconds>(now);
+  auto micros = duration_cast<microseconds>(now - secs).count();
+  std::time_t t = system_clock::to_time_t(secs);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long>(micros));
+  out += '"';
+  out += buf;
+  out += '"';
+}
+
+}  // namespace
+
+Level parse_level(std::string_view text) {
+  if (text == "debug") return Level::debug;
+  if (text == "info") return Level::info;
+  if (text == "warn" || text == "warning") return Level::warn;
+  if (text == "error") return Level::error;
+  throw std::invalid_argument("unknown log level");
+}
+
+void init(const Options& options) {
+  auto& s = state();
+  s.service = options.service;
+  s.instance = options.instance;
+  s.level = options.level;
+  spdlog::init_thread_pool(8192, 1);
+  auto sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+  s.logger = std::make_shared<spdlog::async_logger>("nimbus", sink, spdlog::thread_pool(),
+                                                    spdlog::async_overflow_policy::block);
+  s.logger->set_pattern("%v");
+  s.logger->set_level(spdlog::level::trace);
+  s.logger->flush_on(spdlog::level::trace);
+}
+
+void shutdown() {
+  auto& s = state();
+  if (s.logger) s.logger->flush();
+  s.logger.reset();
+  spdlog::shutdown();
+}
+
+bool enabled(Level level) {
+  return level >= state().level;
+}
+
+std::string format(Level level, std::string_view msg, Fields fields) {
+  const auto& s = state();
+  std::string line;
+  line.reserve(160 + msg.size() + fields.size() * 24);
+  line += "{\"ts\":";
+  append_timestamp(line);
+  line += ",\"level\":\"";
+  line += level_name(level);
+  line += "\",\"service\":";
+  append_string(line, s.service);
+  if (!s.instance.empty()) {
+    line += ",\"instance\":";
+    append_string(line, s.instance);
+  }
+  line += ",\"msg\":";
+  append_string(line, msg);
+  for (const auto& f : fields) {
+    line += ',';
+    append_string(line, f.key);
+    line += ':';
+    std::visit(
+        [&line](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string_view>)
+            append_string(line, v);
+          else if constexpr (std::is_same_v<T, bool>)
+            line += v ? "true" : "false";
+          else if constexpr (std::is_same_v<T, double>)
+            line += boost::json::serialize(boost::json::value(v));
+          else
+            line += std::to_string(v);
+        },
+        f.value);
+  }
+  line += '}';
+  return line;
+}
+
+void write(Level level, std::string_view msg, Fields fields) {
+  if (!enabled(level)) return;
+  auto line = format(level, msg, fields);
+  auto& s = state();
+  if (s.logger) {
+    s.logger->info(line);
+  } else {
+    std::fputs(line.c_str(), stderr);
+    std::fputc('\n', stderr);
+  }
+}
+
+}  // namespace nimbus::log

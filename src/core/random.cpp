@@ -1,0 +1,35 @@
+#include "core/random.hpp"
+
+#include <cerrno>
+#include <stdexcept>
+#include <sys/random.h>
+#include <vector>
+
+namespace nimbus::random {
+
+void fill(std::span<std::uint8_t> out) {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::getrandom(out.data() + done, out.size() - done, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error("getrandom failed");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+std::string hex(std::size_t n) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::vector<std::uint8_t> bytes(n);
+  fill(bytes);
+  std::string out;
+  out.reserve(2 * n);
+  for (auto b : bytes) {
+    out.push_back(digits[b >> 4]);
+    out.push_back(digits[b & 0xF]);
+  }
+  return out;
+}
+
+}  // namespace nimbus::random

@@ -1,0 +1,67 @@
+// Nimbus's own request/response types.
+//
+// Handlers see these plain structs, never Beast's templates, so only server.cpp pays
+// for Beast at compile time and handlers stay easy to unit-test.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace nimbus::http {
+
+enum class Method { get, head, post, put, patch, del, options, other };
+
+std::string_view to_string(Method m);
+Method parse_method(std::string_view text);
+
+bool iequals(std::string_view a, std::string_view b);
+
+// Small ordered header list with case-insensitive lookup; requests carry few headers,
+// so a vector beats a map.
+class Headers {
+ public:
+  std::optional<std::string_view> get(std::string_view name) const;
+  void set(std::string_view name, std::string value);
+  void add(std::string name, std::string value) { items_.emplace_back(std::move(name), std::move(value)); }
+  const std::vector<std::pair<std::string, std::string>>& items() const { return items_; }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> items_;
+};
+
+struct Request {
+  Method method = Method::get;
+  std::string target;  // as received: path plus query
+  std::string path;    // decoded path, no query
+  std::string query;   // raw query, without '?'
+  Headers headers;
+  std::string body;
+  std::string request_id;
+  std::string remote_addr;
+  std::string route;                                        // the matched route pattern, for logs and metrics
+  std::vector<std::pair<std::string, std::string>> params;  // path parameters
+  std::chrono::steady_clock::time_point received_at{};
+
+  std::string_view param(std::string_view name) const;
+  std::optional<std::string_view> header(std::string_view name) const { return headers.get(name); }
+  // First value of a query parameter, percent-decoded.
+  std::optional<std::string> query_param(std::string_view name) const;
+};
+
+struct Response {
+  unsigned status = 200;
+  Headers headers;
+  std::string body;
+  // Ask the server to close the connection after writing this response.
+  bool close = false;
+};
+
+Response text(unsigned status, std::string body, std::string_view content_type = "text/plain; charset=utf-8");
+Response empty(unsigned status);
+
+}  // namespace nimbus::http

@@ -1,0 +1,131 @@
+#include "http/metrics.hpp"
+
+#include <cstdio>
+#include <set>
+
+#include "http/router.hpp"
+
+namespace nimbus::http {
+namespace {
+
+void append_double(std::string& out, double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  out += buf;
+}
+
+void header(std::string& out, std::set<std::string>& seen, const std::string& name, const std::string& help,
+            const char* type) {
+  if (!seen.insert(name).second) return;
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+std::string braces(const std::string& labels) {
+  return labels.empty() ? "" : "{" + labels + "}";
+}
+
+}  // namespace
+
+void Metrics::bind_routes(const Router& router) {
+  slots_.clear();
+  for (const auto& route : router.routes()) {
+    auto slot = std::make_unique<Slot>();
+    slot->route = route.pattern;
+    slot->method = std::string(to_string(route.method));
+    slots_.push_back(std::move(slot));
+  }
+  auto unmatched = std::make_unique<Slot>();
+  unmatched->route = "unmatched";
+  unmatched->method = "*";
+  slots_.push_back(std::move(unmatched));
+}
+
+void Metrics::observe_request(std::size_t slot, unsigned status, double seconds) {
+  if (slot >= slots_.size()) return;
+  auto& s = *slots_[slot];
+  if (status >= 100 && status < 600) s.by_status[status - 100].fetch_add(1, std::memory_order_relaxed);
+  std::size_t b = 0;
+  while (b < kLatencyBuckets.size() && seconds > kLatencyBuckets[b]) ++b;
+  s.buckets[b].fetch_add(1, std::memory_order_relaxed);
+  s.sum_micros.fetch_add(static_cast<std::uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+}
+
+Counter& Metrics::counter(std::string name, std::string help, std::string labels) {
+  std::lock_guard lock(mutex_);
+  for (auto& c : counters_) {
+    if (c.name == name && c.labels == labels) return c.metric;
+  }
+  return counters_.emplace_back(std::move(name), std::move(help), std::move(labels)).metric;
+}
+
+Gauge& Metrics::gauge(std::string name, std::string help, std::string labels) {
+  std::lock_guard lock(mutex_);
+  for (auto& g : gauges_) {
+    if (g.name == name && g.labels == labels) return g.metric;
+  }
+  return gauges_.emplace_back(std::move(name), std::move(help), std::move(labels)).metric;
+}
+
+void Metrics::gauge_fn(std::string name, std::string help, std::function<double()> read) {
+  std::lock_guard lock(mutex_);
+  gauge_fns_.emplace_back(std::move(name), std::move(help), std::move(read));
+}
+
+std::string Metrics::render() const {
+  std::string out;
+  out.reserve(8192);
+  std::set<std::string> seen;
+
+  header(out, seen, "nimbus_http_requests_total", "HTTP requests by route, method and status.", "counter");
+  for (const auto& s : slots_) {
+    for (std::size_t i = 0; i < s->by_status.size(); ++i) {
+      auto n = s->by_status[i].load(std::memory_order_relaxed);
+      if (n == 0) continue;
+      out += "nimbus_http_requests_total{route=\"" + s->route + "\",method=\"" + s->method + "\",status=\"" +
+             std::to_string(i + 100) + "\"} " + std::to_string(n) + "\n";
+    }
+  }
+  header(out, seen, "nimbus_http_request_duration_seconds", "HTTP request latency by route.", "histogram");
+  for (const auto& s : slots_) {
+    std::uint64_t cumulative = 0;
+    std::string labels = "route=\"" + s->route + "\",method=\"" + s->method + "\"";
+    for (std::size_t b = 0; b < s->buckets.size(); ++b) {
+      cumulative += s->buckets[b].load(std::memory_order_relaxed);
+      out += "nimbus_http_request_duration_seconds_bucket{" + labels + ",le=\"";
+      if (b < kLatencyBuckets.size())
+        append_double(out, kLatencyBuckets[b]);
+      else
+        out += "+Inf";
+      out += "\"} " + std::to_string(cumulative) + "\n";
+    }
+    out += "nimbus_http_request_duration_seconds_sum{" + labels + "} ";
+    append_double(out, static_cast<double>(s->sum_micros.load(std::memory_order_relaxed)) / 1e6);
+    out += "\nnimbus_http_request_duration_seconds_count{" + labels + "} " + std::to_string(cumulative) + "\n";
+  }
+  header(out, seen, "nimbus_http_in_flight_requests", "Requests being handled now.", "gauge");
+  out += "nimbus_http_in_flight_requests " + std::to_string(in_flight_.value()) + "\n";
+  header(out, seen, "nimbus_http_open_connections", "Client connections open now.", "gauge");
+  out += "nimbus_http_open_connections " + std::to_string(connections_.value()) + "\n";
+  header(out, seen, "nimbus_http_connections_rejected_total", "Connections refused at the connection limit.",
+         "counter");
+  out += "nimbus_http_connections_rejected_total " + std::to_string(connections_rejected_.value()) + "\n";
+
+  std::lock_guard lock(mutex_);
+  for (const auto& c : counters_) {
+    header(out, seen, c.name, c.help, "counter");
+    out += c.name + braces(c.labels) + " " + std::to_string(c.metric.value()) + "\n";
+  }
+  for (const auto& g : gauges_) {
+    header(out, seen, g.name, g.help, "gauge");
+    out += g.name + braces(g.labels) + " " + std::to_string(g.metric.value()) + "\n";
+  }
+  for (const auto& [name, help, read] : gauge_fns_) {
+    header(out, seen, name, help, "gauge");
+    out += name + " ";
+    append_double(out, read());
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace nimbus::http

@@ -1,0 +1,447 @@
+#include "http/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url/parse.hpp>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include "core/env.hpp"
+#include "core/log.hpp"
+#include "core/random.hpp"
+#include "http/problem.hpp"
+
+namespace nimbus::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+ServerConfig ServerConfig::from_env() {
+  ServerConfig c;
+  c.address = env::string("NIMBUS_HTTP_ADDRESS", c.address);
+  c.port = static_cast<std::uint16_t>(env::integer("NIMBUS_HTTP_PORT", c.port, 0, 65535));
+  c.instance = env::string("NIMBUS_INSTANCE", c.instance);
+  c.header_limit = env::bytes("NIMBUS_HTTP_HEADER_LIMIT", c.header_limit);
+  c.body_limit = env::bytes("NIMBUS_HTTP_BODY_LIMIT", c.body_limit);
+  c.idle_timeout = env::duration("NIMBUS_HTTP_IDLE_TIMEOUT", c.idle_timeout);
+  c.header_timeout = env::duration("NIMBUS_HTTP_HEADER_TIMEOUT", c.header_timeout);
+  c.body_timeout = env::duration("NIMBUS_HTTP_BODY_TIMEOUT", c.body_timeout);
+  c.write_timeout = env::duration("NIMBUS_HTTP_WRITE_TIMEOUT", c.write_timeout);
+  c.max_connections = static_cast<std::size_t>(
+      env::integer("NIMBUS_HTTP_MAX_CONNECTIONS", static_cast<std::int64_t>(c.max_connections), 1, 1'000'000));
+  if (c.header_limit < 1024) throw env::ConfigError("NIMBUS_HTTP_HEADER_LIMIT must be at least 1k");
+  return c;
+}
+
+bool valid_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+namespace {
+
+// Registry entry of one open connection. `stream` and `idle` are touched only on the
+// connection's strand; the registry map itself is guarded by Impl::mutex.
+struct Connection {
+  beast::tcp_stream* stream = nullptr;
+  bool idle = false;
+};
+
+}  // namespace
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  Impl(asio::io_context& io, ServerConfig cfg, const Router& r, Metrics& m)
+      : ioc(io), config(std::move(cfg)), router(r), metrics(m), acceptor(asio::make_strand(io)) {}
+
+  asio::io_context& ioc;
+  ServerConfig config;
+  const Router& router;
+  Metrics& metrics;
+  tcp::acceptor acceptor;
+  std::atomic<bool> draining{false};
+
+  std::mutex mutex;
+  std::uint64_t next_id = 0;
+  std::unordered_map<std::uint64_t, std::pair<asio::any_io_executor, std::shared_ptr<Connection>>> connections;
+
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> session(tcp::socket socket, std::uint64_t id, std::shared_ptr<Connection> conn);
+  asio::awaitable<Response> respond(Request& req, MatchResult matched);
+  asio::awaitable<void> write_error(beast::tcp_stream& stream, Request& req, Response res, unsigned version);
+  Response finish(Request& req, Response res, std::size_t slot);
+  asio::awaitable<void> reject_connection(tcp::socket socket);
+  const std::string too_many_connections = canned_too_many_connections();
+  static std::string canned_too_many_connections();
+  void close_connections(bool idle_only);
+};
+
+namespace {
+
+// What the client sent, in Nimbus's own types. Returns false if the target is not a
+// valid origin-form URL.
+bool to_request(const bhttp::request_header<>& head, Request& req) {
+  req.method = parse_method(std::string_view(head.method_string().data(), head.method_string().size()));
+  req.target = std::string(head.target());
+  auto url = boost::urls::parse_origin_form(req.target);
+  if (!url) return false;
+  req.path = url->path();
+  req.query = std::string(url->encoded_query());
+  for (const auto& field : head) {
+    req.headers.add(std::string(field.name_string()), std::string(field.value()));
+  }
+  return true;
+}
+
+bhttp::response<bhttp::string_body> to_beast(Response& res, unsigned version, bool head_request) {
+  bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(res.status), version};
+  for (auto& [name, value] : res.headers.items()) out.set(name, value);
+  const auto size = res.body.size();
+  out.body() = std::move(res.body);
+  out.prepare_payload();
+  if (head_request) {
+    out.body().clear();
+    out.content_length(size);
+  }
+  return out;
+}
+
+// The answer to a framing or limit error found while reading a request.
+Response read_error_response(const boost::system::error_code& ec, std::size_t body_limit) {
+  if (ec == bhttp::error::header_limit) {
+    return problem(431, "header_too_large", "Request header fields too large",
+                   "The request head exceeds the server's limit.");
+  }
+  if (ec == bhttp::error::body_limit) return payload_too_large(body_limit);
+  return bad_request("malformed_request", "The request is not valid HTTP/1.1.");
+}
+
+}  // namespace
+
+Server::Server(asio::io_context& ioc, ServerConfig config, const Router& router, Metrics& metrics)
+    : impl_(std::make_shared<Impl>(ioc, std::move(config), router, metrics)) {
+  impl_->metrics.bind_routes(router);
+}
+
+Server::~Server() = default;
+
+void Server::listen() {
+  auto& a = impl_->acceptor;
+  tcp::endpoint ep{asio::ip::make_address(impl_->config.address), impl_->config.port};
+  a.open(ep.protocol());
+  a.set_option(asio::socket_base::reuse_address(true));
+  a.bind(ep);
+  a.listen(asio::socket_base::max_listen_connections);
+  asio::co_spawn(a.get_executor(), impl_->accept_loop(), asio::detached);
+}
+
+std::uint16_t Server::port() const {
+  return impl_->acceptor.local_endpoint().port();
+}
+
+bool Server::draining() const {
+  return impl_->draining.load();
+}
+
+asio::awaitable<Response> Server::dispatch(Request& request) {
+  if (request.request_id.empty()) request.request_id = random::hex(16);
+  if (request.received_at == Clock::time_point{}) request.received_at = Clock::now();
+  co_return co_await impl_->respond(request, impl_->router.match(request.method, request.path));
+}
+
+asio::awaitable<void> Server::Impl::accept_loop() {
+  auto self = shared_from_this();
+  while (!draining.load()) {
+    tcp::socket socket(asio::make_strand(ioc));
+    auto [ec] = co_await acceptor.async_accept(socket, use_tuple);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      // EMFILE and friends: back off briefly instead of spinning.
+      log::warn("accept failed", {{"error", ec.message()}});
+      asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(50));
+      co_await pause.async_wait(use_tuple);
+      continue;
+    }
+    if (static_cast<std::size_t>(metrics.connections().value()) >= config.max_connections) {
+      auto ex = socket.get_executor();
+      asio::co_spawn(ex, reject_connection(std::move(socket)), asio::detached);
+      continue;
+    }
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto conn = std::make_shared<Connection>();
+    std::uint64_t id = 0;
+    {
+      std::lock_guard lock(mutex);
+      id = ++next_id;
+      connections.emplace(id, std::make_pair(socket.get_executor(), conn));
+    }
+    metrics.connections().add(1);
+    auto ex = socket.get_executor();
+    asio::co_spawn(ex, session(std::move(socket), id, std::move(conn)), [self, id](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& err) {
+          log::error("connection failed", {{"error", err.what()}});
+        }
+      }
+      {
+        std::lock_guard lock(self->mutex);
+        self->connections.erase(id);
+      }
+      self->metrics.connections().add(-1);
+    });
+  }
+}
+
+std::string Server::Impl::canned_too_many_connections() {
+  auto res = service_unavailable("too_many_connections", "The server is at its connection limit; retry shortly.");
+  auto out = to_beast(res, 11, false);
+  out.keep_alive(false);
+  std::ostringstream raw;
+  raw << out;
+  return raw.str();
+}
+
+// Answers 503 and closes with a short lingering read, so that the client's unread
+// request does not turn our close into a reset that destroys the answer in flight.
+asio::awaitable<void> Server::Impl::reject_connection(tcp::socket socket) {
+  metrics.connections_rejected().add(1);
+  beast::tcp_stream stream(std::move(socket));
+  stream.expires_after(std::chrono::seconds(1));
+  auto [ec, n] = co_await asio::async_write(stream, asio::buffer(too_many_connections), use_tuple);
+  if (!ec) {
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    char sink[1024];
+    while (!ec) std::tie(ec, n) = co_await stream.async_read_some(asio::buffer(sink), use_tuple);
+  }
+  stream.socket().close(ec);
+}
+
+Response Server::Impl::finish(Request& req, Response res, std::size_t slot) {
+  res.headers.set("X-Request-ID", req.request_id);
+  res.headers.set("X-Nimbus-Instance", config.instance);
+  const double seconds = std::chrono::duration<double>(Clock::now() - req.received_at).count();
+  metrics.observe_request(slot, res.status, seconds);
+  log::info("request", {{"request_id", req.request_id},
+                        {"method", to_string(req.method)},
+                        {"path", req.path},
+                        {"route", req.route},
+                        {"status", res.status},
+                        {"duration_ms", seconds * 1000.0},
+                        {"bytes_in", req.body.size()},
+                        {"bytes_out", res.body.size()},
+                        {"remote", req.remote_addr}});
+  return res;
+}
+
+asio::awaitable<Response> Server::Impl::respond(Request& req, MatchResult matched) {
+  auto* m = std::get_if<RouteMatch>(&matched);
+  if (m == nullptr) {
+    auto* wrong_method = std::get_if<MethodNotAllowed>(&matched);
+    co_return finish(req, wrong_method ? method_not_allowed(wrong_method->allow) : not_found(),
+                     metrics.unmatched_slot());
+  }
+  const Route* route = m->route;
+  req.route = route->pattern;
+  req.params = std::move(m->params);
+  metrics.in_flight().add(1);
+  Response res;
+  try {
+    res = co_await route->handler(req);
+  } catch (const std::exception& e) {
+    // The one place where an unexpected failure turns into an opaque 500: the detail
+    // goes to the log under the request id, never to the client.
+    log::error("handler failed", {{"request_id", req.request_id}, {"route", req.route}, {"error", e.what()}});
+    res = internal_error();
+  }
+  metrics.in_flight().add(-1);
+  co_return finish(req, std::move(res), route->index);
+}
+
+asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*id*/,
+                                            std::shared_ptr<Connection> conn) {
+  beast::tcp_stream stream(std::move(socket));
+  conn->stream = &stream;
+  // Deregister on every exit path, on the strand, before `stream` is destroyed.
+  struct Unhook {
+    Connection& c;
+    ~Unhook() { c.stream = nullptr; }
+  } unhook{*conn};
+
+  boost::system::error_code ec;
+  auto remote = stream.socket().remote_endpoint(ec);
+  const std::string remote_addr = ec ? std::string() : remote.address().to_string();
+  beast::flat_buffer buffer;
+
+  for (;;) {
+    // Idle wait for the next request's first byte, distinct from the header deadline.
+    if (buffer.size() == 0) {
+      conn->idle = true;
+      if (draining.load()) break;
+      stream.expires_after(config.idle_timeout);
+      auto [read_ec, n] = co_await stream.async_read_some(buffer.prepare(4096), use_tuple);
+      conn->idle = false;
+      if (read_ec) break;
+      buffer.commit(n);
+    }
+
+    Request req;
+    req.remote_addr = remote_addr;
+    req.received_at = Clock::now();
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(config.header_limit));
+    parser.body_limit(boost::none);  // the route decides, once the head is read
+
+    stream.expires_after(config.header_timeout);
+    auto [head_ec, head_n] = co_await bhttp::async_read_header(stream, buffer, parser, use_tuple);
+    if (head_ec) {
+      if (head_ec == bhttp::error::end_of_stream || head_ec == asio::error::eof ||
+          head_ec == asio::error::operation_aborted || head_ec == asio::error::connection_reset) {
+        break;
+      }
+      if (head_ec == beast::error::timeout) {
+        // tcp_stream has already closed the socket; the 408 goes to the log only, as
+        // with nginx's client_header_timeout.
+        if (req.request_id.empty()) req.request_id = random::hex(16);
+        finish(req, problem(408, "request_timeout", "Request timeout"), metrics.unmatched_slot());
+        break;
+      }
+      co_await write_error(stream, req, read_error_response(head_ec, 0), 11);
+      break;
+    }
+
+    const auto& head = parser.get();
+    const unsigned version = head.version();
+    auto id_header = head["X-Request-ID"];
+    req.request_id = valid_request_id(id_header) ? std::string(id_header) : random::hex(16);
+    if (!to_request(head, req)) {
+      co_await write_error(stream, req, bad_request("malformed_target", "The request target is not a valid path."),
+                           version);
+      break;
+    }
+
+    auto matched = router.match(req.method, req.path);
+    const auto* route_match = std::get_if<RouteMatch>(&matched);
+    std::size_t limit = config.body_limit;
+    if (route_match && route_match->route->options.body_limit != 0) limit = route_match->route->options.body_limit;
+    if (!route_match) limit = std::min<std::size_t>(limit, 64 * 1024);
+
+    // Refuse a declared oversized body before reading a byte of it.
+    if (auto length = parser.content_length(); length && *length > limit) {
+      co_await write_error(stream, req, payload_too_large(limit), version);
+      break;
+    }
+    parser.body_limit(limit);
+    if (!parser.is_done()) {
+      if (beast::iequals(head[bhttp::field::expect], "100-continue")) {
+        bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, version};
+        stream.expires_after(config.write_timeout);
+        auto [cont_ec, cont_n] = co_await bhttp::async_write(stream, cont, use_tuple);
+        if (cont_ec) break;
+      }
+      stream.expires_after(config.body_timeout);
+      auto [body_ec, body_n] = co_await bhttp::async_read(stream, buffer, parser, use_tuple);
+      if (body_ec) {
+        if (body_ec == asio::error::operation_aborted || body_ec == asio::error::connection_reset) break;
+        if (body_ec == beast::error::timeout) {
+          finish(req, problem(408, "request_timeout", "Request timeout"), metrics.unmatched_slot());
+        } else if (body_ec != bhttp::error::end_of_stream && body_ec != bhttp::error::partial_message) {
+          co_await write_error(stream, req, read_error_response(body_ec, limit), version);
+        }
+        break;
+      }
+    }
+    const bool client_keep_alive = parser.get().keep_alive();
+    req.body = std::move(parser.get().body());
+
+    Response res = co_await respond(req, std::move(matched));
+
+    const bool keep_alive = client_keep_alive && !res.close && !draining.load();
+    auto out = to_beast(res, version, req.method == Method::head);
+    out.keep_alive(keep_alive);
+    stream.expires_after(config.write_timeout);
+    auto [write_ec, write_n] = co_await bhttp::async_write(stream, out, use_tuple);
+    if (write_ec || !keep_alive) break;
+  }
+
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream.socket().close(ec);
+}
+
+// Answers an error found while reading; the caller then closes the connection, since
+// after a framing error the rest of the stream cannot be trusted.
+asio::awaitable<void> Server::Impl::write_error(beast::tcp_stream& stream, Request& req, Response res,
+                                                unsigned version) {
+  if (req.request_id.empty()) req.request_id = random::hex(16);
+  res = finish(req, std::move(res), metrics.unmatched_slot());
+  auto out = to_beast(res, version, false);
+  out.keep_alive(false);
+  stream.expires_after(config.write_timeout);
+  co_await bhttp::async_write(stream, out, use_tuple);
+}
+
+void Server::Impl::close_connections(bool idle_only) {
+  std::lock_guard lock(mutex);
+  for (auto& [id, entry] : connections) {
+    auto conn = entry.second;
+    asio::post(entry.first, [conn, idle_only] {
+      if (conn->stream == nullptr || (idle_only && !conn->idle)) return;
+      boost::system::error_code ec;
+      conn->stream->socket().close(ec);
+    });
+  }
+}
+
+asio::awaitable<void> Server::shutdown(std::chrono::milliseconds timeout) {
+  auto impl = impl_;
+  impl->draining.store(true);
+  co_await asio::post(impl->acceptor.get_executor(), asio::use_awaitable);
+  boost::system::error_code ec;
+  impl->acceptor.close(ec);
+  co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+
+  auto remaining = [&impl] {
+    std::lock_guard lock(impl->mutex);
+    return impl->connections.size();
+  };
+  const auto deadline = Clock::now() + timeout;
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  // Idle connections are closed at once and again on every tick, since a busy one
+  // becomes idle-and-draining only between requests (and then closes itself).
+  while (remaining() > 0 && Clock::now() < deadline) {
+    impl->close_connections(true);
+    tick.expires_after(std::chrono::milliseconds(20));
+    co_await tick.async_wait(use_tuple);
+  }
+  if (auto left = remaining(); left > 0) {
+    log::warn("shutdown timeout: closing connections with requests in flight", {{"connections", left}});
+    impl->close_connections(false);
+    const auto hard_deadline = Clock::now() + std::chrono::seconds(1);
+    while (remaining() > 0 && Clock::now() < hard_deadline) {
+      tick.expires_after(std::chrono::milliseconds(20));
+      co_await tick.async_wait(use_tuple);
+    }
+  }
+}
+
+}  // namespace nimbus::http

@@ -1,0 +1,71 @@
+// The HTTP/1.1 server: accept loop, one coroutine per connection, routing, limits,
+// access log, metrics and a bounded graceful shutdown.
+//
+// Threading: an accepted connection gets its own strand on the shared io_context; its
+// session coroutine and every handler it calls run on that strand. Beast lives only in
+// server.cpp (pimpl) so that the rest of the tree compiles against message.hpp alone.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "http/metrics.hpp"
+#include "http/router.hpp"
+
+namespace nimbus::http {
+
+struct ServerConfig {
+  std::string address = "0.0.0.0";
+  std::uint16_t port = 8080;        // 0 picks a free port (tests)
+  std::string instance = "nimbus";  // sent as X-Nimbus-Instance
+  std::size_t header_limit = 16 * 1024;
+  std::size_t body_limit = 1024 * 1024;  // default for routes that do not set one
+  // A keep-alive connection may sit idle this long between requests.
+  std::chrono::milliseconds idle_timeout{60'000};
+  // Once its first byte arrives, the whole request head must arrive within this
+  // (slow-loris defence), and the body within body_timeout.
+  std::chrono::milliseconds header_timeout{10'000};
+  std::chrono::milliseconds body_timeout{60'000};
+  std::chrono::milliseconds write_timeout{30'000};
+  std::size_t max_connections = 10'000;
+
+  // Reads NIMBUS_HTTP_* variables; throws env::ConfigError naming a bad one.
+  static ServerConfig from_env();
+};
+
+class Server {
+ public:
+  Server(boost::asio::io_context& ioc, ServerConfig config, const Router& router, Metrics& metrics);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts accepting. Throws boost::system::system_error if the port is taken.
+  void listen();
+  std::uint16_t port() const;
+
+  // Graceful stop: close the listener, let every in-flight request finish and answer it
+  // with `Connection: close`, close idle keep-alive connections, and after `timeout`
+  // cut whatever is still open. Completes when no connection is left.
+  boost::asio::awaitable<void> shutdown(std::chrono::milliseconds timeout);
+  bool draining() const;
+
+  // Handles one request without a socket (routing, error mapping, headers); used by the
+  // session loop and by unit tests.
+  boost::asio::awaitable<Response> dispatch(Request& request);
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+// A request id is trusted from the client (nginx sets one) only if it is short and
+// plain; otherwise the server makes its own.
+bool valid_request_id(std::string_view id);
+
+}  // namespace nimbus::http

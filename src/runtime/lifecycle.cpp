@@ -1,0 +1,86 @@
+#include "runtime/lifecycle.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <csignal>
+#include <thread>
+#include <vector>
+
+#include "core/env.hpp"
+#include "core/log.hpp"
+
+namespace nimbus::runtime {
+
+namespace asio = boost::asio;
+
+LifecycleConfig LifecycleConfig::from_env() {
+  LifecycleConfig c;
+  const auto hw = std::max(1U, std::thread::hardware_concurrency());
+  c.threads = static_cast<unsigned>(env::integer("NIMBUS_THREADS", hw, 1, 256));
+  c.drain_delay = env::duration("NIMBUS_DRAIN_DELAY", c.drain_delay);
+  c.shutdown_timeout = env::duration("NIMBUS_SHUTDOWN_TIMEOUT", c.shutdown_timeout);
+  return c;
+}
+
+namespace {
+
+asio::awaitable<void> shutdown_sequence(http::Server& server, http::Readiness& readiness, LifecycleConfig config,
+                                        StopStep stop, int signal_number) {
+  const auto started = std::chrono::steady_clock::now();
+  readiness.set_draining();
+  log::info("draining", {{"signal", signal_number}, {"drain_delay_ms", config.drain_delay.count()}});
+  asio::steady_timer delay(co_await asio::this_coro::executor, config.drain_delay);
+  co_await delay.async_wait(asio::as_tuple(asio::use_awaitable));
+
+  co_await server.shutdown(config.shutdown_timeout);
+  if (stop) {
+    try {
+      co_await stop();
+    } catch (const std::exception& e) {
+      log::error("stop step failed", {{"error", e.what()}});
+    }
+  }
+  const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  log::info("stopped", {{"shutdown_ms", ms}});
+}
+
+}  // namespace
+
+int run(asio::io_context& ioc, http::Server& server, http::Readiness& readiness, const LifecycleConfig& config,
+        StopStep stop) {
+  // Keeps run() alive while the server waits on nothing but the acceptor; released once
+  // the shutdown sequence is over, after which every remaining operation is ours.
+  auto guard = asio::make_work_guard(ioc);
+  asio::signal_set signals(ioc, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& ec, int signal_number) {
+    if (ec) return;
+    asio::co_spawn(ioc, shutdown_sequence(server, readiness, config, stop, signal_number), [&](std::exception_ptr e) {
+      if (e) log::error("shutdown sequence failed");
+      guard.reset();
+      // Nothing acknowledged is still running: in-flight requests were drained
+      // above. Stopping cancels only background loops (reconnects, timers).
+      ioc.stop();
+    });
+    // A second signal during the drain means "now": exit at once.
+    signals.async_wait([&](const boost::system::error_code& again, int) {
+      if (!again) {
+        log::warn("second signal: stopping immediately");
+        ioc.stop();
+      }
+    });
+  });
+
+  std::vector<std::jthread> pool;
+  pool.reserve(config.threads > 0 ? config.threads - 1 : 0);
+  for (unsigned i = 1; i < config.threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
+  ioc.run();
+  pool.clear();
+  return 0;
+}
+
+}  // namespace nimbus::runtime

@@ -1,0 +1,320 @@
+// The HTTP server against real sockets on loopback (port 0): framing errors, limits,
+// timeouts, keep-alive and the graceful drain.
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json/parse.hpp>
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "http/problem.hpp"
+#include "http/server.hpp"
+
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using namespace nimbus::http;
+using namespace std::chrono_literals;
+
+namespace {
+
+asio::awaitable<Response> sleep_for(std::chrono::milliseconds ms) {
+  asio::steady_timer t(co_await asio::this_coro::executor, ms);
+  co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  co_return json(200, R"({"slept":true})");
+}
+asio::awaitable<Response> hello() {
+  co_return text(200, "hello");
+}
+asio::awaitable<Response> body_size(Request& r) {
+  co_return text(200, std::to_string(r.body.size()));
+}
+asio::awaitable<Response> boom() {
+  throw std::runtime_error("secret database password in exception text");
+  co_return empty(200);
+}
+
+using RawResponse = bhttp::response<bhttp::string_body>;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void start(ServerConfig config = {}) {
+    config.address = "127.0.0.1";
+    config.port = 0;
+    config.instance = "test-1";
+    router_.add(Method::get, "/hello", [](Request&) { return hello(); });
+    router_.add(Method::get, "/sleep", [](Request&) { return sleep_for(400ms); });
+    router_.add(Method::post, "/small", [](Request& r) { return body_size(r); }, {.body_limit = 1024});
+    router_.add(Method::get, "/boom", [](Request&) { return boom(); });
+    server_ = std::make_unique<Server>(ioc_, config, router_, metrics_);
+    server_->listen();
+    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+  }
+
+  void TearDown() override {
+    if (server_ && !server_->draining()) shutdown(1s);
+    guard_.reset();
+    ioc_.stop();
+    threads_.clear();
+  }
+
+  void shutdown(std::chrono::milliseconds timeout) { shutdown_async(timeout).get(); }
+
+  std::future<void> shutdown_async(std::chrono::milliseconds timeout) {
+    return asio::co_spawn(ioc_, server_->shutdown(timeout), asio::use_future);
+  }
+
+  tcp::socket connect() {
+    tcp::socket s(client_ioc_);
+    s.connect({asio::ip::make_address("127.0.0.1"), server_->port()});
+    return s;
+  }
+
+  static RawResponse read_response(tcp::socket& s, boost::beast::flat_buffer& buf) {
+    RawResponse res;
+    bhttp::read(s, buf, res);
+    return res;
+  }
+
+  RawResponse roundtrip(std::string_view raw) {
+    auto s = connect();
+    asio::write(s, asio::buffer(raw));
+    boost::beast::flat_buffer buf;
+    return read_response(s, buf);
+  }
+
+  // True when the server closed the connection (read returns EOF or reset).
+  static bool closed_by_peer(tcp::socket& s) {
+    char c;
+    boost::system::error_code ec;
+    s.read_some(asio::buffer(&c, 1), ec);
+    return ec == asio::error::eof || ec == asio::error::connection_reset;
+  }
+
+  asio::io_context ioc_;
+  asio::executor_work_guard<asio::io_context::executor_type> guard_ = asio::make_work_guard(ioc_);
+  asio::io_context client_ioc_;
+  Router router_;
+  Metrics metrics_;
+  std::unique_ptr<Server> server_;
+  std::vector<std::jthread> threads_;
+};
+
+std::string code_of(const RawResponse& res) {
+  return std::string(boost::json::parse(res.body()).at("code").as_string());
+}
+
+TEST_F(ServerTest, AnswersWithRequestIdAndInstance) {
+  start();
+  auto res = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: abc-123\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "hello");
+  EXPECT_EQ(res["X-Request-ID"], "abc-123");
+  EXPECT_EQ(res["X-Nimbus-Instance"], "test-1");
+
+  auto generated = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: bad id\r\n\r\n");
+  EXPECT_EQ(generated["X-Request-ID"].size(), 32U);
+}
+
+TEST_F(ServerTest, NotFoundAndMethodNotAllowedAreProblems) {
+  start();
+  auto nf = roundtrip("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(nf.result_int(), 404);
+  EXPECT_EQ(nf[bhttp::field::content_type], "application/problem+json");
+  EXPECT_EQ(code_of(nf), "not_found");
+
+  auto na = roundtrip("DELETE /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(na.result_int(), 405);
+  EXPECT_EQ(na[bhttp::field::allow], "GET, HEAD");
+  EXPECT_EQ(code_of(na), "method_not_allowed");
+}
+
+TEST_F(ServerTest, HeadHasLengthButNoBody) {
+  start();
+  auto s = connect();
+  asio::write(s, asio::buffer(std::string_view("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+  boost::beast::flat_buffer buf;
+  bhttp::response_parser<bhttp::empty_body> parser;
+  parser.skip(true);  // a response to HEAD has no body, whatever Content-Length says
+  bhttp::read(s, buf, parser);
+  EXPECT_EQ(parser.get().result_int(), 200);
+  EXPECT_EQ(parser.get()[bhttp::field::content_length], "5");
+}
+
+TEST_F(ServerTest, MalformedRequestGets400AndClose) {
+  start();
+  auto s = connect();
+  asio::write(s, asio::buffer(std::string_view("THIS IS NOT HTTP\r\n\r\n")));
+  boost::beast::flat_buffer buf;
+  auto res = read_response(s, buf);
+  EXPECT_EQ(res.result_int(), 400);
+  EXPECT_EQ(code_of(res), "malformed_request");
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_TRUE(closed_by_peer(s));
+}
+
+TEST_F(ServerTest, BadTargetGets400) {
+  start();
+  auto res = roundtrip("GET http://evil.example/hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 400);
+  EXPECT_EQ(code_of(res), "malformed_target");
+}
+
+TEST_F(ServerTest, OversizedHeaderGets431) {
+  ServerConfig c;
+  c.header_limit = 2048;
+  start(c);
+  auto res = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4096, 'a') + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 431);
+  EXPECT_EQ(code_of(res), "header_too_large");
+}
+
+TEST_F(ServerTest, DeclaredOversizedBodyIsRefusedBeforeReading) {
+  start();
+  // Content-Length says 10 MB; nothing of the body is sent, yet the answer comes at once.
+  auto res = roundtrip("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 413);
+  EXPECT_EQ(code_of(res), "payload_too_large");
+}
+
+TEST_F(ServerTest, ChunkedBodyOverTheRouteLimitGets413) {
+  start();
+  std::string chunk(800, 'x');
+  std::string raw = "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  raw += "320\r\n" + chunk + "\r\n320\r\n" + chunk + "\r\n0\r\n\r\n";
+  auto res = roundtrip(raw);
+  EXPECT_EQ(res.result_int(), 413);
+}
+
+TEST_F(ServerTest, BodyWithinLimitIsDelivered) {
+  start();
+  auto res = roundtrip("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde");
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "5");
+}
+
+TEST_F(ServerTest, ExpectContinueIsHonoured) {
+  start();
+  auto s = connect();
+  asio::write(s, asio::buffer(std::string_view(
+                     "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")));
+  boost::beast::flat_buffer buf;
+  auto interim = read_response(s, buf);
+  EXPECT_EQ(interim.result_int(), 100);
+  asio::write(s, asio::buffer(std::string_view("abc")));
+  auto res = read_response(s, buf);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "3");
+}
+
+TEST_F(ServerTest, HandlerExceptionBecomesOpaque500) {
+  start();
+  auto res = roundtrip("GET /boom HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 500);
+  EXPECT_EQ(code_of(res), "internal_error");
+  EXPECT_EQ(res.body().find("secret"), std::string::npos);
+}
+
+TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  start();
+  auto s = connect();
+  boost::beast::flat_buffer buf;
+  for (int i = 0; i < 3; ++i) {
+    asio::write(s, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+    auto res = read_response(s, buf);
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_TRUE(res.keep_alive());
+  }
+}
+
+TEST_F(ServerTest, SlowLorisIsCutOffByTheHeaderTimeout) {
+  ServerConfig c;
+  c.header_timeout = 300ms;
+  start(c);
+  auto s = connect();
+  const auto began = std::chrono::steady_clock::now();
+  // Dribble a header without ever finishing it.
+  asio::write(s, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n")));
+  std::this_thread::sleep_for(100ms);
+  asio::write(s, asio::buffer(std::string_view("X-A: 1\r\n")));
+  // Like nginx's client_header_timeout: the connection is dropped, the 408 is logged.
+  EXPECT_TRUE(closed_by_peer(s));
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 5s);
+}
+
+TEST_F(ServerTest, IdleKeepAliveConnectionIsClosed) {
+  ServerConfig c;
+  c.idle_timeout = 200ms;
+  start(c);
+  auto s = connect();
+  EXPECT_TRUE(closed_by_peer(s));  // blocks until the server gives up on us
+}
+
+TEST_F(ServerTest, ConnectionLimitAnswers503) {
+  ServerConfig c;
+  c.max_connections = 2;
+  start(c);
+  auto a = connect();
+  auto b = connect();
+  // Make sure both are registered before the third arrives.
+  boost::beast::flat_buffer buf_a, buf_b;
+  asio::write(a, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+  asio::write(b, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+  EXPECT_EQ(read_response(a, buf_a).result_int(), 200);
+  EXPECT_EQ(read_response(b, buf_b).result_int(), 200);
+  auto res = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 503);
+  EXPECT_EQ(code_of(res), "too_many_connections");
+}
+
+TEST_F(ServerTest, ShutdownFinishesInFlightRequestsAndRefusesNewOnes) {
+  start();
+  auto busy = connect();
+  auto idle = connect();
+  boost::beast::flat_buffer idle_buf;
+  asio::write(idle, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+  EXPECT_EQ(read_response(idle, idle_buf).result_int(), 200);
+
+  asio::write(busy, asio::buffer(std::string_view("GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")));
+  std::this_thread::sleep_for(100ms);  // the request is now in the handler
+  const auto port = server_->port();
+  auto done = shutdown_async(5s);
+
+  boost::beast::flat_buffer buf;
+  auto res = read_response(busy, buf);
+  EXPECT_EQ(res.result_int(), 200) << "in-flight request must complete";
+  EXPECT_FALSE(res.keep_alive()) << "and tell the client the connection ends";
+  EXPECT_TRUE(closed_by_peer(busy));
+  EXPECT_TRUE(closed_by_peer(idle)) << "idle keep-alive connections are closed";
+  EXPECT_EQ(done.wait_for(3s), std::future_status::ready);
+
+  tcp::socket late(client_ioc_);
+  boost::system::error_code ec;
+  late.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+  EXPECT_EQ(ec, asio::error::connection_refused);
+}
+
+TEST_F(ServerTest, ShutdownTimeoutCutsRequestsThatTakeTooLong) {
+  start();
+  auto busy = connect();
+  asio::write(busy, asio::buffer(std::string_view("GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")));
+  std::this_thread::sleep_for(50ms);
+  const auto began = std::chrono::steady_clock::now();
+  shutdown(100ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 2s);
+  EXPECT_TRUE(closed_by_peer(busy));
+}
+
+TEST_F(ServerTest, MetricsCountRequestsByRoute) {
+  start();
+  roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  roundtrip("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto text = metrics_.render();
+  EXPECT_NE(text.find(R"(nimbus_http_requests_total{route="/hello",method="GET",status="200"} 1)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(nimbus_http_requests_total{route="unmatched",method="*",status="404"} 1)"), std::string::npos);
+}
+
+}  // namespace
