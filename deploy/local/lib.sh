@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Functions behind ./stack. Sourced, not run; expects ROOT to be set.
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+TEMPLATES="$ROOT/deploy/local/templates"
+
+# Ports and run folder of the chosen profile. Every port can be overridden by its
+# variable; the test profile shifts every default by 30000.
+load_profile() {
+  PROFILE=${NIMBUS_PROFILE:-local}
+  local shift_by=0
+  case $PROFILE in
+    local) shift_by=0 ;;
+    test) shift_by=30000 ;;
+    *) die "NIMBUS_PROFILE must be local or test, not '$PROFILE'" ;;
+  esac
+  GATEWAY_PORT=${GATEWAY_PORT:-$((8080 + shift_by))}
+  GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-$((8079 + shift_by))}
+  API_BASE_PORT=${API_BASE_PORT:-$((8100 + shift_by))}
+  WORKER_BASE_PORT=${WORKER_BASE_PORT:-$((8120 + shift_by))}
+  PG_PORT=${PG_PORT:-$((5433 + shift_by))}
+  REDIS_PORT=${REDIS_PORT:-$((6380 + shift_by))}
+  AMQP_PORT=${AMQP_PORT:-$((5673 + shift_by))}
+  RABBIT_DIST_PORT=${RABBIT_DIST_PORT:-$((25673 + shift_by))}
+  MEMCACHED_PORT=${MEMCACHED_PORT:-$((11212 + shift_by))}
+  S3_PORT=${S3_PORT:-$((8090 + shift_by))}
+  SWIFT_ACCOUNT_PORT=${SWIFT_ACCOUNT_PORT:-$((6212 + shift_by))}
+  SWIFT_CONTAINER_PORT=${SWIFT_CONTAINER_PORT:-$((6211 + shift_by))}
+  SWIFT_OBJECT_PORT=${SWIFT_OBJECT_PORT:-$((6210 + shift_by))}
+  SMTP_PORT=${SMTP_PORT:-$((1025 + shift_by))}
+  MAILDEV_WEB_PORT=${MAILDEV_WEB_PORT:-$((1080 + shift_by))}
+  RABBIT_NODE="nimbus-$PROFILE@localhost"
+  RUN=$(run_dir)
+  export PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT API_BASE_PORT WORKER_BASE_PORT PG_PORT REDIS_PORT AMQP_PORT \
+    RABBIT_DIST_PORT MEMCACHED_PORT S3_PORT SWIFT_ACCOUNT_PORT SWIFT_CONTAINER_PORT SWIFT_OBJECT_PORT SMTP_PORT \
+    MAILDEV_WEB_PORT RABBIT_NODE RUN
+}
+
+# The run folder holds data of services that run as their own users (postgres,
+# rabbitmq, swift), so every folder above it must be traversable by them. A checkout
+# under a private home folder is not; then the data lives under /var/lib/nimbus.
+run_dir() {
+  if [[ -n ${NIMBUS_RUN_DIR:-} ]]; then
+    echo "$NIMBUS_RUN_DIR/$PROFILE"
+  elif runuser -u nobody -- test -x "$ROOT" 2>/dev/null; then
+    echo "$ROOT/.run/$PROFILE"
+  else
+    echo "/var/lib/nimbus/$(printf '%s' "$ROOT" | sha1sum | cut -c1-12)/$PROFILE"
+  fi
+}
+
+install_packages() {
+  [[ $(id -u) == 0 ]] || die "the local stack installs packages and runs services as their users: run it as root"
+  bash "$ROOT/deploy/local/install.sh"
+}
+
+build() {
+  local preset=$1
+  say "building ($preset preset)"
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset"
+}
+
+random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# Folders, secrets, PostgreSQL cluster and Swift rings — once per run folder.
+init_services() {
+  mkdir -p "$RUN"/{logs,nginx,redis,postgres,rabbitmq/mnesia,rabbitmq/log,swift/etc,swift/srv/d1}
+  if [[ ! -f $RUN/secrets.env ]]; then
+    say "generating local secrets in $RUN/secrets.env"
+    umask 077
+    cat >"$RUN/secrets.env" <<EOF
+PG_PASSWORD=$(random_hex 16)
+AMQP_PASSWORD=$(random_hex 16)
+S3_SECRET=$(random_hex 16)
+SWIFT_HASH=$(random_hex 8)
+EOF
+    umask 022
+  fi
+  # shellcheck source=/dev/null
+  source "$RUN/secrets.env"
+  export PG_PASSWORD AMQP_PASSWORD S3_SECRET SWIFT_HASH
+  export S3_ACCOUNT=nimbus S3_USER=app S3_REGION=us-east-1 S3_BUCKET=nimbus
+  export S3_ACCESS_KEY="$S3_ACCOUNT:$S3_USER"
+
+  chown postgres:postgres "$RUN/postgres"
+  chmod 700 "$RUN/postgres"
+  if [[ ! -f $RUN/postgres/data/PG_VERSION ]]; then
+    say "initialising PostgreSQL cluster"
+    runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D "$RUN/postgres/data" -U postgres \
+      --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >"$RUN/logs/initdb.log"
+  fi
+
+  chown -R rabbitmq:rabbitmq "$RUN/rabbitmq"
+  if [[ ! -f $RUN/swift/etc/object.ring.gz ]]; then
+    say "building Swift rings"
+    local kind port
+    for kind in account container object; do
+      case $kind in
+        account) port=$SWIFT_ACCOUNT_PORT ;;
+        container) port=$SWIFT_CONTAINER_PORT ;;
+        object) port=$SWIFT_OBJECT_PORT ;;
+      esac
+      (
+        cd "$RUN/swift/etc" || exit 1
+        swift-ring-builder "$kind.builder" create 8 1 1 >/dev/null
+        swift-ring-builder "$kind.builder" add "r1z1-127.0.0.1:$port/d1" 1 >/dev/null
+        swift-ring-builder "$kind.builder" rebalance >/dev/null
+      )
+    done
+  fi
+  chown -R swift:swift "$RUN/swift"
+}
+
+# Renders a template to `out` ("-" for stdout). Only our variables are substituted;
+# nginx's own $variables stay as they are.
+render() {
+  local template=$1 out=$2 vars
+  # shellcheck disable=SC2016 # the literal ${NAME} list is what envsubst expects
+  vars=$(printf '${%s} ' RUN ROOT PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT PG_PORT REDIS_PORT AMQP_PORT \
+    RABBIT_DIST_PORT RABBIT_NODE MEMCACHED_PORT S3_PORT SWIFT_ACCOUNT_PORT SWIFT_CONTAINER_PORT \
+    SWIFT_OBJECT_PORT SMTP_PORT MAILDEV_WEB_PORT AMQP_PASSWORD S3_SECRET S3_ACCOUNT S3_USER S3_REGION \
+    S3_ACCESS_KEY SWIFT_HASH API_UPSTREAMS AUTH_RATE AUTH_BURST BODY_LIMIT NAME BINARY PORT APP_ENV)
+  if [[ $out == - ]]; then
+    envsubst "$vars" <"$template"
+  else
+    envsubst "$vars" <"$template" >"$out"
+  fi
+}
+
+# Environment shared by nimbus-api and nimbus-worker (supervisord syntax).
+app_env() {
+  local debug=$1
+  local vars=(
+    "NIMBUS_DATABASE_URL=postgresql://nimbus:$PG_PASSWORD@127.0.0.1:$PG_PORT/nimbus"
+    "NIMBUS_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    "NIMBUS_AMQP_URL=amqp://nimbus:$AMQP_PASSWORD@127.0.0.1:$AMQP_PORT/"
+    "NIMBUS_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
+    "NIMBUS_S3_REGION=$S3_REGION"
+    "NIMBUS_S3_BUCKET=$S3_BUCKET"
+    "NIMBUS_S3_ACCESS_KEY=$S3_ACCESS_KEY"
+    "NIMBUS_S3_SECRET_KEY=$S3_SECRET"
+    "NIMBUS_SMTP_HOST=127.0.0.1"
+    "NIMBUS_SMTP_PORT=$SMTP_PORT"
+    "NIMBUS_THREADS=2"
+    "NIMBUS_DRAIN_DELAY=1500ms"
+    "NIMBUS_SHUTDOWN_TIMEOUT=15s"
+    "NIMBUS_DEBUG_ROUTES=$debug"
+  )
+  local out="" v
+  for v in "${vars[@]}"; do out+="${v%%=*}=\"${v#*=}\","; done
+  echo "${out%,}"
+}
+
+write_configs() {
+  local apis=$1 workers=$2 profile_kind=${3:-local}
+  local debug=0
+  [[ $profile_kind == test ]] && debug=1
+  say "writing configs into $RUN ($apis API instances, $workers workers)"
+  export API_UPSTREAMS="" AUTH_RATE="${NIMBUS_GATEWAY_AUTH_RATE:-20r/s}" AUTH_BURST="${NIMBUS_GATEWAY_AUTH_BURST:-40}"
+  export BODY_LIMIT=26m
+  [[ $profile_kind == test ]] && AUTH_RATE=1000r/s && AUTH_BURST=2000
+  local i
+  for ((i = 1; i <= apis; i++)); do
+    API_UPSTREAMS+="    server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=1 fail_timeout=2s;"$'\n'
+  done
+  mkdir -p "$RUN"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
+  chown -R nobody:nogroup "$RUN/nginx"
+  render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf"
+  render "$TEMPLATES/redis.conf" "$RUN/redis/redis.conf"
+  render "$TEMPLATES/rabbitmq.conf" "$RUN/rabbitmq/rabbitmq.conf"
+  cp "$TEMPLATES/enabled_plugins" "$RUN/rabbitmq/enabled_plugins"
+  chown -R rabbitmq:rabbitmq "$RUN/rabbitmq"
+  local f
+  for f in swift.conf account-server.conf container-server.conf object-server.conf proxy-server.conf; do
+    render "$TEMPLATES/$f" "$RUN/swift/etc/$f"
+  done
+  chown -R swift:swift "$RUN/swift/etc"
+
+  render "$TEMPLATES/supervisord.conf" "$RUN/supervisord.conf"
+  export APP_ENV
+  APP_ENV=$(app_env "$debug")
+  for ((i = 1; i <= apis; i++)); do
+    NAME="api-$i" BINARY="$ROOT/build/release/src/api/nimbus-api" PORT=$((API_BASE_PORT + i)) \
+      render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
+  done
+  for ((i = 1; i <= workers; i++)); do
+    NAME="worker-$i" BINARY="$ROOT/build/release/src/worker/nimbus-worker" PORT=$((WORKER_BASE_PORT + i)) \
+      render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
+  done
+  {
+    echo "[group:api]"
+    echo "programs=$(seq -s, -f 'api-%g' 1 "$apis")"
+    echo "[group:workers]"
+    echo "programs=$(seq -s, -f 'worker-%g' 1 "$workers")"
+  } >>"$RUN/supervisord.conf"
+
+  # Everything a test or a tool needs to reach this stack.
+  cat >"$RUN/stack.env" <<EOF
+NIMBUS_STACK_RUN=$RUN
+NIMBUS_STACK_SUPERVISOR_CONF=$RUN/supervisord.conf
+NIMBUS_STACK_APIS=$apis
+NIMBUS_STACK_WORKERS=$workers
+NIMBUS_STACK_API_BASE_PORT=$API_BASE_PORT
+NIMBUS_STACK_WORKER_BASE_PORT=$WORKER_BASE_PORT
+NIMBUS_TEST_GATEWAY=http://127.0.0.1:$GATEWAY_PORT
+NIMBUS_TEST_GATEWAY_ADMIN=http://127.0.0.1:$GATEWAY_ADMIN_PORT
+NIMBUS_TEST_MAILDEV=http://127.0.0.1:$MAILDEV_WEB_PORT
+NIMBUS_TEST_DATABASE_URL=postgresql://nimbus:$PG_PASSWORD@127.0.0.1:$PG_PORT/nimbus
+NIMBUS_TEST_PG_ADMIN_SOCKET=$RUN/postgres
+NIMBUS_TEST_PG_PORT=$PG_PORT
+NIMBUS_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+NIMBUS_TEST_AMQP_URL=amqp://nimbus:$AMQP_PASSWORD@127.0.0.1:$AMQP_PORT/
+NIMBUS_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+NIMBUS_TEST_S3_REGION=$S3_REGION
+NIMBUS_TEST_S3_BUCKET=$S3_BUCKET
+NIMBUS_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY
+NIMBUS_TEST_S3_SECRET_KEY=$S3_SECRET
+NIMBUS_TEST_SMTP_PORT=$SMTP_PORT
+EOF
+}
+
+ctl() { supervisorctl -c "$RUN/supervisord.conf" "$@"; }
+
+supervisor_running() {
+  [[ -S $RUN/supervisor.sock ]] && ctl pid >/dev/null 2>&1
+}
+
+start_supervisor() {
+  if supervisor_running; then
+    say "supervisord already running: applying config changes"
+    ctl reread >/dev/null
+    ctl update
+    ctl start all >/dev/null 2>&1 || true
+  else
+    say "starting supervisord"
+    supervisord -c "$RUN/supervisord.conf"
+  fi
+}
+
+stop_supervisor() {
+  supervisor_running || return 0
+  say "stopping stack '$PROFILE'"
+  ctl shutdown >/dev/null || true
+  local i
+  for ((i = 0; i < 120; i++)); do
+    [[ -f $RUN/supervisord.pid ]] && kill -0 "$(cat "$RUN/supervisord.pid")" 2>/dev/null || return 0
+    sleep 0.5
+  done
+  die "supervisord did not stop within 60 s"
+}
+
+# Polls `check` (a command) until it succeeds or `seconds` pass.
+wait_for() {
+  local what=$1 seconds=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "$what not ready after ${seconds}s (see $RUN/logs/)"
+    sleep 0.3
+  done
+  say "$what ready"
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pg_admin() { psql -h "$RUN/postgres" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+
+# Role and database of the application, created once.
+provision_postgres() {
+  if [[ -z $(pg_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'nimbus'") ]]; then
+    pg_admin -c "CREATE ROLE nimbus LOGIN PASSWORD '$PG_PASSWORD'"
+  fi
+  if [[ -z $(pg_admin -c "SELECT 1 FROM pg_database WHERE datname = 'nimbus'") ]]; then
+    pg_admin -c "CREATE DATABASE nimbus OWNER nimbus"
+  fi
+}
+
+# The bucket, created through Swift's own API (tempauth) — S3 clients then see it.
+provision_bucket() {
+  local headers token url
+  headers=$(curl -fsS -D - -o /dev/null -H "X-Auth-User: $S3_ACCESS_KEY" -H "X-Auth-Key: $S3_SECRET" \
+    "http://127.0.0.1:$S3_PORT/auth/v1.0")
+  token=$(printf '%s' "$headers" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-auth-token"{print $2}')
+  url=$(printf '%s' "$headers" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-storage-url"{print $2}')
+  [[ -n $token && -n $url ]] || return 1
+  curl -fsS -X PUT -H "X-Auth-Token: $token" "$url/$S3_BUCKET" -o /dev/null
+}
+
+# Sees every instance answer through the gateway (round robin, no stickiness).
+all_instances_answer() {
+  local apis=$1 seen i id
+  seen=$(for ((i = 0; i < apis * 3; i++)); do
+    curl -fsS -o /dev/null -D - "http://127.0.0.1:$GATEWAY_PORT/readyz" | tr -d '\r' |
+      awk -F': ' 'tolower($1)=="x-nimbus-instance"{print $2}'
+  done | sort -u)
+  for ((i = 1; i <= apis; i++)); do
+    id="api-$i"
+    grep -qx "$id" <<<"$seen" || return 1
+  done
+}
+
+wait_ready() {
+  local apis=$1
+  wait_for "PostgreSQL :$PG_PORT" 60 pg_admin -c "SELECT 1"
+  provision_postgres
+  wait_for "Redis :$REDIS_PORT" 30 redis-cli -p "$REDIS_PORT" ping
+  wait_for "RabbitMQ :$AMQP_PORT" 90 tcp_open "$AMQP_PORT"
+  wait_for "Swift s3api :$S3_PORT" 60 curl -fsS "http://127.0.0.1:$S3_PORT/healthcheck"
+  wait_for "bucket $S3_BUCKET" 30 provision_bucket
+  wait_for "maildev :$MAILDEV_WEB_PORT" 30 curl -fsS "http://127.0.0.1:$MAILDEV_WEB_PORT/email"
+  wait_for "gateway :$GATEWAY_PORT with $apis API instances" 60 all_instances_answer "$apis"
+}
+
+print_urls() {
+  cat <<EOF
+
+Nimbus is up (profile '$PROFILE').
+  API (gateway)      http://127.0.0.1:$GATEWAY_PORT        e.g. curl -i http://127.0.0.1:$GATEWAY_PORT/readyz
+  web inbox (mail)   http://127.0.0.1:$MAILDEV_WEB_PORT
+  S3 (Swift s3api)   http://127.0.0.1:$S3_PORT             bucket '$S3_BUCKET', key '$S3_ACCESS_KEY'
+  metrics (private)  http://127.0.0.1:$GATEWAY_ADMIN_PORT/metrics
+  processes          ./stack status     logs: ./stack logs [NAME]     stop: ./stack down [--purge]
+  connection details $RUN/stack.env
+EOF
+}
