@@ -8,13 +8,14 @@ function(nimbus_target_defaults target)
   if(NIMBUS_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()
-  target_compile_definitions(${target} PRIVATE BOOST_ASIO_NO_DEPRECATED BOOST_BEAST_USE_STD_STRING_VIEW)
+  target_compile_definitions(${target} PRIVATE BOOST_ASIO_NO_DEPRECATED)
 endfunction()
 
 # Boost headers are the bulk of every compile: one precompiled header, reused by every
 # target that touches Asio/Beast/JSON (same flags, so REUSE_FROM is valid).
 add_library(nimbus_pch STATIC ${PROJECT_SOURCE_DIR}/cmake/pch.cpp)
-target_link_libraries(nimbus_pch PUBLIC Boost::headers)
+# Same usage requirements as every consumer: GCC refuses a PCH built with other macros.
+target_link_libraries(nimbus_pch PUBLIC Boost::headers Boost::json Boost::url spdlog::spdlog)
 nimbus_target_defaults(nimbus_pch)
 target_precompile_headers(nimbus_pch PRIVATE ${PROJECT_SOURCE_DIR}/cmake/pch.hpp)
 

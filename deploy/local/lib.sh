@@ -9,8 +9,9 @@ die() {
 
 TEMPLATES="$ROOT/deploy/local/templates"
 
-# Ports and run folder of the chosen profile. Every port can be overridden by its
-# variable; the test profile shifts every default by 30000.
+# Ports and run folder of the chosen profile. Every port can be overridden by
+# NIMBUS_<NAME> (e.g. NIMBUS_GATEWAY_PORT=9080); the test profile shifts every default
+# by 30000.
 load_profile() {
   PROFILE=${NIMBUS_PROFILE:-local}
   local shift_by=0
@@ -19,21 +20,21 @@ load_profile() {
     test) shift_by=30000 ;;
     *) die "NIMBUS_PROFILE must be local or test, not '$PROFILE'" ;;
   esac
-  GATEWAY_PORT=${GATEWAY_PORT:-$((8080 + shift_by))}
-  GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-$((8079 + shift_by))}
-  API_BASE_PORT=${API_BASE_PORT:-$((8100 + shift_by))}
-  WORKER_BASE_PORT=${WORKER_BASE_PORT:-$((8120 + shift_by))}
-  PG_PORT=${PG_PORT:-$((5433 + shift_by))}
-  REDIS_PORT=${REDIS_PORT:-$((6380 + shift_by))}
-  AMQP_PORT=${AMQP_PORT:-$((5673 + shift_by))}
-  RABBIT_DIST_PORT=${RABBIT_DIST_PORT:-$((25673 + shift_by))}
-  MEMCACHED_PORT=${MEMCACHED_PORT:-$((11212 + shift_by))}
+  GATEWAY_PORT=${NIMBUS_GATEWAY_PORT:-$((8080 + shift_by))}
+  GATEWAY_ADMIN_PORT=${NIMBUS_GATEWAY_ADMIN_PORT:-$((8079 + shift_by))}
+  API_BASE_PORT=${NIMBUS_API_BASE_PORT:-$((8100 + shift_by))}
+  WORKER_BASE_PORT=${NIMBUS_WORKER_BASE_PORT:-$((8120 + shift_by))}
+  PG_PORT=${NIMBUS_PG_PORT:-$((5433 + shift_by))}
+  REDIS_PORT=${NIMBUS_REDIS_PORT:-$((6380 + shift_by))}
+  AMQP_PORT=${NIMBUS_AMQP_PORT:-$((5673 + shift_by))}
+  RABBIT_DIST_PORT=${NIMBUS_RABBIT_DIST_PORT:-$((25673 + shift_by))}
+  MEMCACHED_PORT=${NIMBUS_MEMCACHED_PORT:-$((11212 + shift_by))}
   S3_PORT=${S3_PORT:-$((8090 + shift_by))}
-  SWIFT_ACCOUNT_PORT=${SWIFT_ACCOUNT_PORT:-$((6212 + shift_by))}
-  SWIFT_CONTAINER_PORT=${SWIFT_CONTAINER_PORT:-$((6211 + shift_by))}
-  SWIFT_OBJECT_PORT=${SWIFT_OBJECT_PORT:-$((6210 + shift_by))}
-  SMTP_PORT=${SMTP_PORT:-$((1025 + shift_by))}
-  MAILDEV_WEB_PORT=${MAILDEV_WEB_PORT:-$((1080 + shift_by))}
+  SWIFT_ACCOUNT_PORT=${NIMBUS_SWIFT_ACCOUNT_PORT:-$((6212 + shift_by))}
+  SWIFT_CONTAINER_PORT=${NIMBUS_SWIFT_CONTAINER_PORT:-$((6211 + shift_by))}
+  SWIFT_OBJECT_PORT=${NIMBUS_SWIFT_OBJECT_PORT:-$((6210 + shift_by))}
+  SMTP_PORT=${NIMBUS_SMTP_PORT:-$((1025 + shift_by))}
+  MAILDEV_WEB_PORT=${NIMBUS_MAILDEV_WEB_PORT:-$((1080 + shift_by))}
   RABBIT_NODE="nimbus-$PROFILE@localhost"
   RUN=$(run_dir)
   export PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT API_BASE_PORT WORKER_BASE_PORT PG_PORT REDIS_PORT AMQP_PORT \
@@ -152,6 +153,8 @@ app_env() {
     "NIMBUS_SHUTDOWN_TIMEOUT=15s"
     "NIMBUS_DEBUG_ROUTES=$debug"
   )
+  # The test stack proves the slow-client defence without waiting 10 s.
+  [[ $debug == 1 ]] && vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s")
   local out="" v
   for v in "${vars[@]}"; do out+="${v%%=*}=\"${v#*=}\","; done
   echo "${out%,}"
@@ -237,10 +240,28 @@ start_supervisor() {
     ctl reread >/dev/null
     ctl update
     ctl start all >/dev/null 2>&1 || true
+    rolling_restart
   else
     say "starting supervisord"
     supervisord -c "$RUN/supervisord.conf"
   fi
+}
+
+# Picks up a new build the way a deploy would: one instance at a time, each back to
+# ready before the next goes, so the gateway always has instances to send to.
+rolling_restart() {
+  local program port name
+  while read -r program _; do
+    name=${program#*:}
+    case $name in
+      api-*) port=$((API_BASE_PORT + ${name#api-})) ;;
+      worker-*) port=$((WORKER_BASE_PORT + ${name#worker-})) ;;
+      *) continue ;;
+    esac
+    say "rolling restart: $name"
+    ctl restart "$program" >/dev/null
+    wait_for "$name" 30 curl -fsS "http://127.0.0.1:$port/readyz"
+  done < <(ctl status | grep -E '^(api|workers):')
 }
 
 stop_supervisor() {

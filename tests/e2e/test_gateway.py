@@ -1,0 +1,106 @@
+"""The gateway and the HTTP core, through nginx, with several API instances."""
+import collections
+import socket
+from urllib.parse import urlparse
+
+import requests
+
+import stack
+
+
+def test_round_robin_reaches_every_instance():
+    s = stack.session()
+    seen = collections.Counter()
+    for _ in range(stack.APIS * 10):
+        r = s.get(f"{stack.GATEWAY}/healthz", timeout=5)
+        assert r.status_code == 200
+        seen[r.headers["X-Nimbus-Instance"]] += 1
+    assert set(seen) == {f"api-{i}" for i in range(1, stack.APIS + 1)}
+    # No stickiness: the load is spread, not pinned.
+    assert min(seen.values()) >= 5, seen
+
+
+def test_readyz_is_ready_through_the_gateway():
+    r = requests.get(f"{stack.GATEWAY}/readyz", timeout=5)
+    assert r.status_code == 200
+    assert r.json()["status"] == "ready"
+    assert r.headers["Cache-Control"] == "no-store"
+
+
+def test_request_id_is_kept_or_made_and_sent_once():
+    r = requests.get(f"{stack.GATEWAY}/healthz", headers={"X-Request-ID": "e2e-abc.123"}, timeout=5)
+    assert r.headers["X-Request-ID"] == "e2e-abc.123"
+    assert r.raw.headers.getlist("X-Request-ID") == ["e2e-abc.123"]
+    r = requests.get(f"{stack.GATEWAY}/healthz", headers={"X-Request-ID": "no spaces allowed"}, timeout=5)
+    made = r.headers["X-Request-ID"]
+    assert made != "no spaces allowed" and len(made) == 32
+
+
+def test_metrics_are_private():
+    r = requests.get(f"{stack.GATEWAY}/metrics", timeout=5)
+    assert r.status_code == 404
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert r.json()["code"] == "not_found"
+    admin = requests.get(f"{stack.GATEWAY_ADMIN}/metrics", timeout=5)
+    assert admin.status_code == 200
+    assert "nimbus_http_requests_total" in admin.text
+    assert "nimbus_http_request_duration_seconds_bucket" in admin.text
+
+
+def test_unknown_route_and_wrong_method_are_problems():
+    r = requests.get(f"{stack.GATEWAY}/v1/no-such-thing", timeout=5)
+    assert r.status_code == 404
+    assert r.json()["code"] == "not_found"
+    assert r.headers["X-Nimbus-Instance"].startswith("api-")
+    r = requests.delete(f"{stack.GATEWAY}/healthz", timeout=5)
+    assert r.status_code == 405
+    assert r.headers["Allow"] == "GET, HEAD"
+    body = r.json()
+    assert body["code"] == "method_not_allowed" and body["status"] == 405
+    assert set(body) >= {"type", "title", "status", "detail", "code"}
+
+
+def test_body_over_the_gateway_limit_is_refused():
+    r = requests.post(f"{stack.GATEWAY}/debug/echo", data=b"x" * (27 * 1024 * 1024),
+                      headers={"Content-Type": "application/octet-stream"}, timeout=30)
+    assert r.status_code == 413
+    assert r.json()["code"] == "payload_too_large"
+
+
+def test_body_over_the_route_limit_is_refused_by_the_instance():
+    # The debug echo route takes at most 64 KiB; the gateway allows far more.
+    r = requests.post(f"{stack.GATEWAY_ADMIN}/debug/echo", data=b"x" * (100 * 1024), timeout=10)
+    assert r.status_code == 413
+    assert r.json()["code"] == "payload_too_large"
+    ok = requests.post(f"{stack.GATEWAY_ADMIN}/debug/echo", data=b"x" * 1000, timeout=10)
+    assert ok.status_code == 200 and ok.json() == {"bytes": 1000}
+
+
+def test_malformed_http_gets_a_clean_400():
+    gw = urlparse(stack.GATEWAY)
+    with socket.create_connection((gw.hostname, gw.port), timeout=5) as s:
+        s.sendall(b"GARBAGE\x00\x01 / HTTP/9.9\r\n\r\n")
+        data = s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 400")
+
+    # And straight to an instance, past nginx's own parser.
+    with socket.create_connection(("127.0.0.1", stack.API_BASE_PORT + 1), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        data = s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 400")
+    assert b'"code":"malformed_request"' in data
+
+
+def test_oversized_headers_get_431_from_an_instance():
+    with socket.create_connection(("127.0.0.1", stack.API_BASE_PORT + 1), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
+        data = s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 431")
+
+
+def test_slow_loris_is_cut_off_by_an_instance():
+    # The test stack runs instances with a 2 s header timeout (NIMBUS_HTTP_HEADER_TIMEOUT).
+    with socket.create_connection(("127.0.0.1", stack.API_BASE_PORT + 1), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        s.settimeout(8)
+        assert s.recv(4096) == b""  # closed by the server, long before our 8 s
