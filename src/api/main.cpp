@@ -1,75 +1,63 @@
 // nimbus-api: the stateless HTTP API. The only place that builds concrete clients and
 // wires them into handlers; everything else receives what it needs.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <chrono>
-#include <cstdio>
+#include <atomic>
 
 #include "api/debug_routes.hpp"
 #include "core/env.hpp"
-#include "core/log.hpp"
-#include "http/metrics.hpp"
 #include "http/ops.hpp"
-#include "http/readiness.hpp"
-#include "http/router.hpp"
-#include "http/server.hpp"
-#include "runtime/lifecycle.hpp"
+#include "runtime/service.hpp"
+#include "store/pg/migrate.hpp"
+#include "store/pg/pool.hpp"
 
 namespace {
 
-struct ApiConfig {
-  nimbus::http::ServerConfig http;
-  nimbus::runtime::LifecycleConfig lifecycle;
-  nimbus::log::Level log_level = nimbus::log::Level::info;
-  bool debug_routes = false;
+namespace asio = boost::asio;
+using namespace nimbus;
 
-  static ApiConfig from_env() {
-    ApiConfig c;
-    c.http = nimbus::http::ServerConfig::from_env();
-    c.lifecycle = nimbus::runtime::LifecycleConfig::from_env();
-    auto level = nimbus::env::string("NIMBUS_LOG_LEVEL", "info");
-    try {
-      c.log_level = nimbus::log::parse_level(level);
-    } catch (const std::invalid_argument&) {
-      throw nimbus::env::ConfigError("NIMBUS_LOG_LEVEL=\"" + level + "\" is invalid: expected debug|info|warn|error");
-    }
-    c.debug_routes = nimbus::env::boolean("NIMBUS_DEBUG_ROUTES", false);
-    return c;
-  }
-};
+// Coroutines are free functions taking what they use by value: a coroutine lambda would
+// keep pointing into its closure, which need not outlive the first suspension.
+asio::awaitable<void> apply_migrations(std::shared_ptr<pg::Pool> pg, std::shared_ptr<std::atomic<bool>> done) {
+  co_await pg::migrate(*pg, pg::embedded_migrations());
+  done->store(true);
+}
+
+asio::awaitable<bool> postgres_ready(std::shared_ptr<pg::Pool> pg, std::shared_ptr<std::atomic<bool>> schema_ready) {
+  co_return schema_ready->load() && co_await pg->ping();
+}
+
+int run_api(const runtime::ServiceConfig& config) {
+  const auto started = std::chrono::steady_clock::now();
+  const bool debug_routes = env::boolean("NIMBUS_DEBUG_ROUTES", false);
+  asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
+
+  http::Metrics metrics;
+  http::Readiness readiness;
+  auto pg = pg::Pool::create(ioc.get_executor(), pg::PoolConfig::from_env());
+  pg->export_metrics(metrics);
+
+  // Start-up does not wait for the database: the instance listens at once and reports
+  // ready when the schema is in place and PostgreSQL answers.
+  auto schema_ready = std::make_shared<std::atomic<bool>>(false);
+  asio::co_spawn(
+      ioc,
+      runtime::retry_until_done("migrations", [pg, schema_ready] { return apply_migrations(pg, schema_ready); }),
+      asio::detached);
+  readiness.add_check("postgres", [pg, schema_ready] { return postgres_ready(pg, schema_ready); });
+
+  http::Router router;
+  http::add_ops_routes(router, readiness, metrics);
+  if (debug_routes) api::add_debug_routes(router);
+
+  http::Server server(ioc, config.http, router, metrics);
+  server.listen();
+  const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  log::info("listening", {{"port", server.port()}, {"threads", config.lifecycle.threads}, {"startup_ms", ms}});
+  return runtime::run(ioc, server, readiness, config.lifecycle);
+}
 
 }  // namespace
 
-int main() {
-  namespace http = nimbus::http;
-  namespace log = nimbus::log;
-  const auto started = std::chrono::steady_clock::now();
-  ApiConfig config;
-  try {
-    config = ApiConfig::from_env();
-  } catch (const nimbus::env::ConfigError& e) {
-    std::fprintf(stderr, "nimbus-api: configuration error: %s\n", e.what());
-    return 2;
-  }
-  log::init({.service = "nimbus-api", .instance = config.http.instance, .level = config.log_level});
-
-  int code = 1;
-  try {
-    boost::asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
-    http::Router router;
-    http::Metrics metrics;
-    http::Readiness readiness;
-    http::add_ops_routes(router, readiness, metrics);
-    if (config.debug_routes) nimbus::api::add_debug_routes(router);
-
-    http::Server server(ioc, config.http, router, metrics);
-    server.listen();
-    const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-    log::info("listening", {{"port", server.port()}, {"threads", config.lifecycle.threads}, {"startup_ms", ms}});
-    code = nimbus::runtime::run(ioc, server, readiness, config.lifecycle);
-  } catch (const std::exception& e) {
-    log::error("fatal", {{"error", e.what()}});
-    code = 1;
-  }
-  log::shutdown();
-  return code;
-}
+int main() { return runtime::service_main("nimbus-api", run_api); }

@@ -3,6 +3,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/string.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <spdlog/async.h>
@@ -41,6 +42,16 @@ std::string_view level_name(Level level) {
 
 void append_string(std::string& out, std::string_view s) {
   out += boost::json::serialize(boost::json::string_view(s.data(), s.size()));
+}
+
+void append_double(std::string& out, double v) {
+  if (!std::isfinite(v)) {
+    out += "null";
+    return;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", v);
+  out += buf;
 }
 
 void append_timestamp(std::string& out) {
@@ -122,7 +133,7 @@ std::string format(Level level, std::string_view msg, Fields fields) {
           else if constexpr (std::is_same_v<T, bool>)
             line += v ? "true" : "false";
           else if constexpr (std::is_same_v<T, double>)
-            line += boost::json::serialize(boost::json::value(v));
+            append_double(line, v);
           else
             line += std::to_string(v);
         },

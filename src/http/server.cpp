@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "core/env.hpp"
+#include "core/errors.hpp"
 #include "core/log.hpp"
 #include "core/random.hpp"
 #include "http/problem.hpp"
@@ -268,6 +269,11 @@ asio::awaitable<Response> Server::Impl::respond(Request& req, MatchResult matche
   Response res;
   try {
     res = co_await route->handler(req);
+  } catch (const DependencyUnavailable& e) {
+    // Fail fast while a dependency is down; clients and the gateway may retry.
+    log::warn("dependency unavailable",
+              {{"request_id", req.request_id}, {"dependency", e.dependency()}, {"error", e.what()}});
+    res = service_unavailable("dependency_unavailable", "A backing service is unavailable; retry shortly.");
   } catch (const std::exception& e) {
     // The one place where an unexpected failure turns into an opaque 500: the detail
     // goes to the log under the request id, never to the client.

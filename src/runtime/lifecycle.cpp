@@ -49,6 +49,15 @@ asio::awaitable<void> shutdown_sequence(http::Server& server, http::Readiness& r
   log::info("stopped", {{"shutdown_ms", ms}});
 }
 
+void wait_for_interrupt(asio::signal_set& signals, asio::io_context& ioc) {
+  signals.async_wait([&signals, &ioc](const boost::system::error_code& ec, int signal_number) {
+    if (ec) return;
+    if (signal_number != SIGINT) return wait_for_interrupt(signals, ioc);
+    log::warn("second interrupt: stopping immediately");
+    ioc.stop();
+  });
+}
+
 }  // namespace
 
 int run(asio::io_context& ioc, http::Server& server, http::Readiness& readiness, const LifecycleConfig& config,
@@ -66,13 +75,9 @@ int run(asio::io_context& ioc, http::Server& server, http::Readiness& readiness,
       // above. Stopping cancels only background loops (reconnects, timers).
       ioc.stop();
     });
-    // A second signal during the drain means "now": exit at once.
-    signals.async_wait([&](const boost::system::error_code& again, int) {
-      if (!again) {
-        log::warn("second signal: stopping immediately");
-        ioc.stop();
-      }
-    });
+    // A second Ctrl-C during the drain means "now". Repeated SIGTERMs are ignored:
+    // some senders (timeout(1), process-group kills) deliver the same one twice.
+    wait_for_interrupt(signals, ioc);
   });
 
   std::vector<std::jthread> pool;

@@ -1,71 +1,29 @@
 // nimbus-worker: background jobs (outbox relay, thumbnails, email). Only main builds
 // concrete clients; it serves /healthz, /readyz and /metrics on its own port.
 #include <boost/asio/io_context.hpp>
-#include <chrono>
-#include <cstdio>
 
-#include "core/env.hpp"
-#include "core/log.hpp"
-#include "http/metrics.hpp"
 #include "http/ops.hpp"
-#include "http/readiness.hpp"
-#include "http/router.hpp"
-#include "http/server.hpp"
-#include "runtime/lifecycle.hpp"
+#include "runtime/service.hpp"
 
 namespace {
 
-struct ApiConfig {
-  nimbus::http::ServerConfig http;
-  nimbus::runtime::LifecycleConfig lifecycle;
-  nimbus::log::Level log_level = nimbus::log::Level::info;
+using namespace nimbus;
 
-  static ApiConfig from_env() {
-    ApiConfig c;
-    c.http = nimbus::http::ServerConfig::from_env();
-    c.lifecycle = nimbus::runtime::LifecycleConfig::from_env();
-    auto level = nimbus::env::string("NIMBUS_LOG_LEVEL", "info");
-    try {
-      c.log_level = nimbus::log::parse_level(level);
-    } catch (const std::invalid_argument&) {
-      throw nimbus::env::ConfigError("NIMBUS_LOG_LEVEL=\"" + level + "\" is invalid: expected debug|info|warn|error");
-    }
-    return c;
-  }
-};
+int run_worker(const runtime::ServiceConfig& config) {
+  const auto started = std::chrono::steady_clock::now();
+  boost::asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
+  http::Metrics metrics;
+  http::Readiness readiness;
+  http::Router router;
+  http::add_ops_routes(router, readiness, metrics);
+
+  http::Server server(ioc, config.http, router, metrics);
+  server.listen();
+  const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  log::info("listening", {{"port", server.port()}, {"startup_ms", ms}});
+  return runtime::run(ioc, server, readiness, config.lifecycle);
+}
 
 }  // namespace
 
-int main() {
-  namespace http = nimbus::http;
-  namespace log = nimbus::log;
-  const auto started = std::chrono::steady_clock::now();
-  ApiConfig config;
-  try {
-    config = ApiConfig::from_env();
-  } catch (const nimbus::env::ConfigError& e) {
-    std::fprintf(stderr, "nimbus-worker: configuration error: %s\n", e.what());
-    return 2;
-  }
-  log::init({.service = "nimbus-worker", .instance = config.http.instance, .level = config.log_level});
-
-  int code = 1;
-  try {
-    boost::asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
-    http::Router router;
-    http::Metrics metrics;
-    http::Readiness readiness;
-    http::add_ops_routes(router, readiness, metrics);
-
-    http::Server server(ioc, config.http, router, metrics);
-    server.listen();
-    const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-    log::info("listening", {{"port", server.port()}, {"threads", config.lifecycle.threads}, {"startup_ms", ms}});
-    code = nimbus::runtime::run(ioc, server, readiness, config.lifecycle);
-  } catch (const std::exception& e) {
-    log::error("fatal", {{"error", e.what()}});
-    code = 1;
-  }
-  log::shutdown();
-  return code;
-}
+int main() { return runtime::service_main("nimbus-worker", run_worker); }
