@@ -11,6 +11,7 @@
 #include <functional>
 
 #include "core/errors.hpp"
+#include "core/log.hpp"
 
 namespace nimbus::pg {
 
@@ -103,6 +104,9 @@ asio::awaitable<void> Connection::connect(const std::string& conninfo, Clock::ti
     state = PQconnectPoll(conn_);
   }
   if (PQsetnonblocking(conn_, 1) != 0) fail("cannot switch to non-blocking mode");
+  // Server notices ("already exists, skipping") go to the debug log, not to stderr.
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char* message) { log::debug("postgres notice", {{"notice", message}}); }, nullptr);
   bind_socket();
 }
 

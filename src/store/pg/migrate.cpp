@@ -1,5 +1,7 @@
 #include "store/pg/migrate.hpp"
 
+#include <stdexcept>
+
 #include "core/log.hpp"
 
 namespace nimbus::pg {
@@ -9,18 +11,21 @@ namespace {
 // Arbitrary constant shared by every Nimbus process: the advisory lock's key.
 constexpr std::string_view kLock = "SELECT pg_advisory_lock(7366207223412)";
 constexpr std::string_view kUnlock = "SELECT pg_advisory_unlock(7366207223412)";
-constexpr std::string_view kCreateTable = R"(
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-))";
-constexpr std::string_view kApplied = "SELECT version FROM schema_migrations ORDER BY version";
-constexpr std::string_view kRecord = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)";
+std::string create_table(const std::string& table) {
+  return "CREATE TABLE IF NOT EXISTS " + table +
+         " (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())";
+}
 
 }  // namespace
 
-boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& migrations) {
+boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& migrations, std::string table) {
+  for (char c : table) {
+    if (!((c >= 'a' && c <= 'z') || c == '_' || (c >= '0' && c <= '9'))) {
+      throw std::invalid_argument("bad migrations table name");
+    }
+  }
+  const std::string applied_sql = "SELECT version FROM " + table + " ORDER BY version";
+  const std::string record_sql = "INSERT INTO " + table + " (version, name) VALUES ($1, $2)";
   auto lease = co_await pool.acquire();
   // Session-level lock: held across the per-migration transactions below; released
   // explicitly, or by the server if this process dies holding it.
@@ -28,14 +33,14 @@ boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& mi
   int applied = 0;
   std::exception_ptr error;
   try {
-    co_await lease.execute_script(kCreateTable);
-    auto done = co_await lease.query(kApplied);
+    co_await lease.execute_script(create_table(table));
+    auto done = co_await lease.query(applied_sql);
     int current = done.rows() > 0 ? static_cast<int>(done.get_int(done.rows() - 1, 0)) : 0;
     for (const auto& m : migrations) {
       if (m.version <= current) continue;
       co_await lease.execute_script("BEGIN");
       co_await lease.execute_script(m.sql);
-      co_await lease.query(kRecord, params(m.version, m.name));
+      co_await lease.query(record_sql, params(m.version, m.name));
       co_await lease.execute_script("COMMIT");
       log::info("migration applied", {{"version", m.version}, {"name", m.name}});
       ++applied;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -20,7 +21,9 @@ struct Migration {
 const std::vector<Migration>& embedded_migrations();
 
 // Applies every migration newer than the database's version, each in its own
-// transaction. Returns how many it applied. Throws on failure (the caller retries).
-boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& migrations);
+// transaction, recording them in `table`. Returns how many it applied. Throws on
+// failure (the caller retries).
+boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& migrations,
+                                    std::string table = "schema_migrations");
 
 }  // namespace nimbus::pg

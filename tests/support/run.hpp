@@ -1,0 +1,46 @@
+// Test helpers: run a coroutine to completion on a private io_context, and read the
+// addresses of the stack under test from the environment.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace nimbus::test {
+
+// Runs `fn()` (returning an awaitable) on `ioc` with `threads` threads, returns its value.
+template <typename Fn>
+auto run(boost::asio::io_context& ioc, Fn&& fn, int threads = 2) {
+  auto future = boost::asio::co_spawn(ioc, std::forward<Fn>(fn)(), boost::asio::use_future);
+  std::vector<std::jthread> pool;
+  for (int i = 0; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
+  pool.clear();
+  ioc.restart();
+  return future.get();
+}
+
+// The value of `name`, or skip the test when the stack is not there (running by hand).
+inline std::string stack_env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+#define NIMBUS_REQUIRE_STACK(var)                                                          \
+  do {                                                                                     \
+    if (::nimbus::test::stack_env(var).empty()) GTEST_SKIP() << var << " not set: run ./stack test"; \
+  } while (0)
+
+// supervisorctl against the stack under test (restarts for the recovery drills).
+inline int stack_ctl(const std::string& args) {
+  auto conf = stack_env("NIMBUS_STACK_SUPERVISOR_CONF");
+  if (conf.empty()) return -1;
+  return std::system(("supervisorctl -c '" + conf + "' " + args + " >/dev/null").c_str());
+}
+
+}  // namespace nimbus::test
