@@ -11,6 +11,7 @@
 #include "runtime/service.hpp"
 #include "store/pg/migrate.hpp"
 #include "store/pg/pool.hpp"
+#include "store/redis/client.hpp"
 
 namespace {
 
@@ -47,6 +48,10 @@ int run_api(const runtime::ServiceConfig& config) {
       asio::detached);
   readiness.add_check("postgres", [pg, schema_ready] { return postgres_ready(pg, schema_ready); });
 
+  auto redis = redis::Client::create(ioc.get_executor(), redis::Config::from_env());
+  redis->start();
+  readiness.add_check("redis", [redis] { return redis->ping(); });
+
   http::Router router;
   http::add_ops_routes(router, readiness, metrics);
   if (debug_routes) api::add_debug_routes(router);
@@ -55,7 +60,10 @@ int run_api(const runtime::ServiceConfig& config) {
   server.listen();
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   log::info("listening", {{"port", server.port()}, {"threads", config.lifecycle.threads}, {"startup_ms", ms}});
-  return runtime::run(ioc, server, readiness, config.lifecycle);
+  return runtime::run(ioc, server, readiness, config.lifecycle, [redis]() -> asio::awaitable<void> {
+    redis->stop();
+    co_return;
+  });
 }
 
 }  // namespace

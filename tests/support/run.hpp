@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 #include <cstdlib>
@@ -14,12 +15,19 @@
 
 namespace nimbus::test {
 
-// Runs `fn()` (returning an awaitable) on `ioc` with `threads` threads, returns its value.
+// Runs `fn()` (returning an awaitable) on `ioc` with `threads` threads until it
+// completes, returns its value. Background loops (reconnects) on `ioc` are suspended
+// in between and go on at the next call.
 template <typename Fn>
 auto run(boost::asio::io_context& ioc, Fn&& fn, int threads = 2) {
+  ioc.restart();
   auto future = boost::asio::co_spawn(ioc, std::forward<Fn>(fn)(), boost::asio::use_future);
+  auto guard = boost::asio::make_work_guard(ioc);
   std::vector<std::jthread> pool;
   for (int i = 0; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
+  future.wait();
+  guard.reset();
+  ioc.stop();
   pool.clear();
   ioc.restart();
   return future.get();

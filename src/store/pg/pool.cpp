@@ -10,6 +10,7 @@
 #include "core/env.hpp"
 #include "core/errors.hpp"
 #include "core/log.hpp"
+#include "core/oneshot.hpp"
 #include "http/metrics.hpp"
 
 namespace nimbus::pg {
@@ -27,15 +28,12 @@ PoolConfig PoolConfig::from_env() {
   return c;
 }
 
-// A coroutine waiting for a connection. Guarded by Pool::mutex_, except `timer`, which
-// lives on the waiter's own executor (cancelled by a post to it).
+// A coroutine waiting for a connection. `handed` is guarded by Pool::mutex_; the
+// connection itself travels through `slot` (nullptr: a slot was freed, open one).
 struct Pool::Waiter {
-  explicit Waiter(asio::any_io_executor ex) : executor(ex), timer(ex) {}
-  asio::any_io_executor executor;
-  asio::steady_timer timer;
-  std::unique_ptr<Connection> conn;
-  bool may_open = false;  // a slot was freed: open a new connection
-  bool done = false;
+  explicit Waiter(asio::any_io_executor ex) : slot(std::move(ex)) {}
+  OneShot<std::unique_ptr<Connection>> slot;
+  bool handed = false;
 };
 
 std::shared_ptr<Pool> Pool::create(asio::any_io_executor executor, PoolConfig config) {
@@ -140,20 +138,23 @@ asio::awaitable<Lease> Pool::acquire() {
       }
     }
 
-    waiter->timer.expires_at(give_up);
-    co_await waiter->timer.async_wait(asio::as_tuple(asio::use_awaitable));
-    std::unique_lock lock(mutex_);
-    waiter->done = true;
-    if (waiter->conn) {
-      lock.unlock();
-      if (waiter->conn->alive()) co_return Lease(self, std::move(waiter->conn));
-      waiter->conn.reset();
-      lock.lock();
+    auto got = co_await waiter->slot.wait_until(give_up);
+    if (!got) {
+      std::unique_lock lock(mutex_);
+      if (waiter->handed) {
+        lock.unlock();
+        got = waiter->slot.take_now();  // handed over just as the deadline passed
+      } else {
+        std::erase(waiters_, waiter);
+      }
+    }
+    if (got) {
+      if (!*got) continue;  // a slot was freed for us: open_ was given back, loop re-checks
+      if ((*got)->alive()) co_return Lease(self, std::move(*got));
+      std::lock_guard lock(mutex_);
       --open_;
       continue;
     }
-    if (waiter->may_open) continue;  // open_ was kept for us; loop re-checks under lock
-    std::erase(waiters_, waiter);
     throw DependencyUnavailable("postgres", "no connection free within the acquire timeout");
   }
 }
@@ -163,17 +164,12 @@ void Pool::release(std::unique_ptr<Connection> conn) {
   // A broken connection, or one left inside a transaction by an error path, is closed:
   // its slot goes back to the pool.
   if (conn && !(conn->alive() && conn->idle_in_no_transaction())) conn.reset();
-  while (!waiters_.empty()) {
+  if (!waiters_.empty()) {
     auto w = waiters_.front();
     waiters_.pop_front();
-    if (w->done) continue;
-    if (conn) {
-      w->conn = std::move(conn);
-    } else {
-      w->may_open = true;
-      --open_;  // the waiter's loop will count it again when it opens
-    }
-    asio::post(w->executor, [w] { w->timer.cancel(); });
+    w->handed = true;
+    if (!conn) --open_;  // the waiter counts the slot again when it opens
+    w->slot.set(std::move(conn));
     return;
   }
   if (conn) {

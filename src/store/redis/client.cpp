@@ -1,0 +1,447 @@
+#include "store/redis/client.hpp"
+
+#include <hiredis/hiredis.h>
+#include <openssl/sha.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/url/parse.hpp>
+#include <charconv>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <set>
+
+#include "core/env.hpp"
+#include "core/errors.hpp"
+#include "core/log.hpp"
+#include "core/oneshot.hpp"
+
+namespace nimbus::redis {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using namespace asio::experimental::awaitable_operators;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr const char* kDependency = "redis";
+
+// ---------------------------------------------------------------- config, encoding
+
+Config Config::from_url(const std::string& url) {
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed || parsed->scheme() != "redis") throw std::invalid_argument("expected redis://host:port[/db]");
+  Config c;
+  if (!parsed->host().empty()) c.host = parsed->host();
+  if (parsed->has_port()) c.port = parsed->port_number();
+  if (parsed->has_password()) c.password = parsed->password();
+  auto path = parsed->path();
+  if (path.size() > 1) {
+    auto db = std::string_view(path).substr(1);
+    auto [ptr, ec] = std::from_chars(db.data(), db.data() + db.size(), c.db);
+    if (ec != std::errc{} || ptr != db.data() + db.size() || c.db < 0) throw std::invalid_argument("bad db number");
+  }
+  return c;
+}
+
+Config Config::from_env() {
+  auto url = env::required_string("NIMBUS_REDIS_URL");
+  Config c;
+  try {
+    c = from_url(url);
+  } catch (const std::invalid_argument& e) {
+    throw env::ConfigError(std::string("NIMBUS_REDIS_URL is invalid: ") + e.what());
+  }
+  c.command_timeout = env::duration("NIMBUS_REDIS_TIMEOUT", c.command_timeout);
+  return c;
+}
+
+std::string encode(const Command& cmd) {
+  std::string out = "*" + std::to_string(cmd.size()) + "\r\n";
+  for (const auto& arg : cmd) {
+    out += "$" + std::to_string(arg.size()) + "\r\n";
+    out += arg;
+    out += "\r\n";
+  }
+  return out;
+}
+
+Script::Script(std::string src) : source(std::move(src)) {
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(source.data()), source.size(), digest);
+  static constexpr char hex[] = "0123456789abcdef";
+  for (auto b : digest) {
+    sha1.push_back(hex[b >> 4]);
+    sha1.push_back(hex[b & 0xF]);
+  }
+}
+
+namespace {
+
+Reply convert(const redisReply* r) {
+  Reply out;
+  switch (r->type) {
+    case REDIS_REPLY_STATUS:
+      out.type = Reply::Type::status;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ERROR:
+      out.type = Reply::Type::error;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_INTEGER:
+      out.type = Reply::Type::integer;
+      out.integer = r->integer;
+      break;
+    case REDIS_REPLY_STRING:
+      out.type = Reply::Type::string;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ARRAY:
+      out.type = Reply::Type::array;
+      out.elements.reserve(r->elements);
+      for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
+      break;
+    default:
+      out.type = Reply::Type::nil;
+  }
+  return out;
+}
+
+std::chrono::milliseconds jittered(std::chrono::milliseconds& backoff) {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  backoff = std::min(std::chrono::milliseconds(2'000), backoff * 2);
+  return backoff / 2 + std::chrono::milliseconds(std::uniform_int_distribution<long>(0, backoff.count() / 2)(rng));
+}
+
+// One TCP connection to Redis, used only on its owner's strand: connect and
+// handshake, a write queue that coalesces everything sent while a write is in flight,
+// and a reply reader.
+class Link : public std::enable_shared_from_this<Link> {
+ public:
+  explicit Link(asio::any_io_executor ex) : socket_(ex), reader_(redisReaderCreate()) {}
+  ~Link() { redisReaderFree(reader_); }
+
+  asio::awaitable<void> connect(const Config& config) {
+    tcp::resolver resolver(socket_.get_executor());
+    auto [rec, endpoints] = co_await resolver.async_resolve(config.host, std::to_string(config.port), use_tuple);
+    if (rec) throw DependencyUnavailable(kDependency, "resolve failed: " + rec.message());
+    asio::steady_timer timer(socket_.get_executor(), config.connect_timeout);
+    auto outcome = co_await (asio::async_connect(socket_, endpoints, use_tuple) || timer.async_wait(use_tuple));
+    if (outcome.index() == 1) throw DependencyUnavailable(kDependency, "connect timeout");
+    if (auto [ec, ep] = std::get<0>(outcome); ec) throw DependencyUnavailable(kDependency, "connect failed: " + ec.message());
+    socket_.set_option(tcp::no_delay(true));
+    // (named commands: GCC 12 miscompiles braced temporaries inside co_await)
+    if (!config.password.empty()) {
+      const Command auth{"AUTH", config.password};
+      co_await handshake(auth);
+    }
+    if (config.db != 0) {
+      const Command select{"SELECT", std::to_string(config.db)};
+      co_await handshake(select);
+    }
+  }
+
+  void send(std::string bytes) {
+    out_ += bytes;
+    if (!writing_) {
+      writing_ = true;
+      // The loop keeps the link alive until its last write completes.
+      asio::co_spawn(socket_.get_executor(), [self = shared_from_this()] { return self->write_loop(); },
+                     asio::detached);
+    }
+  }
+
+  // The next reply; throws DependencyUnavailable when the connection ends.
+  asio::awaitable<Reply> read_reply() {
+    for (;;) {
+      void* raw = nullptr;
+      if (redisReaderGetReply(reader_, &raw) != REDIS_OK) throw DependencyUnavailable(kDependency, "protocol error");
+      if (raw != nullptr) {
+        Reply r = convert(static_cast<redisReply*>(raw));
+        freeReplyObject(raw);
+        co_return r;
+      }
+      auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf_), use_tuple);
+      if (ec) throw DependencyUnavailable(kDependency, "connection lost: " + ec.message());
+      redisReaderFeed(reader_, buf_.data(), n);
+    }
+  }
+
+  void close() {
+    boost::system::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+  }
+
+ private:
+  asio::awaitable<void> handshake(const Command& cmd) {
+    send(encode(cmd));
+    auto r = co_await read_reply();
+    if (r.is_error()) throw DependencyUnavailable(kDependency, "handshake refused: " + r.str);
+  }
+
+  asio::awaitable<void> write_loop() {
+    std::string sending;
+    while (!out_.empty()) {
+      sending.swap(out_);
+      out_.clear();
+      auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(sending), use_tuple);
+      if (ec) {
+        close();  // the reader sees it and fails what is pending
+        break;
+      }
+      sending.clear();
+    }
+    writing_ = false;
+  }
+
+  tcp::socket socket_;
+  redisReader* reader_;
+  std::array<char, 16 * 1024> buf_{};
+  std::string out_;
+  bool writing_ = false;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- client
+
+struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
+  using Outcome = std::pair<std::vector<Reply>, std::string>;  // replies, or an error text
+  struct Pending {
+    Pending(asio::any_io_executor ex, std::size_t n) : done(std::move(ex)), expected(n) {}
+    OneShot<Outcome> done;
+    std::size_t expected;
+    std::vector<Reply> replies;
+  };
+
+  Impl(asio::any_io_executor ex, Config c) : strand(asio::make_strand(ex)), config(std::move(c)) {}
+
+  asio::strand<asio::any_io_executor> strand;
+  Config config;
+  // Owned by the strand:
+  std::shared_ptr<Link> link;
+  std::deque<std::shared_ptr<Pending>> pending;
+  bool stopped = false;
+  std::atomic<bool> up{false};
+  asio::steady_timer* sleeper = nullptr;
+
+  void fail_all(const std::string& why) {
+    for (auto& p : pending) p->done.set({{}, why});
+    pending.clear();
+  }
+
+  asio::awaitable<void> run() {
+    auto self = shared_from_this();
+    std::chrono::milliseconds backoff{50};
+    asio::steady_timer timer(strand);
+    sleeper = &timer;
+    while (!stopped) {
+      link = std::make_shared<Link>(strand);
+      try {
+        co_await link->connect(config);
+        if (backoff > std::chrono::milliseconds(100)) log::info("redis reachable again");
+        up = true;
+        backoff = std::chrono::milliseconds(50);
+        for (;;) {
+          Reply r = co_await link->read_reply();
+          if (pending.empty()) throw DependencyUnavailable(kDependency, "unexpected reply");
+          auto& front = pending.front();
+          front->replies.push_back(std::move(r));
+          if (front->replies.size() == front->expected) {
+            front->done.set({std::move(front->replies), {}});
+            pending.pop_front();
+          }
+        }
+      } catch (const std::exception& e) {
+        up = false;
+        link->close();
+        fail_all(e.what());
+        if (!stopped) log::warn("redis connection down", {{"error", e.what()}});
+      }
+      if (stopped) break;
+      timer.expires_after(jittered(backoff));
+      co_await timer.async_wait(use_tuple);
+    }
+    sleeper = nullptr;
+    link.reset();
+  }
+
+  asio::awaitable<std::vector<Reply>> submit(std::vector<Command> cmds) {
+    if (!up) throw DependencyUnavailable(kDependency, "not connected");
+    auto p = std::make_shared<Pending>(co_await asio::this_coro::executor, cmds.size());
+    std::string bytes;
+    for (const auto& c : cmds) bytes += encode(c);
+    asio::post(strand, [self = shared_from_this(), p, bytes = std::move(bytes)]() mutable {
+      if (!self->up || !self->link) {
+        p->done.set({{}, "not connected"});
+        return;
+      }
+      self->pending.push_back(p);
+      self->link->send(std::move(bytes));
+    });
+    auto outcome = co_await p->done.wait_until(Clock::now() + config.command_timeout);
+    if (!outcome) {
+      // Replies after this one can no longer be matched: start over.
+      asio::post(strand, [self = shared_from_this()] {
+        if (self->link) self->link->close();
+      });
+      throw DependencyUnavailable(kDependency, "command timed out");
+    }
+    if (!outcome->second.empty()) throw DependencyUnavailable(kDependency, outcome->second);
+    co_return std::move(outcome->first);
+  }
+};
+
+Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() { stop(); }
+
+std::shared_ptr<Client> Client::create(asio::any_io_executor executor, Config config) {
+  return std::shared_ptr<Client>(new Client(std::make_shared<Impl>(std::move(executor), std::move(config))));
+}
+
+void Client::start() { asio::co_spawn(impl_->strand, impl_->run(), asio::detached); }
+
+void Client::stop() {
+  asio::post(impl_->strand, [impl = impl_] {
+    impl->stopped = true;
+    if (impl->link) impl->link->close();
+    if (impl->sleeper) impl->sleeper->cancel();
+  });
+}
+
+bool Client::connected() const { return impl_->up.load(); }
+
+asio::awaitable<Reply> Client::command(Command cmd) {
+  std::vector<Command> one;
+  one.push_back(std::move(cmd));
+  auto replies = co_await impl_->submit(std::move(one));
+  co_return std::move(replies.front());
+}
+
+asio::awaitable<std::vector<Reply>> Client::pipeline(std::vector<Command> cmds) {
+  if (cmds.empty()) co_return std::vector<Reply>{};
+  co_return co_await impl_->submit(std::move(cmds));
+}
+
+asio::awaitable<Reply> Client::eval(const Script& script, std::vector<std::string> keys,
+                                    std::vector<std::string> args) {
+  auto build = [&](const std::string& verb, const std::string& body) {
+    Command cmd{verb, body, std::to_string(keys.size())};
+    cmd.insert(cmd.end(), keys.begin(), keys.end());
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    return cmd;
+  };
+  auto reply = co_await command(build("EVALSHA", script.sha1));
+  if (reply.is_error() && reply.str.starts_with("NOSCRIPT")) reply = co_await command(build("EVAL", script.source));
+  if (reply.is_error()) throw Error("script failed: " + reply.str);
+  co_return reply;
+}
+
+asio::awaitable<bool> Client::ping() {
+  try {
+    Command ping_cmd{"PING"};
+    auto r = co_await command(std::move(ping_cmd));
+    co_return r.type == Reply::Type::status && r.str == "PONG";
+  } catch (const std::exception&) {
+    co_return false;
+  }
+}
+
+// ---------------------------------------------------------------- subscriber
+
+struct Subscriber::Impl : std::enable_shared_from_this<Subscriber::Impl> {
+  Impl(asio::any_io_executor ex, Config c, Handler h, ConnectedHandler ch)
+      : strand(asio::make_strand(ex)), config(std::move(c)), on_message(std::move(h)), on_connected(std::move(ch)) {}
+
+  asio::strand<asio::any_io_executor> strand;
+  Config config;
+  Handler on_message;
+  ConnectedHandler on_connected;
+  // Owned by the strand:
+  std::shared_ptr<Link> link;
+  std::set<std::string> channels;
+  bool stopped = false;
+  bool up = false;
+  asio::steady_timer* sleeper = nullptr;
+
+  asio::awaitable<void> run() {
+    auto self = shared_from_this();
+    std::chrono::milliseconds backoff{50};
+    asio::steady_timer timer(strand);
+    sleeper = &timer;
+    while (!stopped) {
+      link = std::make_shared<Link>(strand);
+      try {
+        co_await link->connect(config);
+        backoff = std::chrono::milliseconds(50);
+        up = true;
+        std::size_t confirmations = channels.size();
+        for (const auto& c : channels) link->send(encode({"SUBSCRIBE", c}));
+        if (confirmations == 0 && on_connected) on_connected();
+        for (;;) {
+          Reply r = co_await link->read_reply();
+          if (r.type != Reply::Type::array || r.elements.size() < 3) continue;
+          const auto& kind = r.elements[0].str;
+          if (kind == "message") {
+            on_message(r.elements[1].str, r.elements[2].str);
+          } else if (kind == "subscribe" && confirmations > 0 && --confirmations == 0 && on_connected) {
+            on_connected();
+          }
+        }
+      } catch (const std::exception& e) {
+        up = false;
+        link->close();
+        if (!stopped) log::warn("redis subscriber down", {{"error", e.what()}});
+      }
+      if (stopped) break;
+      timer.expires_after(jittered(backoff));
+      co_await timer.async_wait(use_tuple);
+    }
+    sleeper = nullptr;
+    link.reset();
+  }
+};
+
+Subscriber::Subscriber(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Subscriber::~Subscriber() { stop(); }
+
+std::shared_ptr<Subscriber> Subscriber::create(asio::any_io_executor executor, Config config, Handler on_message,
+                                               ConnectedHandler on_connected) {
+  return std::shared_ptr<Subscriber>(new Subscriber(std::make_shared<Impl>(
+      std::move(executor), std::move(config), std::move(on_message), std::move(on_connected))));
+}
+
+void Subscriber::start() { asio::co_spawn(impl_->strand, impl_->run(), asio::detached); }
+
+void Subscriber::stop() {
+  asio::post(impl_->strand, [impl = impl_] {
+    impl->stopped = true;
+    if (impl->link) impl->link->close();
+    if (impl->sleeper) impl->sleeper->cancel();
+  });
+}
+
+void Subscriber::subscribe(const std::string& channel) {
+  asio::post(impl_->strand, [impl = impl_, channel] {
+    if (impl->channels.insert(channel).second && impl->up) impl->link->send(encode({"SUBSCRIBE", channel}));
+  });
+}
+
+void Subscriber::unsubscribe(const std::string& channel) {
+  asio::post(impl_->strand, [impl = impl_, channel] {
+    if (impl->channels.erase(channel) > 0 && impl->up) impl->link->send(encode({"UNSUBSCRIBE", channel}));
+  });
+}
+
+}  // namespace nimbus::redis

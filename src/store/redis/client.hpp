@@ -1,0 +1,124 @@
+// Redis: an Asio TCP connection speaking RESP, with hiredis's reply parser.
+//
+// Commands from any coroutine are queued on the client's strand and written together
+// (automatic pipelining: concurrent requests share round trips). A background loop
+// keeps the connection up and reconnects with jittered backoff; while Redis is down,
+// commands fail at once with DependencyUnavailable. A command that misses its deadline
+// resets the connection, since the replies after it could no longer be matched.
+//
+// Thread-safety: every public member may be called from any thread.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+namespace nimbus::redis {
+
+struct Reply {
+  enum class Type { nil, status, error, integer, string, array };
+  Type type = Type::nil;
+  std::string str;  // status, error or string
+  std::int64_t integer = 0;
+  std::vector<Reply> elements;
+
+  bool is_nil() const { return type == Type::nil; }
+  bool is_error() const { return type == Type::error; }
+};
+
+// An error reply where the caller expected none (WRONGTYPE, a script error...).
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Config {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 6379;
+  std::string password;
+  int db = 0;
+  std::chrono::milliseconds connect_timeout{1'000};
+  std::chrono::milliseconds command_timeout{1'000};
+
+  // NIMBUS_REDIS_URL (redis://[:password@]host:port[/db]), NIMBUS_REDIS_TIMEOUT.
+  static Config from_env();
+  static Config from_url(const std::string& url);  // throws std::invalid_argument
+};
+
+using Command = std::vector<std::string>;
+
+// A Lua script run by EVALSHA, loaded on demand when the server does not know it.
+struct Script {
+  explicit Script(std::string source);
+  std::string source;
+  std::string sha1;
+};
+
+class Client : public std::enable_shared_from_this<Client> {
+ public:
+  static std::shared_ptr<Client> create(boost::asio::any_io_executor executor, Config config);
+  ~Client();
+
+  // Starts the connection loop; stop() ends it and fails what is pending.
+  void start();
+  void stop();
+
+  // One command. An error reply comes back as a Reply of type error.
+  boost::asio::awaitable<Reply> command(Command cmd);
+  // command("SET", key, value): builds the Command outside the coroutine (GCC 12
+  // miscompiles braced lists of strings inside co_await expressions).
+  template <typename... Args>
+    requires(sizeof...(Args) > 0 && (std::is_convertible_v<const Args&, std::string_view> && ...))
+  boost::asio::awaitable<Reply> command(const Args&... args) {
+    return command(Command{std::string(std::string_view(args))...});
+  }
+  // Several commands in one write and one round trip; replies in order.
+  boost::asio::awaitable<std::vector<Reply>> pipeline(std::vector<Command> cmds);
+  // EVALSHA, falling back to EVAL once if the script is not cached (NOSCRIPT).
+  // Throws redis::Error on a script error.
+  boost::asio::awaitable<Reply> eval(const Script& script, std::vector<std::string> keys,
+                                     std::vector<std::string> args);
+  boost::asio::awaitable<bool> ping();
+  bool connected() const;
+
+ private:
+  struct Impl;
+  explicit Client(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+// A connection in subscriber mode. Messages are delivered to `on_message` on the
+// subscriber's strand, in order. After a reconnect every channel is subscribed again;
+// messages published while disconnected are lost (pub/sub is fire-and-forget), so
+// consumers must be able to re-read the truth (e.g. a snapshot on reconnect).
+class Subscriber : public std::enable_shared_from_this<Subscriber> {
+ public:
+  using Handler = std::function<void(const std::string& channel, const std::string& payload)>;
+  // Called after every (re)connect, once the subscriptions are active again.
+  using ConnectedHandler = std::function<void()>;
+
+  static std::shared_ptr<Subscriber> create(boost::asio::any_io_executor executor, Config config, Handler on_message,
+                                            ConnectedHandler on_connected = {});
+  ~Subscriber();
+  void start();
+  void stop();
+  void subscribe(const std::string& channel);
+  void unsubscribe(const std::string& channel);
+
+ private:
+  struct Impl;
+  explicit Subscriber(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+// RESP encoding of a command (exposed for tests).
+std::string encode(const Command& cmd);
+
+}  // namespace nimbus::redis
