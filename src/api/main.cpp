@@ -12,6 +12,7 @@
 #include "store/pg/migrate.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
+#include "storage/s3/client.hpp"
 
 namespace {
 
@@ -51,6 +52,9 @@ int run_api(const runtime::ServiceConfig& config) {
   auto redis = redis::Client::create(ioc.get_executor(), redis::Config::from_env());
   redis->start();
   readiness.add_check("redis", [redis] { return redis->ping(); });
+
+  auto s3 = std::make_shared<s3::Client>(s3::Config::from_env());
+  readiness.add_check("s3", [s3] { return s3->ping(); });
 
   http::Router router;
   http::add_ops_routes(router, readiness, metrics);
