@@ -19,15 +19,9 @@ namespace {
 namespace asio = boost::asio;
 using namespace nimbus;
 
-// Coroutines are free functions taking what they use by value: a coroutine lambda would
-// keep pointing into its closure, which need not outlive the first suspension.
-asio::awaitable<void> apply_migrations(std::shared_ptr<pg::Pool> pg, std::shared_ptr<std::atomic<bool>> done) {
-  co_await pg::migrate(*pg, pg::embedded_migrations());
-  done->store(true);
-}
-
-asio::awaitable<bool> postgres_ready(std::shared_ptr<pg::Pool> pg, std::shared_ptr<std::atomic<bool>> schema_ready) {
-  co_return schema_ready->load() && co_await pg->ping();
+asio::awaitable<void> stop_clients(std::shared_ptr<redis::Client> redis) {
+  redis->stop();
+  co_return;
 }
 
 int run_api(const runtime::ServiceConfig& config) {
@@ -42,12 +36,8 @@ int run_api(const runtime::ServiceConfig& config) {
 
   // Start-up does not wait for the database: the instance listens at once and reports
   // ready when the schema is in place and PostgreSQL answers.
-  auto schema_ready = std::make_shared<std::atomic<bool>>(false);
-  asio::co_spawn(
-      ioc,
-      runtime::retry_until_done("migrations", [pg, schema_ready] { return apply_migrations(pg, schema_ready); }),
-      asio::detached);
-  readiness.add_check("postgres", [pg, schema_ready] { return postgres_ready(pg, schema_ready); });
+  auto schema_ready = pg::migrate_in_background(ioc.get_executor(), pg);
+  readiness.add_check("postgres", [pg, schema_ready] { return pg::ready(pg, schema_ready); });
 
   auto redis = redis::Client::create(ioc.get_executor(), redis::Config::from_env());
   redis->start();
@@ -64,10 +54,7 @@ int run_api(const runtime::ServiceConfig& config) {
   server.listen();
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   log::info("listening", {{"port", server.port()}, {"threads", config.lifecycle.threads}, {"startup_ms", ms}});
-  return runtime::run(ioc, server, readiness, config.lifecycle, [redis]() -> asio::awaitable<void> {
-    redis->stop();
-    co_return;
-  });
+  return runtime::run(ioc, server, readiness, config.lifecycle, [redis] { return stop_clients(redis); });
 }
 
 }  // namespace

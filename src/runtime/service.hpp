@@ -26,9 +26,4 @@ struct ServiceConfig {
 // variables. Returns the process exit code.
 int service_main(const std::string& name, const std::function<int(const ServiceConfig&)>& body);
 
-// Runs `attempt` until it succeeds, with jittered exponential backoff (250 ms → 5 s)
-// between failures, logging each; used for start-up work that needs a dependency
-// (migrations, topology) without making start-up wait for it.
-boost::asio::awaitable<void> retry_until_done(std::string what, std::function<boost::asio::awaitable<void>()> attempt);
-
 }  // namespace nimbus::runtime

@@ -1,27 +1,66 @@
-// nimbus-worker: background jobs (outbox relay, thumbnails, email). Only main builds
-// concrete clients; it serves /healthz, /readyz and /metrics on its own port.
+// nimbus-worker: background jobs — the outbox relay now; thumbnails and email join it.
+// Only main builds concrete clients; the worker serves /healthz, /readyz and /metrics
+// on its own port.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "http/ops.hpp"
+#include "outbox/relay.hpp"
+#include "queue/amqp/publisher.hpp"
 #include "runtime/service.hpp"
+#include "store/pg/migrate.hpp"
+#include "store/pg/pool.hpp"
 
 namespace {
 
+namespace asio = boost::asio;
 using namespace nimbus;
+
+asio::awaitable<bool> publisher_ready(const amqp::Publisher* publisher) { co_return publisher->connected(); }
+
+// Lets the relay finish the batch in hand (it notices within its poll interval);
+// a batch cut short would only be published again, but there is no need to.
+asio::awaitable<void> stop_relay(outbox::Relay* relay) {
+  relay->stop();
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  for (int i = 0; i < 250 && relay->running(); ++i) {
+    tick.expires_after(std::chrono::milliseconds(20));
+    co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
 
 int run_worker(const runtime::ServiceConfig& config) {
   const auto started = std::chrono::steady_clock::now();
-  boost::asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
+  asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
   http::Metrics metrics;
   http::Readiness readiness;
+
+  auto pg_config = pg::PoolConfig::from_env();
+  pg_config.size = 4;
+  auto pg = pg::Pool::create(ioc.get_executor(), pg_config);
+  pg->export_metrics(metrics);
+  auto schema_ready = pg::migrate_in_background(ioc.get_executor(), pg);
+  readiness.add_check("postgres", [pg, schema_ready] { return pg::ready(pg, schema_ready); });
+
+  amqp::Publisher publisher(amqp::Config::from_env());
+  readiness.add_check("rabbitmq", [&publisher] { return publisher_ready(&publisher); });
+
+  outbox::Relay relay(pg, publisher);
+  relay.export_metrics(metrics);
+  asio::co_spawn(ioc, relay.run(), asio::detached);
+
   http::Router router;
   http::add_ops_routes(router, readiness, metrics);
-
   http::Server server(ioc, config.http, router, metrics);
   server.listen();
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   log::info("listening", {{"port", server.port()}, {"startup_ms", ms}});
-  return runtime::run(ioc, server, readiness, config.lifecycle);
+  return runtime::run(ioc, server, readiness, config.lifecycle, [&relay] { return stop_relay(&relay); });
 }
 
 }  // namespace

@@ -2,7 +2,11 @@
 
 #include <stdexcept>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
 #include "core/log.hpp"
+#include "core/retry.hpp"
 
 namespace nimbus::pg {
 
@@ -55,6 +59,27 @@ boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& mi
   }
   co_await lease.query(kUnlock);
   co_return applied;
+}
+
+namespace {
+
+boost::asio::awaitable<void> apply_embedded(std::shared_ptr<Pool> pool, std::shared_ptr<std::atomic<bool>> done) {
+  co_await migrate(*pool, embedded_migrations());
+  done->store(true);
+}
+
+}  // namespace
+
+std::shared_ptr<std::atomic<bool>> migrate_in_background(boost::asio::any_io_executor executor,
+                                                          std::shared_ptr<Pool> pool) {
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  boost::asio::co_spawn(executor, retry_until_done("migrations", [pool, done] { return apply_embedded(pool, done); }),
+                        boost::asio::detached);
+  return done;
+}
+
+boost::asio::awaitable<bool> ready(std::shared_ptr<Pool> pool, std::shared_ptr<std::atomic<bool>> schema_ready) {
+  co_return schema_ready->load() && co_await pool->ping();
 }
 
 }  // namespace nimbus::pg

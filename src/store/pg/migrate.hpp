@@ -3,6 +3,8 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <atomic>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,5 +27,14 @@ const std::vector<Migration>& embedded_migrations();
 // failure (the caller retries).
 boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& migrations,
                                     std::string table = "schema_migrations");
+
+// Applies the embedded migrations in the background, retrying until PostgreSQL takes
+// them, so a process starts (and answers /healthz) without waiting for the database.
+// The flag turns true once the schema is current.
+std::shared_ptr<std::atomic<bool>> migrate_in_background(boost::asio::any_io_executor executor,
+                                                          std::shared_ptr<Pool> pool);
+
+// Readiness check: schema current and a round trip answered.
+boost::asio::awaitable<bool> ready(std::shared_ptr<Pool> pool, std::shared_ptr<std::atomic<bool>> schema_ready);
 
 }  // namespace nimbus::pg

@@ -1,0 +1,20 @@
+#include "outbox/outbox.hpp"
+
+namespace nimbus::outbox {
+
+namespace {
+constexpr std::string_view kEnqueue =
+    "INSERT INTO outbox (exchange, routing_key, payload) VALUES ($1, $2, $3::jsonb) RETURNING message_id";
+}  // namespace
+
+pg::Statement enqueue_statement(const Message& message) {
+  return {kEnqueue, pg::params(message.exchange, message.routing_key, message.payload)};
+}
+
+boost::asio::awaitable<std::string> enqueue(pg::Lease& db, const Message& message) {
+  auto statement = enqueue_statement(message);
+  auto r = co_await db.query(statement.sql, statement.params);
+  co_return std::string(r.get(0, 0));
+}
+
+}  // namespace nimbus::outbox
