@@ -29,7 +29,7 @@ load_profile() {
   AMQP_PORT=${NIMBUS_AMQP_PORT:-$((5673 + shift_by))}
   RABBIT_DIST_PORT=${NIMBUS_RABBIT_DIST_PORT:-$((25673 + shift_by))}
   MEMCACHED_PORT=${NIMBUS_MEMCACHED_PORT:-$((11212 + shift_by))}
-  S3_PORT=${S3_PORT:-$((8090 + shift_by))}
+  S3_PORT=${NIMBUS_S3_PORT:-$((8090 + shift_by))}
   SWIFT_ACCOUNT_PORT=${NIMBUS_SWIFT_ACCOUNT_PORT:-$((6212 + shift_by))}
   SWIFT_CONTAINER_PORT=${NIMBUS_SWIFT_CONTAINER_PORT:-$((6211 + shift_by))}
   SWIFT_OBJECT_PORT=${NIMBUS_SWIFT_OBJECT_PORT:-$((6210 + shift_by))}
@@ -234,6 +234,18 @@ supervisor_running() {
   [[ -S $RUN/supervisor.sock ]] && ctl pid >/dev/null 2>&1
 }
 
+# Before a fresh start: every port of the profile must be free, or a leftover process
+# (say, of a test stack killed by hand) would answer in place of ours.
+check_ports_free() {
+  local port busy=()
+  for port in "$GATEWAY_PORT" "$GATEWAY_ADMIN_PORT" "$PG_PORT" "$REDIS_PORT" "$AMQP_PORT" "$RABBIT_DIST_PORT" \
+    "$MEMCACHED_PORT" "$S3_PORT" "$SWIFT_ACCOUNT_PORT" "$SWIFT_CONTAINER_PORT" "$SWIFT_OBJECT_PORT" "$SMTP_PORT" \
+    "$MAILDEV_WEB_PORT"; do
+    [[ -n $(ss -ltnH "sport = :$port" 2>/dev/null) ]] && busy+=("$port")
+  done
+  ((${#busy[@]} == 0)) || die "ports in use: ${busy[*]} (see: ss -ltnp); stop what holds them, or pick other ports"
+}
+
 start_supervisor() {
   if supervisor_running; then
     say "supervisord already running: applying config changes"
@@ -242,6 +254,7 @@ start_supervisor() {
     ctl start all >/dev/null 2>&1 || true
     rolling_restart
   else
+    check_ports_free
     say "starting supervisord"
     supervisord -c "$RUN/supervisord.conf"
   fi

@@ -1,6 +1,7 @@
 #include "core/random.hpp"
 
 #include <cerrno>
+#include <random>
 #include <stdexcept>
 #include <sys/random.h>
 #include <vector>
@@ -30,6 +31,12 @@ std::string hex(std::size_t n) {
     out.push_back(digits[b & 0xF]);
   }
   return out;
+}
+
+std::chrono::milliseconds jitter(std::chrono::milliseconds max) {
+  thread_local std::minstd_rand rng{static_cast<std::uint_fast32_t>(std::random_device{}() | 1U)};
+  if (max.count() <= 0) return std::chrono::milliseconds(0);
+  return std::chrono::milliseconds(std::uniform_int_distribution<long>(0, static_cast<long>(max.count()))(rng));
 }
 
 }  // namespace nimbus::random

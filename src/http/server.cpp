@@ -403,7 +403,20 @@ asio::awaitable<void> Server::Impl::write_error(beast::tcp_stream& stream, Reque
   auto out = to_beast(res, version, false);
   out.keep_alive(false);
   stream.expires_after(config.write_timeout);
-  co_await bhttp::async_write(stream, out, use_tuple);
+  auto [ec, n] = co_await bhttp::async_write(stream, out, use_tuple);
+  if (ec) co_return;
+  // Lingering close: the client (or a proxy) may still be sending the body we refused.
+  // Closing now would reset the connection and destroy our answer in flight, so read
+  // and discard for a moment (bounded in time and bytes), as nginx does.
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream.expires_after(std::chrono::seconds(1));
+  std::array<char, 16 * 1024> sink;
+  std::size_t drained = 0;
+  while (drained < 4 * 1024 * 1024) {
+    auto [read_ec, got] = co_await stream.async_read_some(asio::buffer(sink), use_tuple);
+    if (read_ec) break;
+    drained += got;
+  }
 }
 
 void Server::Impl::close_connections(bool idle_only) {

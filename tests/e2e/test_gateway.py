@@ -21,9 +21,15 @@ def test_round_robin_reaches_every_instance():
 
 
 def test_readyz_is_ready_through_the_gateway():
+    # The integration tests before this restart PostgreSQL, Redis and RabbitMQ: every
+    # instance must come back to ready by itself, without a restart.
+    for i in range(1, stack.APIS + 1):
+        stack.wait_until(lambda i=i: requests.get(f"{stack.api_url(i)}/readyz", timeout=5).status_code == 200,
+                         timeout=30, interval=0.2, what=f"api-{i} ready")
     r = requests.get(f"{stack.GATEWAY}/readyz", timeout=5)
-    assert r.status_code == 200
+    assert r.status_code == 200, r.text
     assert r.json()["status"] == "ready"
+    assert set(r.json()["checks"]) == {"postgres", "redis", "s3"}
     assert r.headers["Cache-Control"] == "no-store"
 
 

@@ -5,12 +5,12 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <random>
 
 #include "core/env.hpp"
 #include "core/errors.hpp"
 #include "core/log.hpp"
 #include "core/oneshot.hpp"
+#include "core/random.hpp"
 #include "http/metrics.hpp"
 
 namespace nimbus::pg {
@@ -83,11 +83,9 @@ asio::awaitable<std::unique_ptr<Connection>> Pool::open_connection() {
   } catch (const DependencyUnavailable& e) {
     // Jittered exponential backoff (100 ms → 2 s): while the server is down, callers
     // fail fast instead of queueing connects against it.
-    thread_local std::minstd_rand rng{std::random_device{}()};
     std::lock_guard lock(mutex_);
     backoff_ = std::min<milliseconds>(milliseconds(2'000), backoff_ == milliseconds(0) ? milliseconds(100) : backoff_ * 2);
-    const auto jitter = milliseconds(std::uniform_int_distribution<long>(0, backoff_.count() / 2)(rng));
-    retry_after_ = std::chrono::steady_clock::now() + backoff_ / 2 + jitter;
+    retry_after_ = std::chrono::steady_clock::now() + backoff_ / 2 + random::jitter(backoff_ / 2);
     throw;
   }
   {

@@ -18,13 +18,13 @@
 #include <charconv>
 #include <deque>
 #include <mutex>
-#include <random>
 #include <set>
 
 #include "core/env.hpp"
 #include "core/errors.hpp"
 #include "core/log.hpp"
 #include "core/oneshot.hpp"
+#include "core/random.hpp"
 
 namespace nimbus::redis {
 
@@ -118,9 +118,8 @@ Reply convert(const redisReply* r) {
 }
 
 std::chrono::milliseconds jittered(std::chrono::milliseconds& backoff) {
-  thread_local std::minstd_rand rng{std::random_device{}()};
   backoff = std::min(std::chrono::milliseconds(2'000), backoff * 2);
-  return backoff / 2 + std::chrono::milliseconds(std::uniform_int_distribution<long>(0, backoff.count() / 2)(rng));
+  return backoff / 2 + random::jitter(backoff / 2);
 }
 
 // One TCP connection to Redis, used only on its owner's strand: connect and
