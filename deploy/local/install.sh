@@ -18,6 +18,7 @@ APT_PACKAGES=(
   swift swift-proxy swift-account swift-container swift-object python3-lxml
   # tools for tests, benchmarks and the simulation
   curl jq gettext-base iproute2 wrk python3 python3-pytest python3-requests python3-jwt python3-cryptography
+  python3-pika s3cmd
 )
 
 missing=()

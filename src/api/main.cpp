@@ -1,18 +1,18 @@
 // nimbus-api: the stateless HTTP API. The only place that builds concrete clients and
 // wires them into handlers; everything else receives what it needs.
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <atomic>
 
 #include "api/debug_routes.hpp"
 #include "core/env.hpp"
 #include "http/ops.hpp"
 #include "runtime/service.hpp"
+#include "storage/s3/client.hpp"
 #include "store/pg/migrate.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
-#include "storage/s3/client.hpp"
 
 namespace {
 
@@ -59,4 +59,6 @@ int run_api(const runtime::ServiceConfig& config) {
 
 }  // namespace
 
-int main() { return runtime::service_main("nimbus-api", run_api); }
+int main() {
+  return runtime::service_main("nimbus-api", run_api);
+}

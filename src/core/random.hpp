@@ -1,9 +1,9 @@
 // Randomness from the operating system's CSPRNG (getrandom), safe on any thread.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <chrono>
 #include <span>
 #include <string>
 

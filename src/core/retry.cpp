@@ -5,7 +5,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-
 #include "core/log.hpp"
 #include "core/random.hpp"
 

@@ -22,8 +22,7 @@ SELECT id, message_id, exchange, routing_key, payload::text
  LIMIT $1
    FOR UPDATE SKIP LOCKED)";
 constexpr std::string_view kMarkSent = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])";
-constexpr std::string_view kPurge =
-    "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1::int)";
+constexpr std::string_view kPurge = "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1::int)";
 
 }  // namespace
 
@@ -126,7 +125,8 @@ asio::awaitable<void> Relay::run() {
       pause.expires_after(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(5'000));
     }
-    if (pause.expiry() > std::chrono::steady_clock::now()) co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (pause.expiry() > std::chrono::steady_clock::now())
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
   }
 }
 

@@ -1,11 +1,11 @@
 // nimbus-worker: background jobs — the outbox relay now; thumbnails and email join it.
 // Only main builds concrete clients; the worker serves /healthz, /readyz and /metrics
 // on its own port.
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -21,7 +21,9 @@ namespace {
 namespace asio = boost::asio;
 using namespace nimbus;
 
-asio::awaitable<bool> publisher_ready(const amqp::Publisher* publisher) { co_return publisher->connected(); }
+asio::awaitable<bool> publisher_ready(const amqp::Publisher* publisher) {
+  co_return publisher->connected();
+}
 
 // Lets the relay finish the batch in hand (it notices within its poll interval);
 // a batch cut short would only be published again, but there is no need to.
@@ -65,4 +67,6 @@ int run_worker(const runtime::ServiceConfig& config) {
 
 }  // namespace
 
-int main() { return runtime::service_main("nimbus-worker", run_worker); }
+int main() {
+  return runtime::service_main("nimbus-worker", run_worker);
+}

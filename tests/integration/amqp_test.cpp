@@ -1,9 +1,9 @@
 // Publisher confirms and consumer acks against the stack's real RabbitMQ.
-#include <gtest/gtest.h>
-
 #include <mutex>
 #include <set>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "core/errors.hpp"
 #include "core/random.hpp"

@@ -1,12 +1,13 @@
 // The outbox relay between the stack's real PostgreSQL and RabbitMQ.
-#include <gtest/gtest.h>
+#include "outbox/outbox.hpp"
 
 #include <map>
 #include <mutex>
 #include <thread>
 
+#include <gtest/gtest.h>
+
 #include "core/random.hpp"
-#include "outbox/outbox.hpp"
 #include "outbox/relay.hpp"
 #include "queue/amqp/consumer.hpp"
 #include "store/pg/migrate.hpp"

@@ -1,11 +1,11 @@
 // The PostgreSQL client against the stack's real PostgreSQL.
-#include <gtest/gtest.h>
-
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include <gtest/gtest.h>
 
 #include "core/errors.hpp"
 #include "core/random.hpp"

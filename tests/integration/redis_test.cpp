@@ -1,10 +1,10 @@
 // The Redis client against the stack's real Redis.
-#include <gtest/gtest.h>
-
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <mutex>
+
+#include <gtest/gtest.h>
 
 #include "core/errors.hpp"
 #include "core/random.hpp"

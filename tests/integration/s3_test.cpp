@@ -1,8 +1,8 @@
 // The S3 client against the stack's Swift with s3api, which checks every signature.
 #include <curl/curl.h>
-#include <gtest/gtest.h>
-
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "core/errors.hpp"
 #include "core/random.hpp"

@@ -2,8 +2,6 @@
 // addresses of the stack under test from the environment.
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -12,6 +10,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace nimbus::test {
 
@@ -39,8 +39,8 @@ inline std::string stack_env(const char* name) {
   return v ? std::string(v) : std::string();
 }
 
-#define NIMBUS_REQUIRE_STACK(var)                                                          \
-  do {                                                                                     \
+#define NIMBUS_REQUIRE_STACK(var)                                                                    \
+  do {                                                                                               \
     if (::nimbus::test::stack_env(var).empty()) GTEST_SKIP() << var << " not set: run ./stack test"; \
   } while (0)
 

@@ -22,7 +22,9 @@ std::string authorization(const SignedRequest& r) {
 
 }  // namespace
 
-TEST(SigV4, AmzDate) { EXPECT_EQ(amz_date(kWhen), "20130524T000000Z"); }
+TEST(SigV4, AmzDate) {
+  EXPECT_EQ(amz_date(kWhen), "20130524T000000Z");
+}
 
 TEST(SigV4, UriEncoding) {
   EXPECT_EQ(uri_encode("a b/c~d$e", true), "a%20b/c~d%24e");

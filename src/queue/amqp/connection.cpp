@@ -1,7 +1,6 @@
 #include "queue/amqp/connection.hpp"
 
 #include <amqp_tcp_socket.h>
-
 #include <boost/url/parse.hpp>
 
 #include "core/env.hpp"
@@ -12,7 +11,9 @@ namespace nimbus::amqp {
 namespace {
 constexpr const char* kDependency = "rabbitmq";
 
-amqp_bytes_t bytes(std::string_view s) { return {s.size(), const_cast<char*>(s.data())}; }
+amqp_bytes_t bytes(std::string_view s) {
+  return {s.size(), const_cast<char*>(s.data())};
+}
 
 amqp_table_entry_t entry(std::string_view key, std::string_view value) {
   amqp_table_entry_t e;
@@ -56,9 +57,15 @@ Config Config::from_env() {
   }
 }
 
-std::vector<std::string_view> topology::work_queues() { return {kImageProcess, kEmailSend}; }
-std::string topology::dead_letter_queue(std::string_view queue) { return std::string(queue) + ".dlq"; }
-std::string topology::retry_exchange(int delay_seconds) { return "nimbus.retry." + std::to_string(delay_seconds); }
+std::vector<std::string_view> topology::work_queues() {
+  return {kImageProcess, kEmailSend};
+}
+std::string topology::dead_letter_queue(std::string_view queue) {
+  return std::string(queue) + ".dlq";
+}
+std::string topology::retry_exchange(int delay_seconds) {
+  return "nimbus.retry." + std::to_string(delay_seconds);
+}
 
 Connection::Connection(const Config& config) {
   state_ = amqp_new_connection();
@@ -109,8 +116,7 @@ void Connection::check(const amqp_rpc_reply_t& reply, std::string_view what) {
 
 void Connection::declare_topology() {
   using namespace topology;
-  amqp_exchange_declare(state_, kChannel, bytes(kExchange), amqp_cstring_bytes("direct"), 0, 1, 0, 0,
-                        amqp_empty_table);
+  amqp_exchange_declare(state_, kChannel, bytes(kExchange), amqp_cstring_bytes("direct"), 0, 1, 0, 0, amqp_empty_table);
   check(amqp_get_rpc_reply(state_), "declare exchange");
   amqp_exchange_declare(state_, kChannel, bytes(kDeadLetterExchange), amqp_cstring_bytes("direct"), 0, 1, 0, 0,
                         amqp_empty_table);

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <amqp.h>
-
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -31,7 +30,7 @@ struct Config {
 
 // Names of the broker objects every Nimbus process agrees on.
 namespace topology {
-inline constexpr std::string_view kExchange = "nimbus";            // direct; routing key = queue name
+inline constexpr std::string_view kExchange = "nimbus";                // direct; routing key = queue name
 inline constexpr std::string_view kDeadLetterExchange = "nimbus.dlx";  // direct; key = queue name
 inline constexpr std::string_view kImageProcess = "image.process";
 inline constexpr std::string_view kEmailSend = "email.send";

@@ -7,7 +7,9 @@ namespace nimbus::amqp {
 
 namespace {
 
-std::string to_string(amqp_bytes_t b) { return {static_cast<const char*>(b.bytes), b.len}; }
+std::string to_string(amqp_bytes_t b) {
+  return {static_cast<const char*>(b.bytes), b.len};
+}
 
 Delivery to_delivery(const amqp_envelope_t& env) {
   Delivery d;
@@ -25,11 +27,20 @@ Delivery to_delivery(const amqp_envelope_t& env) {
       const auto key = to_string(e.key);
       switch (e.value.kind) {
         case AMQP_FIELD_KIND_UTF8:
-        case AMQP_FIELD_KIND_BYTES: d.message.headers[key] = to_string(e.value.value.bytes); break;
-        case AMQP_FIELD_KIND_I64: d.message.headers[key] = std::to_string(e.value.value.i64); break;
-        case AMQP_FIELD_KIND_U64: d.message.headers[key] = std::to_string(e.value.value.u64); break;
-        case AMQP_FIELD_KIND_I32: d.message.headers[key] = std::to_string(e.value.value.i32); break;
-        default: break;
+        case AMQP_FIELD_KIND_BYTES:
+          d.message.headers[key] = to_string(e.value.value.bytes);
+          break;
+        case AMQP_FIELD_KIND_I64:
+          d.message.headers[key] = std::to_string(e.value.value.i64);
+          break;
+        case AMQP_FIELD_KIND_U64:
+          d.message.headers[key] = std::to_string(e.value.value.u64);
+          break;
+        case AMQP_FIELD_KIND_I32:
+          d.message.headers[key] = std::to_string(e.value.value.i32);
+          break;
+        default:
+          break;
       }
     }
     if (auto it = d.message.headers.find("x-delivery-count"); it != d.message.headers.end()) {
@@ -44,7 +55,9 @@ Delivery to_delivery(const amqp_envelope_t& env) {
 Consumer::Consumer(Config config, std::string queue, int concurrency, Handler handler)
     : config_(std::move(config)), queue_(std::move(queue)), concurrency_(concurrency), handler_(std::move(handler)) {}
 
-Consumer::~Consumer() { stop(std::chrono::seconds(0)); }
+Consumer::~Consumer() {
+  stop(std::chrono::seconds(0));
+}
 
 void Consumer::start() {
   for (int i = 0; i < concurrency_; ++i) workers_.emplace_back([this] { work(); });
@@ -103,9 +116,15 @@ void Consumer::settle(Connection& conn) {
     if (d.generation != generation_) continue;  // that connection is gone; the broker requeued it
     int status = AMQP_STATUS_OK;
     switch (d.outcome) {
-      case Outcome::ack: status = amqp_basic_ack(conn.state(), Connection::kChannel, d.tag, 0); break;
-      case Outcome::requeue: status = amqp_basic_nack(conn.state(), Connection::kChannel, d.tag, 0, 1); break;
-      case Outcome::dead_letter: status = amqp_basic_reject(conn.state(), Connection::kChannel, d.tag, 0); break;
+      case Outcome::ack:
+        status = amqp_basic_ack(conn.state(), Connection::kChannel, d.tag, 0);
+        break;
+      case Outcome::requeue:
+        status = amqp_basic_nack(conn.state(), Connection::kChannel, d.tag, 0, 1);
+        break;
+      case Outcome::dead_letter:
+        status = amqp_basic_reject(conn.state(), Connection::kChannel, d.tag, 0);
+        break;
     }
     conn.check_status(status, "settle delivery");
   }
@@ -152,8 +171,7 @@ void Consumer::run() {
       timeval tv{0, 50'000};
       auto reply = amqp_consume_message(conn->state(), &env, &tv, 0);
       if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_TIMEOUT) continue;
-      if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-          reply.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+      if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
         // A frame other than a delivery (e.g. the broker closing the channel).
         amqp_frame_t frame;
         conn->check_status(amqp_simple_wait_frame(conn->state(), &frame), "read frame");

@@ -13,7 +13,9 @@ namespace asio = boost::asio;
 
 namespace {
 
-amqp_bytes_t bytes(std::string_view s) { return {s.size(), const_cast<char*>(s.data())}; }
+amqp_bytes_t bytes(std::string_view s) {
+  return {s.size(), const_cast<char*>(s.data())};
+}
 
 }  // namespace
 
@@ -134,7 +136,8 @@ void Publisher::publish_now(Connection& conn, Job& job) {
   std::string returned;
   const auto deadline = std::chrono::steady_clock::now() + confirm_timeout_;
   while (!unconfirmed.empty()) {
-    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) throw DependencyUnavailable("rabbitmq", "confirm timeout");
     timeval tv{static_cast<time_t>(left.count() / 1'000'000), static_cast<suseconds_t>(left.count() % 1'000'000)};
     amqp_frame_t frame;

@@ -1,11 +1,10 @@
 #include "storage/s3/client.hpp"
 
-#include <curl/curl.h>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/parse.hpp>
 #include <cstring>
+#include <curl/curl.h>
 #include <thread>
 
 #include "core/env.hpp"
@@ -70,11 +69,20 @@ std::string xml_escape(std::string_view v) {
   std::string out;
   for (char c : v) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -114,7 +122,9 @@ Client::Client(Config config) : config_(std::move(config)), pool_(static_cast<st
       split_endpoint(config_.public_endpoint.empty() ? config_.endpoint : config_.public_endpoint);
 }
 
-Client::~Client() { pool_.join(); }
+Client::~Client() {
+  pool_.join();
+}
 
 std::string Client::path_for(const std::string& key) const {
   return "/" + uri_encode(config_.bucket, false) + (key.empty() ? "" : "/" + uri_encode(key, true));
@@ -258,9 +268,9 @@ Client::Response Client::perform(const Request& req) const {
         req.retry && req.reader == nullptr && req.writer == nullptr && (network_error || status >= 500);
     if (retryable && attempt < config_.retries) {
       log::warn("s3 request failed; retrying", {{"method", req.method},
-                                                  {"status", status},
-                                                  {"error", rc == CURLE_OK ? "" : curl_easy_strerror(rc)},
-                                                  {"retry_ms", backoff.count()}});
+                                                {"status", status},
+                                                {"error", rc == CURLE_OK ? "" : curl_easy_strerror(rc)},
+                                                {"retry_ms", backoff.count()}});
       std::this_thread::sleep_for(backoff);
       backoff *= 2;
       continue;
@@ -276,7 +286,8 @@ namespace {
 
 [[noreturn]] void raise(const std::string& what, long status, const std::string& body) {
   auto code = xml_value(body, "Code");
-  throw Error(status, code, "s3 " + what + " failed: HTTP " + std::to_string(status) + (code.empty() ? "" : " " + code));
+  throw Error(status, code,
+              "s3 " + what + " failed: HTTP " + std::to_string(status) + (code.empty() ? "" : " " + code));
 }
 
 }  // namespace
@@ -374,8 +385,7 @@ asio::awaitable<std::string> Client::create_multipart_upload(std::string key, st
   });
 }
 
-asio::awaitable<std::string> Client::upload_part(std::string key, std::string upload_id, int number,
-                                                 std::string data) {
+asio::awaitable<std::string> Client::upload_part(std::string key, std::string upload_id, int number, std::string data) {
   return offload([this, key = std::move(key), id = std::move(upload_id), number, data = std::move(data)] {
     Request req{.method = "PUT",
                 .key = key,
@@ -412,7 +422,8 @@ asio::awaitable<void> Client::complete_multipart_upload(std::string key, std::st
 asio::awaitable<void> Client::abort_multipart_upload(std::string key, std::string upload_id) {
   return offload([this, key = std::move(key), id = std::move(upload_id)] {
     auto res = perform({.method = "DELETE", .key = key, .query = {{"uploadId", id}}});
-    if (res.status != 204 && res.status != 200 && res.status != 404) raise("AbortMultipartUpload", res.status, res.body);
+    if (res.status != 204 && res.status != 200 && res.status != 404)
+      raise("AbortMultipartUpload", res.status, res.body);
   });
 }
 

@@ -61,7 +61,7 @@ struct ObjectInfo {
 
 struct Listing {
   std::vector<std::pair<std::string, std::uint64_t>> objects;  // key, size
-  std::optional<std::string> next;                              // continuation token
+  std::optional<std::string> next;                             // continuation token
 };
 
 struct Part {
@@ -93,8 +93,7 @@ class Client {
                                                int max_keys = 1000);
 
   boost::asio::awaitable<std::string> create_multipart_upload(std::string key, std::string content_type);
-  boost::asio::awaitable<std::string> upload_part(std::string key, std::string upload_id, int number,
-                                                  std::string data);
+  boost::asio::awaitable<std::string> upload_part(std::string key, std::string upload_id, int number, std::string data);
   boost::asio::awaitable<void> complete_multipart_upload(std::string key, std::string upload_id,
                                                          std::vector<Part> parts);
   boost::asio::awaitable<void> abort_multipart_upload(std::string key, std::string upload_id);

@@ -1,12 +1,11 @@
 #include "storage/s3/sigv4.hpp"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/sha.h>
-
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
 
 namespace nimbus::s3 {
 namespace {
@@ -108,9 +107,8 @@ SignedRequest sign(const Credentials& creds, std::string_view method, std::strin
   const auto datetime = amz_date(now);
   const auto date = datetime.substr(0, 8);
 
-  HeaderList all = {{"host", std::string(host)},
-                    {"x-amz-content-sha256", std::string(payload_hash)},
-                    {"x-amz-date", datetime}};
+  HeaderList all = {
+      {"host", std::string(host)}, {"x-amz-content-sha256", std::string(payload_hash)}, {"x-amz-date", datetime}};
   for (const auto& [k, v] : headers) all.emplace_back(lower(k), trim(v));
   std::sort(all.begin(), all.end());
 
@@ -124,8 +122,8 @@ SignedRequest sign(const Credentials& creds, std::string_view method, std::strin
   SignedRequest out;
   out.canonical_request = std::string(method) + "\n" + std::string(path) + "\n" + canonical_query(query) + "\n" +
                           canonical_headers + "\n" + signed_headers + "\n" + std::string(payload_hash);
-  out.string_to_sign = "AWS4-HMAC-SHA256\n" + datetime + "\n" + scope(creds, date) + "\n" +
-                       sha256_hex(out.canonical_request);
+  out.string_to_sign =
+      "AWS4-HMAC-SHA256\n" + datetime + "\n" + scope(creds, date) + "\n" + sha256_hex(out.canonical_request);
   const auto sig = signature(creds, date, out.string_to_sign);
   out.headers = all;
   out.headers.emplace_back("authorization", "AWS4-HMAC-SHA256 Credential=" + creds.access_key + "/" +
@@ -146,8 +144,8 @@ std::string presign(const Credentials& creds, std::string_view method, std::stri
   query.emplace_back("X-Amz-Expires", std::to_string(expires.count()));
   query.emplace_back("X-Amz-SignedHeaders", "host");
   const auto cq = canonical_query(query);
-  const auto canonical_request = std::string(method) + "\n" + std::string(path) + "\n" + cq + "\nhost:" +
-                                 std::string(host) + "\n\nhost\n" + std::string(kUnsignedPayload);
+  const auto canonical_request = std::string(method) + "\n" + std::string(path) + "\n" + cq +
+                                 "\nhost:" + std::string(host) + "\n\nhost\n" + std::string(kUnsignedPayload);
   const auto string_to_sign =
       "AWS4-HMAC-SHA256\n" + datetime + "\n" + scope(creds, date) + "\n" + sha256_hex(canonical_request);
   return std::string(scheme) + "://" + std::string(host) + std::string(path) + "?" + cq +

@@ -22,7 +22,7 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;
 using QueryList = std::vector<std::pair<std::string, std::string>>;  // decoded keys and values
 
 struct SignedRequest {
-  HeaderList headers;  // to send: host, x-amz-date, x-amz-content-sha256, authorization, and the caller's
+  HeaderList headers;             // to send: host, x-amz-date, x-amz-content-sha256, authorization, and the caller's
   std::string canonical_request;  // for debugging signature mismatches
   std::string string_to_sign;
 };

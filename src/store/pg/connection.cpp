@@ -1,14 +1,14 @@
 #include "store/pg/connection.hpp"
 
-#include <libpq-fe.h>
-#include <poll.h>
-
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cstdio>
 #include <functional>
+#include <libpq-fe.h>
+#include <poll.h>
 
 #include "core/errors.hpp"
 #include "core/log.hpp"
@@ -79,9 +79,18 @@ bool Connection::alive() {
 }
 
 asio::awaitable<void> Connection::wait(Wait what, Clock::time_point deadline) {
+  const auto type =
+      what == Wait::read ? asio::posix::stream_descriptor::wait_read : asio::posix::stream_descriptor::wait_write;
+  if (!guard_deadlines_) {
+    // Hot path (queries): a bare wait. Hangs are bounded below us instead: the server's
+    // statement_timeout ends slow statements, and TCP keepalives plus tcp_user_timeout
+    // (set at connect) end a connection to a peer that went silent. A timer raced
+    // against every wait costs more than half of a local round trip.
+    auto [ec] = co_await socket_.async_wait(type, asio::as_tuple(asio::use_awaitable));
+    if (ec) fail("socket wait failed: " + ec.message());
+    co_return;
+  }
   asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
-  const auto type = what == Wait::read ? asio::posix::stream_descriptor::wait_read
-                                       : asio::posix::stream_descriptor::wait_write;
   std::variant<std::monostate, std::monostate> outcome;
   try {
     outcome = co_await (socket_.async_wait(type, asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
@@ -96,6 +105,7 @@ asio::awaitable<void> Connection::connect(const std::string& conninfo, Clock::ti
   conn_ = PQconnectStart(conninfo.c_str());
   if (conn_ == nullptr) throw DependencyUnavailable(kDependency, "out of memory");
   if (PQstatus(conn_) == CONNECTION_BAD) fail("connect failed");
+  guard_deadlines_ = true;
   auto state = PGRES_POLLING_WRITING;
   while (state != PGRES_POLLING_OK) {
     if (state == PGRES_POLLING_FAILED) fail("connect failed");
@@ -103,10 +113,15 @@ asio::awaitable<void> Connection::connect(const std::string& conninfo, Clock::ti
     co_await wait(state == PGRES_POLLING_READING ? Wait::read : Wait::write, deadline);
     state = PQconnectPoll(conn_);
   }
+  guard_deadlines_ = false;
   if (PQsetnonblocking(conn_, 1) != 0) fail("cannot switch to non-blocking mode");
   // Server notices ("already exists, skipping") go to the debug log, not to stderr.
   PQsetNoticeProcessor(
-      conn_, [](void*, const char* message) { log::debug("postgres notice", {{"notice", message}}); }, nullptr);
+      conn_,
+      [](void*, const char* message) {
+        log::debug("postgres notice", {{"notice", message}});
+      },
+      nullptr);
   bind_socket();
 }
 
@@ -162,8 +177,7 @@ asio::awaitable<std::vector<Result>> Connection::collect(std::size_t expected, b
   co_return out;
 }
 
-asio::awaitable<void> Connection::prepare(const std::string& name, std::string_view sql,
-                                          Clock::time_point deadline) {
+asio::awaitable<void> Connection::prepare(const std::string& name, std::string_view sql, Clock::time_point deadline) {
   const std::string text(sql);
   if (PQsendPrepare(conn_, name.c_str(), text.c_str(), 0, nullptr) == 0) fail("prepare failed");
   co_await flush(deadline);
@@ -187,8 +201,8 @@ asio::awaitable<Result> Connection::query(std::string_view sql, const Params& pa
   const auto name = statement_name(sql);
   if (!prepared_.contains(name)) co_await prepare(name, sql, deadline);
   ParamArrays arrays(params);
-  if (PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(params.size()), arrays.values.data(), nullptr,
-                          nullptr, 0) == 0) {
+  if (PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(params.size()), arrays.values.data(), nullptr, nullptr,
+                          0) == 0) {
     fail("send failed");
   }
   co_await flush(deadline);

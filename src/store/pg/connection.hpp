@@ -75,8 +75,7 @@ class Connection {
   boost::asio::awaitable<void> wait(Wait what, Clock::time_point deadline);
   boost::asio::awaitable<void> flush(Clock::time_point deadline);
   boost::asio::awaitable<pg_result*> next_result(Clock::time_point deadline);
-  boost::asio::awaitable<std::vector<Result>> collect(std::size_t expected, bool pipeline,
-                                                      Clock::time_point deadline);
+  boost::asio::awaitable<std::vector<Result>> collect(std::size_t expected, bool pipeline, Clock::time_point deadline);
   boost::asio::awaitable<void> prepare(const std::string& name, std::string_view sql, Clock::time_point deadline);
   [[noreturn]] void fail(const std::string& what);
   void bind_socket();
@@ -85,6 +84,7 @@ class Connection {
   boost::asio::posix::stream_descriptor socket_;
   std::unordered_set<std::string> prepared_;
   bool broken_ = false;
+  bool guard_deadlines_ = true;  // only while connecting; see wait()
 };
 
 // Statement name for `sql`: the same text is prepared once per connection.

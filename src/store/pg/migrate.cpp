@@ -1,9 +1,8 @@
 #include "store/pg/migrate.hpp"
 
-#include <stdexcept>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <stdexcept>
 
 #include "core/log.hpp"
 #include "core/retry.hpp"
@@ -71,7 +70,7 @@ boost::asio::awaitable<void> apply_embedded(std::shared_ptr<Pool> pool, std::sha
 }  // namespace
 
 std::shared_ptr<std::atomic<bool>> migrate_in_background(boost::asio::any_io_executor executor,
-                                                          std::shared_ptr<Pool> pool) {
+                                                         std::shared_ptr<Pool> pool) {
   auto done = std::make_shared<std::atomic<bool>>(false);
   boost::asio::co_spawn(executor, retry_until_done("migrations", [pool, done] { return apply_embedded(pool, done); }),
                         boost::asio::detached);

@@ -2,8 +2,8 @@
 // instances starting at once apply each migration exactly once.
 #pragma once
 
-#include <boost/asio/awaitable.hpp>
 #include <atomic>
+#include <boost/asio/awaitable.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,7 +32,7 @@ boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& mi
 // them, so a process starts (and answers /healthz) without waiting for the database.
 // The flag turns true once the schema is current.
 std::shared_ptr<std::atomic<bool>> migrate_in_background(boost::asio::any_io_executor executor,
-                                                          std::shared_ptr<Pool> pool);
+                                                         std::shared_ptr<Pool> pool);
 
 // Readiness check: schema current and a round trip answered.
 boost::asio::awaitable<bool> ready(std::shared_ptr<Pool> pool, std::shared_ptr<std::atomic<bool>> schema_ready);

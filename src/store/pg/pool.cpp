@@ -40,17 +40,28 @@ std::shared_ptr<Pool> Pool::create(asio::any_io_executor executor, PoolConfig co
   return std::shared_ptr<Pool>(new Pool(std::move(executor), std::move(config)));
 }
 
-Pool::Pool(asio::any_io_executor executor, PoolConfig config) : executor_(std::move(executor)), config_(std::move(config)) {
+namespace {
+// A silent peer (partition, dead host) is found by the kernel: keepalive probes after
+// 5 s idle, and unacknowledged data gives up after 10 s.
+constexpr const char* kLiveness =
+    "&keepalives=1&keepalives_idle=5&keepalives_interval=2&keepalives_count=3"
+    "&tcp_user_timeout=10000";
+constexpr const char* kLivenessKeywords =
+    " keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 tcp_user_timeout=10000";
+}  // namespace
+
+Pool::Pool(asio::any_io_executor executor, PoolConfig config)
+    : executor_(std::move(executor)), config_(std::move(config)) {
   // Server-side limit as well, so an abandoned statement never runs on.
   conninfo_ = config_.url;
-  const auto sep = conninfo_.find("://") != std::string::npos ? (conninfo_.find('?') == std::string::npos ? "?" : "&")
-                                                               : " ";
+  const auto sep =
+      conninfo_.find("://") != std::string::npos ? (conninfo_.find('?') == std::string::npos ? "?" : "&") : " ";
   if (conninfo_.find("://") != std::string::npos) {
     conninfo_ += sep + std::string("options=-c%20statement_timeout%3D") +
-                 std::to_string(config_.statement_timeout.count()) + "&application_name=nimbus";
+                 std::to_string(config_.statement_timeout.count()) + "&application_name=nimbus" + kLiveness;
   } else {
     conninfo_ += " options='-c statement_timeout=" + std::to_string(config_.statement_timeout.count()) +
-                 "' application_name=nimbus";
+                 "' application_name=nimbus" + kLivenessKeywords;
   }
 }
 
@@ -84,7 +95,8 @@ asio::awaitable<std::unique_ptr<Connection>> Pool::open_connection() {
     // Jittered exponential backoff (100 ms → 2 s): while the server is down, callers
     // fail fast instead of queueing connects against it.
     std::lock_guard lock(mutex_);
-    backoff_ = std::min<milliseconds>(milliseconds(2'000), backoff_ == milliseconds(0) ? milliseconds(100) : backoff_ * 2);
+    backoff_ =
+        std::min<milliseconds>(milliseconds(2'000), backoff_ == milliseconds(0) ? milliseconds(100) : backoff_ * 2);
     retry_after_ = std::chrono::steady_clock::now() + backoff_ / 2 + random::jitter(backoff_ / 2);
     throw;
   }
@@ -177,7 +189,9 @@ void Pool::release(std::unique_ptr<Connection> conn) {
   }
 }
 
-asio::awaitable<std::unique_ptr<Connection>> Pool::connect_dedicated() { co_return co_await open_connection(); }
+asio::awaitable<std::unique_ptr<Connection>> Pool::connect_dedicated() {
+  co_return co_await open_connection();
+}
 
 asio::awaitable<bool> Pool::ping() {
   try {

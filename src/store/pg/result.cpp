@@ -1,16 +1,21 @@
 #include "store/pg/result.hpp"
 
-#include <libpq-fe.h>
-
 #include <charconv>
+#include <libpq-fe.h>
 
 namespace nimbus::pg {
 
 Result::Result(pg_result* res) : res_(res, PQclear) {}
 
-int Result::rows() const { return res_ ? PQntuples(res_.get()) : 0; }
-int Result::columns() const { return res_ ? PQnfields(res_.get()) : 0; }
-bool Result::is_null(int row, int col) const { return PQgetisnull(res_.get(), row, col) != 0; }
+int Result::rows() const {
+  return res_ ? PQntuples(res_.get()) : 0;
+}
+int Result::columns() const {
+  return res_ ? PQnfields(res_.get()) : 0;
+}
+bool Result::is_null(int row, int col) const {
+  return PQgetisnull(res_.get(), row, col) != 0;
+}
 
 std::string_view Result::get(int row, int col) const {
   return {PQgetvalue(res_.get(), row, col), static_cast<std::size_t>(PQgetlength(res_.get(), row, col))};
@@ -26,7 +31,9 @@ std::int64_t Result::get_int(int row, int col) const {
   return value;
 }
 
-bool Result::get_bool(int row, int col) const { return get(row, col) == "t"; }
+bool Result::get_bool(int row, int col) const {
+  return get(row, col) == "t";
+}
 
 std::optional<std::string> Result::get_optional(int row, int col) const {
   if (is_null(row, col)) return std::nullopt;

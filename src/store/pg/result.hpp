@@ -33,14 +33,23 @@ class Error : public std::runtime_error {
 using Param = std::optional<std::string>;
 using Params = std::vector<Param>;
 
-inline Param param(std::nullopt_t) { return std::nullopt; }
-inline Param param(std::string_view v) { return std::string(v); }
-inline Param param(const std::string& v) { return v; }
-inline Param param(const char* v) { return std::string(v); }
-inline Param param(bool v) { return std::string(v ? "t" : "f"); }
+inline Param param(std::nullopt_t) {
+  return std::nullopt;
+}
+inline Param param(std::string_view v) {
+  return std::string(v);
+}
+inline Param param(const std::string& v) {
+  return v;
+}
+inline Param param(const char* v) {
+  return std::string(v);
+}
+inline Param param(bool v) {
+  return std::string(v ? "t" : "f");
+}
 template <typename T>
-  requires std::is_arithmetic_v<T> && (!std::is_same_v<T, bool>)
-Param param(T v) {
+requires std::is_arithmetic_v<T> &&(!std::is_same_v<T, bool>)Param param(T v) {
   return std::to_string(v);
 }
 template <typename T>

@@ -1,8 +1,5 @@
 #include "store/redis/client.hpp"
 
-#include <hiredis/hiredis.h>
-#include <openssl/sha.h>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -17,7 +14,9 @@
 #include <boost/url/parse.hpp>
 #include <charconv>
 #include <deque>
+#include <hiredis/hiredis.h>
 #include <mutex>
+#include <openssl/sha.h>
 #include <set>
 
 #include "core/env.hpp"
@@ -137,7 +136,8 @@ class Link : public std::enable_shared_from_this<Link> {
     asio::steady_timer timer(socket_.get_executor(), config.connect_timeout);
     auto outcome = co_await (asio::async_connect(socket_, endpoints, use_tuple) || timer.async_wait(use_tuple));
     if (outcome.index() == 1) throw DependencyUnavailable(kDependency, "connect timeout");
-    if (auto [ec, ep] = std::get<0>(outcome); ec) throw DependencyUnavailable(kDependency, "connect failed: " + ec.message());
+    if (auto [ec, ep] = std::get<0>(outcome); ec)
+      throw DependencyUnavailable(kDependency, "connect failed: " + ec.message());
     socket_.set_option(tcp::no_delay(true));
     // (named commands: GCC 12 miscompiles braced temporaries inside co_await)
     if (!config.password.empty()) {
@@ -155,8 +155,8 @@ class Link : public std::enable_shared_from_this<Link> {
     if (!writing_) {
       writing_ = true;
       // The loop keeps the link alive until its last write completes.
-      asio::co_spawn(socket_.get_executor(), [self = shared_from_this()] { return self->write_loop(); },
-                     asio::detached);
+      asio::co_spawn(
+          socket_.get_executor(), [self = shared_from_this()] { return self->write_loop(); }, asio::detached);
     }
   }
 
@@ -303,13 +303,17 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 };
 
 Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Client::~Client() { stop(); }
+Client::~Client() {
+  stop();
+}
 
 std::shared_ptr<Client> Client::create(asio::any_io_executor executor, Config config) {
   return std::shared_ptr<Client>(new Client(std::make_shared<Impl>(std::move(executor), std::move(config))));
 }
 
-void Client::start() { asio::co_spawn(impl_->strand, impl_->run(), asio::detached); }
+void Client::start() {
+  asio::co_spawn(impl_->strand, impl_->run(), asio::detached);
+}
 
 void Client::stop() {
   asio::post(impl_->strand, [impl = impl_] {
@@ -319,7 +323,9 @@ void Client::stop() {
   });
 }
 
-bool Client::connected() const { return impl_->up.load(); }
+bool Client::connected() const {
+  return impl_->up.load();
+}
 
 asio::awaitable<Reply> Client::command(Command cmd) {
   std::vector<Command> one;
@@ -351,7 +357,7 @@ asio::awaitable<bool> Client::ping() {
   try {
     Command ping_cmd{"PING"};
     auto r = co_await command(std::move(ping_cmd));
-    co_return r.type == Reply::Type::status && r.str == "PONG";
+    co_return r.type == Reply::Type::status&& r.str == "PONG";
   } catch (const std::exception&) {
     co_return false;
   }
@@ -413,15 +419,19 @@ struct Subscriber::Impl : std::enable_shared_from_this<Subscriber::Impl> {
 };
 
 Subscriber::Subscriber(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Subscriber::~Subscriber() { stop(); }
+Subscriber::~Subscriber() {
+  stop();
+}
 
 std::shared_ptr<Subscriber> Subscriber::create(asio::any_io_executor executor, Config config, Handler on_message,
                                                ConnectedHandler on_connected) {
-  return std::shared_ptr<Subscriber>(new Subscriber(std::make_shared<Impl>(
-      std::move(executor), std::move(config), std::move(on_message), std::move(on_connected))));
+  return std::shared_ptr<Subscriber>(new Subscriber(
+      std::make_shared<Impl>(std::move(executor), std::move(config), std::move(on_message), std::move(on_connected))));
 }
 
-void Subscriber::start() { asio::co_spawn(impl_->strand, impl_->run(), asio::detached); }
+void Subscriber::start() {
+  asio::co_spawn(impl_->strand, impl_->run(), asio::detached);
+}
 
 void Subscriber::stop() {
   asio::post(impl_->strand, [impl = impl_] {

@@ -75,8 +75,8 @@ class Client : public std::enable_shared_from_this<Client> {
   // command("SET", key, value): builds the Command outside the coroutine (GCC 12
   // miscompiles braced lists of strings inside co_await expressions).
   template <typename... Args>
-    requires(sizeof...(Args) > 0 && (std::is_convertible_v<const Args&, std::string_view> && ...))
-  boost::asio::awaitable<Reply> command(const Args&... args) {
+  requires(sizeof...(Args) > 0 && (std::is_convertible_v<const Args&, std::string_view> &&
+                                   ...)) boost::asio::awaitable<Reply> command(const Args&... args) {
     return command(Command{std::string(std::string_view(args))...});
   }
   // Several commands in one write and one round trip; replies in order.
