@@ -121,14 +121,8 @@ TEST_F(PgTest, ManyConcurrentUsersShareASmallPool) {
     };
     std::vector<std::future<void>> all;
     for (int i = 1; i <= 40; ++i) all.push_back(asio::co_spawn(ioc_, one(i), asio::use_future));
-    asio::steady_timer t(co_await asio::this_coro::executor);
-    for (auto& f : all) {
-      while (f.wait_for(0s) != std::future_status::ready) {
-        t.expires_after(5ms);
-        co_await t.async_wait(asio::use_awaitable);
-      }
-      f.get();
-    }
+    co_await test::wait_all(all);
+    for (auto& f : all) f.get();
     co_return sum.load();
   });
   EXPECT_EQ(total, 40 * 41 / 2);
@@ -184,15 +178,9 @@ TEST_F(PgTest, ConcurrentMigratorsApplyEachMigrationOnce) {
     for (auto& p : pools) {
       all.push_back(asio::co_spawn(ioc_, pg::migrate(*p, migrations, table_), asio::use_future));
     }
-    asio::steady_timer t(co_await asio::this_coro::executor);
+    co_await test::wait_all(all);
     int sum = 0;
-    for (auto& f : all) {
-      while (f.wait_for(0s) != std::future_status::ready) {
-        t.expires_after(5ms);
-        co_await t.async_wait(asio::use_awaitable);
-      }
-      sum += f.get();
-    }
+    for (auto& f : all) sum += f.get();
     co_return sum;
   });
   EXPECT_EQ(applied, 2);

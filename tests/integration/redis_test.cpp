@@ -96,14 +96,8 @@ TEST_F(RedisTest, ConcurrentCommandsFromManyCoroutinesAllGetTheirOwnReply) {
     };
     std::vector<std::future<void>> all;
     for (int i = 0; i < 200; ++i) all.push_back(asio::co_spawn(ioc_, one(i), asio::use_future));
-    asio::steady_timer t(co_await asio::this_coro::executor);
-    for (auto& f : all) {
-      while (f.wait_for(0s) != std::future_status::ready) {
-        t.expires_after(2ms);
-        co_await t.async_wait(asio::use_awaitable);
-      }
-      f.get();
-    }
+    co_await test::wait_all(all);
+    for (auto& f : all) f.get();
   });
   EXPECT_EQ(right.load(), 200);
 }

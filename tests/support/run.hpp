@@ -5,8 +5,12 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <cstdlib>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +35,19 @@ auto run(boost::asio::io_context& ioc, Fn&& fn, int threads = 2) {
   pool.clear();
   ioc.restart();
   return future.get();
+}
+
+// Waits, from inside a coroutine, until every future is ready, without blocking the
+// thread that runs the work behind them. The caller then get()s the results.
+template <typename T>
+boost::asio::awaitable<void> wait_all(std::vector<std::future<T>>& futures) {
+  boost::asio::steady_timer tick(co_await boost::asio::this_coro::executor);
+  for (auto& f : futures) {
+    while (f.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      tick.expires_after(std::chrono::milliseconds(2));
+      co_await tick.async_wait(boost::asio::use_awaitable);
+    }
+  }
 }
 
 // The value of `name`, or skip the test when the stack is not there (running by hand).

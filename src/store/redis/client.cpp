@@ -211,36 +211,19 @@ class Link : public std::enable_shared_from_this<Link> {
   bool writing_ = false;
 };
 
-}  // namespace
+// Keeps one Link up on a strand: connect, run the session until the link fails, back
+// off with jitter, again — until stopped. Client and Subscriber differ only in their
+// session and in what they do when the link goes down.
+struct LinkOwner : std::enable_shared_from_this<LinkOwner> {
+  LinkOwner(asio::any_io_executor ex, Config c, std::string what)
+      : strand(asio::make_strand(ex)), config(std::move(c)), name(std::move(what)) {}
+  virtual ~LinkOwner() = default;
 
-// ---------------------------------------------------------------- client
+  // Runs on the strand once connected; returns only by throwing (link lost).
+  virtual asio::awaitable<void> session() = 0;
+  virtual void on_down(const std::string& /*why*/) {}
 
-struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
-  using Outcome = std::pair<std::vector<Reply>, std::string>;  // replies, or an error text
-  struct Pending {
-    Pending(asio::any_io_executor ex, std::size_t n) : done(std::move(ex)), expected(n) {}
-    OneShot<Outcome> done;
-    std::size_t expected;
-    std::vector<Reply> replies;
-  };
-
-  Impl(asio::any_io_executor ex, Config c) : strand(asio::make_strand(ex)), config(std::move(c)) {}
-
-  asio::strand<asio::any_io_executor> strand;
-  Config config;
-  // Owned by the strand:
-  std::shared_ptr<Link> link;
-  std::deque<std::shared_ptr<Pending>> pending;
-  bool stopped = false;
-  std::atomic<bool> up{false};
-  asio::steady_timer* sleeper = nullptr;
-
-  void fail_all(const std::string& why) {
-    for (auto& p : pending) p->done.set({{}, why});
-    pending.clear();
-  }
-
-  asio::awaitable<void> run() {
+  asio::awaitable<void> keep_connected() {
     auto self = shared_from_this();
     std::chrono::milliseconds backoff{50};
     asio::steady_timer timer(strand);
@@ -249,24 +232,15 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       link = std::make_shared<Link>(strand);
       try {
         co_await link->connect(config);
-        if (backoff > std::chrono::milliseconds(100)) log::info("redis reachable again");
-        up = true;
+        if (backoff > std::chrono::milliseconds(100)) log::info("redis reachable again", {{"link", name}});
         backoff = std::chrono::milliseconds(50);
-        for (;;) {
-          Reply r = co_await link->read_reply();
-          if (pending.empty()) throw DependencyUnavailable(kDependency, "unexpected reply");
-          auto& front = pending.front();
-          front->replies.push_back(std::move(r));
-          if (front->replies.size() == front->expected) {
-            front->done.set({std::move(front->replies), {}});
-            pending.pop_front();
-          }
-        }
+        up = true;
+        co_await session();
       } catch (const std::exception& e) {
         up = false;
         link->close();
-        fail_all(e.what());
-        if (!stopped) log::warn("redis connection down", {{"error", e.what()}});
+        on_down(e.what());
+        if (!stopped) log::warn("redis link down", {{"link", name}, {"error", e.what()}});
       }
       if (stopped) break;
       timer.expires_after(jittered(backoff));
@@ -276,12 +250,68 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     link.reset();
   }
 
+  void start() { asio::co_spawn(strand, keep_connected(), asio::detached); }
+
+  void stop() {
+    asio::post(strand, [self = shared_from_this()] {
+      self->stopped = true;
+      if (self->link) self->link->close();
+      if (self->sleeper) self->sleeper->cancel();
+    });
+  }
+
+  asio::strand<asio::any_io_executor> strand;
+  Config config;
+  std::string name;
+  // Owned by the strand:
+  std::shared_ptr<Link> link;
+  bool stopped = false;
+  asio::steady_timer* sleeper = nullptr;
+  std::atomic<bool> up{false};  // read from any thread
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- client
+
+struct Client::Impl : LinkOwner {
+  using Outcome = std::pair<std::vector<Reply>, std::string>;  // replies, or an error text
+  struct Pending {
+    Pending(asio::any_io_executor ex, std::size_t n) : done(std::move(ex)), expected(n) {}
+    OneShot<Outcome> done;
+    std::size_t expected;
+    std::vector<Reply> replies;
+  };
+
+  Impl(asio::any_io_executor ex, Config c) : LinkOwner(std::move(ex), std::move(c), "client") {}
+
+  std::deque<std::shared_ptr<Pending>> pending;  // owned by the strand
+
+  void on_down(const std::string& why) override {
+    for (auto& p : pending) p->done.set({{}, why});
+    pending.clear();
+  }
+
+  asio::awaitable<void> session() override {
+    for (;;) {
+      Reply r = co_await link->read_reply();
+      if (pending.empty()) throw DependencyUnavailable(kDependency, "unexpected reply");
+      auto& front = pending.front();
+      front->replies.push_back(std::move(r));
+      if (front->replies.size() == front->expected) {
+        front->done.set({std::move(front->replies), {}});
+        pending.pop_front();
+      }
+    }
+  }
+
   asio::awaitable<std::vector<Reply>> submit(std::vector<Command> cmds) {
     if (!up) throw DependencyUnavailable(kDependency, "not connected");
     auto p = std::make_shared<Pending>(co_await asio::this_coro::executor, cmds.size());
     std::string bytes;
     for (const auto& c : cmds) bytes += encode(c);
-    asio::post(strand, [self = shared_from_this(), p, bytes = std::move(bytes)]() mutable {
+    auto self = std::static_pointer_cast<Impl>(shared_from_this());
+    asio::post(strand, [self, p, bytes = std::move(bytes)]() mutable {
       if (!self->up || !self->link) {
         p->done.set({{}, "not connected"});
         return;
@@ -292,7 +322,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     auto outcome = co_await p->done.wait_until(Clock::now() + config.command_timeout);
     if (!outcome) {
       // Replies after this one can no longer be matched: start over.
-      asio::post(strand, [self = shared_from_this()] {
+      asio::post(strand, [self] {
         if (self->link) self->link->close();
       });
       throw DependencyUnavailable(kDependency, "command timed out");
@@ -312,15 +342,10 @@ std::shared_ptr<Client> Client::create(asio::any_io_executor executor, Config co
 }
 
 void Client::start() {
-  asio::co_spawn(impl_->strand, impl_->run(), asio::detached);
+  impl_->start();
 }
-
 void Client::stop() {
-  asio::post(impl_->strand, [impl = impl_] {
-    impl->stopped = true;
-    if (impl->link) impl->link->close();
-    if (impl->sleeper) impl->sleeper->cancel();
-  });
+  impl_->stop();
 }
 
 bool Client::connected() const {
@@ -365,56 +390,28 @@ asio::awaitable<bool> Client::ping() {
 
 // ---------------------------------------------------------------- subscriber
 
-struct Subscriber::Impl : std::enable_shared_from_this<Subscriber::Impl> {
+struct Subscriber::Impl : LinkOwner {
   Impl(asio::any_io_executor ex, Config c, Handler h, ConnectedHandler ch)
-      : strand(asio::make_strand(ex)), config(std::move(c)), on_message(std::move(h)), on_connected(std::move(ch)) {}
+      : LinkOwner(std::move(ex), std::move(c), "subscriber"), on_message(std::move(h)), on_connected(std::move(ch)) {}
 
-  asio::strand<asio::any_io_executor> strand;
-  Config config;
   Handler on_message;
   ConnectedHandler on_connected;
-  // Owned by the strand:
-  std::shared_ptr<Link> link;
-  std::set<std::string> channels;
-  bool stopped = false;
-  bool up = false;
-  asio::steady_timer* sleeper = nullptr;
+  std::set<std::string> channels;  // owned by the strand
 
-  asio::awaitable<void> run() {
-    auto self = shared_from_this();
-    std::chrono::milliseconds backoff{50};
-    asio::steady_timer timer(strand);
-    sleeper = &timer;
-    while (!stopped) {
-      link = std::make_shared<Link>(strand);
-      try {
-        co_await link->connect(config);
-        backoff = std::chrono::milliseconds(50);
-        up = true;
-        std::size_t confirmations = channels.size();
-        for (const auto& c : channels) link->send(encode({"SUBSCRIBE", c}));
-        if (confirmations == 0 && on_connected) on_connected();
-        for (;;) {
-          Reply r = co_await link->read_reply();
-          if (r.type != Reply::Type::array || r.elements.size() < 3) continue;
-          const auto& kind = r.elements[0].str;
-          if (kind == "message") {
-            on_message(r.elements[1].str, r.elements[2].str);
-          } else if (kind == "subscribe" && confirmations > 0 && --confirmations == 0 && on_connected) {
-            on_connected();
-          }
-        }
-      } catch (const std::exception& e) {
-        up = false;
-        link->close();
-        if (!stopped) log::warn("redis subscriber down", {{"error", e.what()}});
+  asio::awaitable<void> session() override {
+    std::size_t confirmations = channels.size();
+    for (const auto& c : channels) link->send(encode({"SUBSCRIBE", c}));
+    if (confirmations == 0 && on_connected) on_connected();
+    for (;;) {
+      Reply r = co_await link->read_reply();
+      if (r.type != Reply::Type::array || r.elements.size() < 3) continue;
+      const auto& kind = r.elements[0].str;
+      if (kind == "message") {
+        on_message(r.elements[1].str, r.elements[2].str);
+      } else if (kind == "subscribe" && confirmations > 0 && --confirmations == 0 && on_connected) {
+        on_connected();
       }
-      if (stopped) break;
-      timer.expires_after(jittered(backoff));
-      co_await timer.async_wait(use_tuple);
     }
-    sleeper = nullptr;
-    link.reset();
   }
 };
 
@@ -430,15 +427,10 @@ std::shared_ptr<Subscriber> Subscriber::create(asio::any_io_executor executor, C
 }
 
 void Subscriber::start() {
-  asio::co_spawn(impl_->strand, impl_->run(), asio::detached);
+  impl_->start();
 }
-
 void Subscriber::stop() {
-  asio::post(impl_->strand, [impl = impl_] {
-    impl->stopped = true;
-    if (impl->link) impl->link->close();
-    if (impl->sleeper) impl->sleeper->cancel();
-  });
+  impl_->stop();
 }
 
 void Subscriber::subscribe(const std::string& channel) {
