@@ -1,15 +1,18 @@
 #include "storage/s3/client.hpp"
 
-#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/parse.hpp>
 #include <cstring>
 #include <curl/curl.h>
 #include <thread>
+#include <variant>
 
 #include "core/env.hpp"
 #include "core/errors.hpp"
 #include "core/log.hpp"
+#include "core/oneshot.hpp"
 
 namespace nimbus::s3 {
 
@@ -130,26 +133,31 @@ std::string Client::path_for(const std::string& key) const {
   return "/" + uri_encode(config_.bucket, false) + (key.empty() ? "" : "/" + uri_encode(key, true));
 }
 
-namespace {
-
-template <typename Fn>
-asio::awaitable<std::invoke_result_t<Fn>> call(Fn fn) {
-  if constexpr (std::is_void_v<std::invoke_result_t<Fn>>) {
-    fn();
-    co_return;
-  } else {
-    co_return fn();
-  }
-}
-
-}  // namespace
-
 template <typename Fn>
 asio::awaitable<std::invoke_result_t<Fn>> Client::offload(Fn fn) {
-  // The caller resumes on its own executor once the pool thread is done. (The task is
-  // a named object: GCC 12 destroys closure temporaries inside co_await twice.)
-  auto task = call(std::move(fn));
-  co_return co_await asio::co_spawn(pool_, std::move(task), asio::use_awaitable);
+  // The blocking call runs on the pool; its result (or exception) comes back through a
+  // thread-safe one-shot channel to this coroutine, which resumes on its own executor.
+  using R = std::invoke_result_t<Fn>;
+  using Value = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+  using Outcome = std::pair<std::optional<Value>, std::exception_ptr>;
+  auto shot = std::make_shared<OneShot<Outcome>>(co_await asio::this_coro::executor);
+  asio::post(pool_, [fn = std::move(fn), shot]() mutable {
+    try {
+      if constexpr (std::is_void_v<R>) {
+        fn();
+        shot->set({std::monostate{}, nullptr});
+      } else {
+        shot->set({fn(), nullptr});
+      }
+    } catch (...) {
+      shot->set({std::nullopt, std::current_exception()});
+    }
+  });
+  // No deadline here: perform() is bounded by curl's own timeouts.
+  auto outcome = co_await shot->wait_until(std::chrono::steady_clock::time_point::max());
+  if (!outcome) throw DependencyUnavailable(kDependency, "request abandoned");
+  if (outcome->second) std::rethrow_exception(outcome->second);
+  if constexpr (!std::is_void_v<R>) co_return std::move(*outcome->first);
 }
 
 Client::Response Client::perform(const Request& req) const {
