@@ -3,7 +3,6 @@
 #pragma once
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -19,21 +18,18 @@
 
 namespace nimbus::test {
 
-// Runs `fn()` (returning an awaitable) on `ioc` with `threads` threads until it
-// completes, returns its value. Background loops (reconnects) on `ioc` are suspended
-// in between and go on at the next call.
+// Runs `fn()` (returning an awaitable) on `ioc`, driven by the calling thread, until it
+// completes; returns its value. Background loops on `ioc` (reconnects) advance while it
+// runs and pause in between. (No worker threads and no stop/restart cycles: an
+// io_context stops by itself whenever it runs out of work, which a harness that joins
+// and restarts threads can race with.)
 template <typename Fn>
-auto run(boost::asio::io_context& ioc, Fn&& fn, int threads = 2) {
-  ioc.restart();
+auto run(boost::asio::io_context& ioc, Fn&& fn) {
   auto future = boost::asio::co_spawn(ioc, std::forward<Fn>(fn)(), boost::asio::use_future);
-  auto guard = boost::asio::make_work_guard(ioc);
-  std::vector<std::jthread> pool;
-  for (int i = 0; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
-  future.wait();
-  guard.reset();
-  ioc.stop();
-  pool.clear();
-  ioc.restart();
+  while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+    if (ioc.stopped()) ioc.restart();
+    ioc.run_one_for(std::chrono::milliseconds(5));
+  }
   return future.get();
 }
 
