@@ -7,7 +7,9 @@ function(nimbus_target_defaults target)
                                            -Wno-missing-field-initializers
                                            # GCC 12 false positive on Asio coroutine frames (aligned_new
                                            # paired with the frame's sized operator delete) at -O2.
-                                           -Wno-mismatched-new-delete)
+                                           -Wno-mismatched-new-delete
+                                           # GCC 12 false positives inside libstdc++'s std::string at -O2.
+                                           -Wno-array-bounds -Wno-stringop-overflow)
   if(NIMBUS_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()

@@ -69,23 +69,33 @@ build() {
 
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
+ensure_secret() {
+  local name=$1 bytes=$2
+  grep -q "^$name=" "$RUN/secrets.env" || echo "$name=$(random_hex "$bytes")" >>"$RUN/secrets.env"
+}
+
 # Folders, secrets, PostgreSQL cluster and Swift rings — once per run folder.
 init_services() {
   mkdir -p "$RUN"/{logs,nginx,redis,postgres,rabbitmq/mnesia,rabbitmq/log,swift/etc,swift/srv/d1}
-  if [[ ! -f $RUN/secrets.env ]]; then
-    say "generating local secrets in $RUN/secrets.env"
+  # Secrets are made once per run folder; ones added by newer versions are appended.
+  (
     umask 077
-    cat >"$RUN/secrets.env" <<EOF
-PG_PASSWORD=$(random_hex 16)
-AMQP_PASSWORD=$(random_hex 16)
-S3_SECRET=$(random_hex 16)
-SWIFT_HASH=$(random_hex 8)
-EOF
-    umask 022
-  fi
+    touch "$RUN/secrets.env"
+    ensure_secret PG_PASSWORD 16
+    ensure_secret AMQP_PASSWORD 16
+    ensure_secret S3_SECRET 16
+    ensure_secret SWIFT_HASH 8
+    ensure_secret AUTH_CODE_SECRET 32
+  )
   # shellcheck source=/dev/null
   source "$RUN/secrets.env"
-  export PG_PASSWORD AMQP_PASSWORD S3_SECRET SWIFT_HASH
+  export PG_PASSWORD AMQP_PASSWORD S3_SECRET SWIFT_HASH AUTH_CODE_SECRET
+  # The access-token signing key (Ed25519). To rotate: add a new key file, list it
+  # first in NIMBUS_JWT_KEYS; keep the old one listed until its tokens have expired.
+  if [[ ! -f $RUN/jwt-k1.pem ]]; then
+    say "generating the JWT signing key"
+    (umask 077 && openssl genpkey -algorithm ed25519 -out "$RUN/jwt-k1.pem")
+  fi
   export S3_ACCOUNT=nimbus S3_USER=app S3_REGION=us-east-1 S3_BUCKET=nimbus
   export S3_ACCESS_KEY="$S3_ACCOUNT:$S3_USER"
 
@@ -146,6 +156,10 @@ app_env() {
     "NIMBUS_S3_BUCKET=$S3_BUCKET"
     "NIMBUS_S3_ACCESS_KEY=$S3_ACCESS_KEY"
     "NIMBUS_S3_SECRET_KEY=$S3_SECRET"
+    "NIMBUS_JWT_KEYS=k1=$RUN/jwt-k1.pem"
+    "NIMBUS_AUTH_CODE_SECRET=$AUTH_CODE_SECRET"
+    "NIMBUS_AUTH_ISSUER=http://127.0.0.1:$GATEWAY_PORT"
+    "NIMBUS_TRUSTED_PROXIES=127.0.0.1"
     "NIMBUS_SMTP_HOST=127.0.0.1"
     "NIMBUS_SMTP_PORT=$SMTP_PORT"
     "NIMBUS_THREADS=2"
@@ -153,8 +167,12 @@ app_env() {
     "NIMBUS_SHUTDOWN_TIMEOUT=15s"
     "NIMBUS_DEBUG_ROUTES=$debug"
   )
-  # The test stack proves the slow-client defence without waiting 10 s.
-  [[ $debug == 1 ]] && vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s")
+  # The test stack proves timeouts without waiting for the real ones, and takes every
+  # sign-in from one address (the tests), so its per-IP limits are high.
+  if [[ $debug == 1 ]]; then
+    vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s" "NIMBUS_AUTH_CODE_TTL=6s" "NIMBUS_AUTH_RESEND_COOLDOWN=2s"
+      "NIMBUS_AUTH_REFRESH_GRACE=3s" "NIMBUS_AUTH_IP_START_PER_MINUTE=100000" "NIMBUS_AUTH_IP_VERIFY_PER_MINUTE=100000")
+  fi
   local out="" v
   for v in "${vars[@]}"; do out+="${v%%=*}=\"${v#*=}\","; done
   echo "${out%,}"
@@ -225,6 +243,8 @@ NIMBUS_TEST_S3_BUCKET=$S3_BUCKET
 NIMBUS_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY
 NIMBUS_TEST_S3_SECRET_KEY=$S3_SECRET
 NIMBUS_TEST_SMTP_PORT=$SMTP_PORT
+NIMBUS_TEST_JWT_KEY=$RUN/jwt-k1.pem
+NIMBUS_TEST_AUTH_ISSUER=http://127.0.0.1:$GATEWAY_PORT
 EOF
 }
 

@@ -6,6 +6,8 @@
 #include <boost/asio/io_context.hpp>
 
 #include "api/debug_routes.hpp"
+#include "auth/routes.hpp"
+#include "auth/service.hpp"
 #include "core/env.hpp"
 #include "http/ops.hpp"
 #include "runtime/service.hpp"
@@ -46,8 +48,11 @@ int run_api(const runtime::ServiceConfig& config) {
   auto s3 = std::make_shared<s3::Client>(s3::Config::from_env());
   readiness.add_check("s3", [s3] { return s3->ping(); });
 
+  auto accounts = std::make_shared<auth::Service>(auth::Config::from_env(), pg, redis);
+
   http::Router router;
   http::add_ops_routes(router, readiness, metrics);
+  auth::add_routes(router, accounts);
   if (debug_routes) api::add_debug_routes(router);
 
   http::Server server(ioc, config.http, router, metrics);

@@ -4,11 +4,12 @@ namespace nimbus::outbox {
 
 namespace {
 constexpr std::string_view kEnqueue =
-    "INSERT INTO outbox (exchange, routing_key, payload) VALUES ($1, $2, $3::jsonb) RETURNING message_id";
+    "INSERT INTO outbox (exchange, routing_key, payload, sensitive) VALUES ($1, $2, $3::jsonb, $4) "
+    "RETURNING message_id";
 }  // namespace
 
 pg::Statement enqueue_statement(const Message& message) {
-  return {kEnqueue, pg::params(message.exchange, message.routing_key, message.payload)};
+  return {kEnqueue, pg::params(message.exchange, message.routing_key, message.payload, message.sensitive)};
 }
 
 boost::asio::awaitable<std::string> enqueue(pg::Lease& db, const Message& message) {

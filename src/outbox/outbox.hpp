@@ -13,6 +13,8 @@ struct Message {
   std::string exchange = "nimbus";
   std::string routing_key;  // the work queue's name
   std::string payload;      // JSON text
+  // Holds a secret (a sign-in code): the row's payload is cleared once published.
+  bool sensitive = false;
 };
 
 // The INSERT to run inside the caller's transaction (e.g. as one statement of a

@@ -21,7 +21,10 @@ SELECT id, message_id, exchange, routing_key, payload::text
  ORDER BY id
  LIMIT $1
    FOR UPDATE SKIP LOCKED)";
-constexpr std::string_view kMarkSent = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])";
+constexpr std::string_view kMarkSent = R"(
+UPDATE outbox SET published_at = now(),
+                  payload = CASE WHEN sensitive THEN '{"redacted":true}'::jsonb ELSE payload END
+ WHERE id = ANY($1::bigint[]))";
 constexpr std::string_view kPurge = "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1::int)";
 
 }  // namespace

@@ -11,10 +11,12 @@
 
 #include "http/ops.hpp"
 #include "outbox/relay.hpp"
+#include "queue/amqp/consumer.hpp"
 #include "queue/amqp/publisher.hpp"
 #include "runtime/service.hpp"
 #include "store/pg/migrate.hpp"
 #include "store/pg/pool.hpp"
+#include "worker/email_job.hpp"
 
 namespace {
 
@@ -56,13 +58,21 @@ int run_worker(const runtime::ServiceConfig& config) {
   relay.export_metrics(metrics);
   asio::co_spawn(ioc, relay.run(), asio::detached);
 
+  const auto smtp = mail::SmtpConfig::from_env();
+  amqp::Consumer emails(amqp::Config::from_env(), std::string(amqp::topology::kEmailSend), 2,
+                        [&smtp](const amqp::Delivery& d) { return worker::send_email(smtp, d); });
+  emails.start();
+
   http::Router router;
   http::add_ops_routes(router, readiness, metrics);
   http::Server server(ioc, config.http, router, metrics);
   server.listen();
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   log::info("listening", {{"port", server.port()}, {"startup_ms", ms}});
-  return runtime::run(ioc, server, readiness, config.lifecycle, [&relay] { return stop_relay(&relay); });
+  const int code = runtime::run(ioc, server, readiness, config.lifecycle, [&relay] { return stop_relay(&relay); });
+  // Unfinished jobs go back to the queue when the consumer's connection closes.
+  emails.stop(config.lifecycle.shutdown_timeout);
+  return code;
 }
 
 }  // namespace

@@ -1,0 +1,97 @@
+#include "auth/codes.hpp"
+
+#include <array>
+#include <cstdint>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+
+#include "auth/jwt.hpp"
+#include "core/random.hpp"
+
+namespace nimbus::auth {
+
+std::optional<std::string> normalize_email(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  if (text.empty() || text.size() > 254) return std::nullopt;
+  const auto at = text.find('@');
+  if (at == std::string_view::npos || at == 0 || text.find('@', at + 1) != std::string_view::npos) {
+    return std::nullopt;
+  }
+  const auto local = text.substr(0, at), domain = text.substr(at + 1);
+  if (local.size() > 64 || domain.size() < 3) return std::nullopt;
+  const auto dot = domain.find('.');
+  if (dot == std::string_view::npos || dot == 0 || domain.back() == '.' ||
+      domain.find("..") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c <= 0x20 || c == 0x7F || c == '"' || c == '(' || c == ')' || c == ',' || c == ':' || c == ';' || c == '<' ||
+        c == '>' || c == '[' || c == ']' || c == '\\') {
+      return std::nullopt;
+    }
+    out += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  }
+  return out;
+}
+
+std::string generate_code() {
+  // 2^32 - (2^32 mod 10^6) is the largest multiple of 10^6 below 2^32: values at or
+  // above it are redrawn, so every code is equally likely.
+  constexpr std::uint64_t range = 1'000'000;
+  constexpr std::uint64_t limit = (std::uint64_t{1} << 32) - ((std::uint64_t{1} << 32) % range);
+  for (;;) {
+    std::array<std::uint8_t, 4> b{};
+    random::fill(b);
+    const std::uint64_t v =
+        (std::uint64_t{b[0]} << 24) | (std::uint64_t{b[1]} << 16) | (std::uint64_t{b[2]} << 8) | b[3];
+    if (v >= limit) continue;
+    auto s = std::to_string(v % range);
+    return std::string(6 - s.size(), '0') + s;
+  }
+}
+
+bool is_code_format(std::string_view code) {
+  if (code.size() != 6) return false;
+  for (char c : code) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+std::string code_mac(std::string_view secret, std::string_view email, std::string_view code) {
+  const std::string message = std::string(email) + ":" + std::string(code);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string result;
+  for (unsigned int i = 0; i < len; ++i) {
+    result += hex[out[i] >> 4];
+    result += hex[out[i] & 0xF];
+  }
+  return result;
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string generate_refresh_token() {
+  std::array<std::uint8_t, 32> b{};
+  random::fill(b);
+  return base64url_encode(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+}
+
+std::string token_hash(std::string_view token) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest);
+  return std::string(reinterpret_cast<const char*>(digest), sizeof digest);
+}
+
+}  // namespace nimbus::auth

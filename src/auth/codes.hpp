@@ -1,0 +1,28 @@
+// Email verification codes and opaque tokens: the pure parts (no I/O), unit-tested.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace nimbus::auth {
+
+// Lower-cased, trimmed address if it is plausibly deliverable (one @, a dotted domain,
+// no spaces or control characters, ≤ 254 bytes); nullopt otherwise.
+std::optional<std::string> normalize_email(std::string_view text);
+
+// Six decimal digits from the CSPRNG, uniform (rejection sampling, no modulo bias).
+std::string generate_code();
+bool is_code_format(std::string_view code);
+
+// HMAC-SHA256(secret, email ":" code), hex. Codes are stored only in this form.
+std::string code_mac(std::string_view secret, std::string_view email, std::string_view code);
+
+// Constant-time comparison of equal-length secrets (false on different lengths).
+bool constant_time_equal(std::string_view a, std::string_view b);
+
+// 256-bit opaque refresh token (base64url) and its storage form (raw SHA-256).
+std::string generate_refresh_token();
+std::string token_hash(std::string_view token);
+
+}  // namespace nimbus::auth

@@ -1,0 +1,173 @@
+#include "auth/routes.hpp"
+
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "http/json_body.hpp"
+#include "http/problem.hpp"
+
+namespace nimbus::auth {
+
+namespace asio = boost::asio;
+using http::Request;
+using http::Response;
+
+namespace {
+
+constexpr std::size_t kSmallBody = 4 * 1024;
+
+Response unauthorized(std::string_view code, std::string_view detail, bool token_was_sent) {
+  auto res = http::problem(401, code, "Unauthorized", detail);
+  res.headers.set("WWW-Authenticate",
+                  token_was_sent ? R"(Bearer realm="nimbus", error="invalid_token")" : R"(Bearer realm="nimbus")");
+  return res;
+}
+
+Response refused(const Refused& r) {
+  Response res;
+  switch (r.failure) {
+    case Failure::invalid_email:
+      return http::invalid_field("invalid_email", "Give a valid email address.");
+    case Failure::rate_limited:
+      res = http::problem(429, "rate_limited", "Too many requests", "Too many requests from this address.");
+      break;
+    case Failure::resend_cooldown:
+      res = http::problem(429, "resend_cooldown", "Too many requests", "A code was sent recently; wait to ask again.");
+      break;
+    case Failure::too_many_attempts:
+      res = http::problem(429, "too_many_attempts", "Too many attempts", "Too many wrong codes; ask for a new one.");
+      break;
+    case Failure::invalid_code:
+      return http::problem(401, "invalid_code", "Invalid code", "The code is wrong.");
+    case Failure::code_expired:
+      return http::problem(401, "code_expired", "Code expired", "The code has expired or was used; ask for a new one.");
+    case Failure::invalid_token:
+      return unauthorized("invalid_token", "The refresh token is not valid.", true);
+  }
+  res.headers.set("Retry-After", std::to_string(std::max<std::int64_t>(1, r.retry_after.count())));
+  return res;
+}
+
+boost::json::object user_json(const User& u) {
+  return {{"id", u.id}, {"email", u.email}};
+}
+
+Response tokens_response(const Tokens& t) {
+  boost::json::object body{{"access_token", t.access_token},
+                           {"token_type", "Bearer"},
+                           {"expires_in", t.expires_in},
+                           {"refresh_token", t.refresh_token},
+                           {"user", user_json(t.user)}};
+  auto res = http::json(200, boost::json::serialize(body));
+  res.headers.set("Cache-Control", "no-store");
+  return res;
+}
+
+asio::awaitable<Response> start(std::shared_ptr<Service> service, Request& req) {
+  auto parsed = http::json_object_body(req);
+  if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
+  auto email = http::string_field(std::get<boost::json::object>(parsed), "email", 320);
+  if (!email) co_return http::invalid_field("invalid_email", "Give a valid email address.");
+  auto outcome = co_await service->start_email(std::move(*email), client_ip(req, service->config()));
+  if (auto* r = std::get_if<Refused>(&outcome)) co_return refused(*r);
+  co_return http::json(202, R"({"status":"sent"})");
+}
+
+asio::awaitable<Response> verify(std::shared_ptr<Service> service, Request& req) {
+  auto parsed = http::json_object_body(req);
+  if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
+  const auto& body = std::get<boost::json::object>(parsed);
+  auto email = http::string_field(body, "email", 320);
+  auto code = http::string_field(body, "code", 32);
+  if (!email) co_return http::invalid_field("invalid_email", "Give a valid email address.");
+  if (!code) co_return http::invalid_field("invalid_code_format", "Give the 6-digit code as a string.");
+  auto outcome = co_await service->verify_email(std::move(*email), std::move(*code), client_ip(req, service->config()));
+  if (auto* r = std::get_if<Refused>(&outcome)) co_return refused(*r);
+  co_return tokens_response(std::get<Tokens>(outcome));
+}
+
+asio::awaitable<Response> refresh(std::shared_ptr<Service> service, Request& req) {
+  auto parsed = http::json_object_body(req);
+  if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
+  auto token = http::string_field(std::get<boost::json::object>(parsed), "refresh_token", 128);
+  if (!token) co_return http::invalid_field("invalid_refresh_token", "Give the refresh_token as a string.");
+  auto outcome = co_await service->refresh(std::move(*token));
+  if (auto* r = std::get_if<Refused>(&outcome)) co_return refused(*r);
+  co_return tokens_response(std::get<Tokens>(outcome));
+}
+
+asio::awaitable<Response> logout(std::shared_ptr<Service> service, Request& req, Claims claims) {
+  bool everywhere = false;
+  if (!req.body.empty()) {
+    auto parsed = http::json_object_body(req);
+    if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
+    const auto& body = std::get<boost::json::object>(parsed);
+    if (body.contains("scope")) {
+      auto scope = http::string_field(body, "scope", 16);
+      if (!scope || (*scope != "local" && *scope != "global")) {
+        co_return http::invalid_field("invalid_scope", "scope is \"local\" or \"global\".");
+      }
+      everywhere = *scope == "global";
+    }
+  }
+  co_await service->logout(std::move(claims), everywhere);
+  co_return http::empty(204);
+}
+
+asio::awaitable<Response> me(std::shared_ptr<Service> service, Claims claims) {
+  auto user = co_await service->user(claims.sub);
+  if (!user) co_return unauthorized("invalid_token", "The account no longer exists.", true);
+  boost::json::object body{{"id", user->id}, {"email", user->email}, {"created_at", user->created_at}};
+  co_return http::json(200, boost::json::serialize(body));
+}
+
+asio::awaitable<Response> jwks(std::shared_ptr<Service> service) {
+  auto res = http::json(200, service->config().keys->jwks());
+  res.headers.set("Cache-Control", "public, max-age=300");
+  co_return res;
+}
+
+asio::awaitable<Response> guard(std::shared_ptr<Service> service, AuthedHandler handler, Request& req) {
+  auto header = req.header("Authorization");
+  if (!header) co_return unauthorized("missing_token", "Sign in and send Authorization: Bearer <token>.", false);
+  auto claims = co_await service->authenticate(std::string(*header));
+  if (!claims) co_return unauthorized("invalid_token", "The access token is invalid, expired or revoked.", true);
+  co_return co_await handler(req, *claims);
+}
+
+}  // namespace
+
+std::string client_ip(const Request& req, const Config& config) {
+  const bool trusted = std::find(config.trusted_proxies.begin(), config.trusted_proxies.end(), req.remote_addr) !=
+                       config.trusted_proxies.end();
+  if (trusted) {
+    if (auto xff = req.header("X-Forwarded-For")) {
+      auto last = xff->rfind(',');
+      auto hop = xff->substr(last == std::string_view::npos ? 0 : last + 1);
+      while (!hop.empty() && hop.front() == ' ') hop.remove_prefix(1);
+      if (!hop.empty() && hop.size() <= 64) return std::string(hop);
+    }
+  }
+  return req.remote_addr;
+}
+
+http::Handler authenticated(std::shared_ptr<Service> service, AuthedHandler handler) {
+  return [service, handler](Request& req) { return guard(service, handler, req); };
+}
+
+void add_routes(http::Router& router, std::shared_ptr<Service> service) {
+  const http::RouteOptions small{.body_limit = kSmallBody};
+  router.add(
+      http::Method::post, "/v1/auth/email/start", [service](Request& r) { return start(service, r); }, small);
+  router.add(
+      http::Method::post, "/v1/auth/email/verify", [service](Request& r) { return verify(service, r); }, small);
+  router.add(
+      http::Method::post, "/v1/auth/refresh", [service](Request& r) { return refresh(service, r); }, small);
+  router.add(http::Method::post, "/v1/auth/logout",
+             authenticated(service, [service](Request& r, const Claims& c) { return logout(service, r, c); }), small);
+  router.add(http::Method::get, "/v1/me",
+             authenticated(service, [service](Request&, const Claims& c) { return me(service, c); }));
+  router.add(http::Method::get, "/.well-known/jwks.json", [service](Request&) { return jwks(service); });
+}
+
+}  // namespace nimbus::auth

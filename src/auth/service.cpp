@@ -1,0 +1,277 @@
+#include "auth/service.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <cctype>
+
+#include "auth/codes.hpp"
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "core/random.hpp"
+#include "outbox/outbox.hpp"
+
+namespace nimbus::auth {
+
+namespace asio = boost::asio;
+using std::chrono::seconds;
+
+namespace {
+
+// Fixed-window counter; the first hit of a window sets its expiry.
+const redis::Script kRateLimit(R"(
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n)");
+
+// Starts a code: refuses within the resend cooldown (returns its TTL), else replaces any
+// previous code (a new code voids the old one) and marks the address as "code issued".
+const redis::Script kStart(R"(
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return math.max(redis.call('TTL', KEYS[1]), 1)
+end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'mac', ARGV[2], 'attempts', 0)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
+return 0)");
+
+// Counts an attempt atomically: {-1} no code, {-2} over the limit, else {n, mac}.
+const redis::Script kAttempt(R"(
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if n > tonumber(ARGV[1]) then return {-2} end
+return {n, redis.call('HGET', KEYS[1], 'mac')}
+)");
+
+// Single use: only the first verifier of a given code consumes it.
+const redis::Script kConsume(R"(
+if redis.call('HGET', KEYS[1], 'mac') == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0)");
+
+constexpr std::string_view kCreateSession = R"(
+WITH u AS (
+  INSERT INTO users (id, email) VALUES ($1, $2)
+  ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email
+  RETURNING id, email, created_at),
+s AS (
+  INSERT INTO sessions (id, user_id, expires_at)
+  SELECT $3, id, now() + make_interval(secs => $4) FROM u RETURNING id),
+t AS (
+  INSERT INTO refresh_tokens (hash, session_id) SELECT decode($5, 'hex'), id FROM s)
+SELECT id, email, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') FROM u)";
+
+// Locks the token and its session, so that concurrent refreshes of one session queue up.
+constexpr std::string_view kFindToken = R"(
+SELECT s.id, s.user_id, u.email, to_char(u.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       rt.rotated_at IS NOT NULL,
+       rt.rotated_at IS NOT NULL AND now() - rt.rotated_at <= make_interval(secs => $2),
+       s.revoked_at IS NOT NULL OR s.expires_at <= now() OR s.last_used_at < now() - make_interval(secs => $3)
+  FROM refresh_tokens rt
+  JOIN sessions s ON s.id = rt.session_id
+  JOIN users u ON u.id = s.user_id
+ WHERE rt.hash = decode($1, 'hex')
+   FOR UPDATE OF rt, s)";
+constexpr std::string_view kRotate = "UPDATE refresh_tokens SET rotated_at = now() WHERE hash = decode($1, 'hex')";
+constexpr std::string_view kAddToken = "INSERT INTO refresh_tokens (hash, session_id) VALUES (decode($1, 'hex'), $2)";
+constexpr std::string_view kTouchSession = "UPDATE sessions SET last_used_at = now() WHERE id = $1";
+constexpr std::string_view kRevokeSession =
+    "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL";
+constexpr std::string_view kRevokeUser =
+    "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+constexpr std::string_view kUser =
+    "SELECT id, email, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM users WHERE id = "
+    "$1";
+
+std::string hex(std::string_view bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 0xF];
+  }
+  return out;
+}
+
+std::string code_key(const std::string& email) {
+  return "auth:code:" + email;
+}
+std::string sid_key(const std::string& sid) {
+  return "auth:revoked:sid:" + sid;
+}
+std::string user_key(const std::string& uid) {
+  return "auth:revoked:user:" + uid;
+}
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+Service::Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis)
+    : config_(std::move(config)), pg_(std::move(pg)), redis_(std::move(redis)) {}
+
+asio::awaitable<bool> Service::within_rate(const std::string& kind, const std::string& ip, int limit) {
+  const auto minute = unix_now() / 60;
+  const std::vector<std::string> keys{"auth:rl:" + kind + ":" + ip + ":" + std::to_string(minute)};
+  const std::vector<std::string> args{"60"};
+  auto n = co_await redis_->eval(kRateLimit, keys, args);
+  co_return n.integer <= limit;
+}
+
+Tokens Service::issue(const User& user, const std::string& session_id, std::string refresh_token) const {
+  const auto now = unix_now();
+  Claims c{
+      config_.issuer, config_.audience, user.id, session_id, random::hex(16), now, now + config_.access_ttl.count(),
+      std::nullopt};
+  return {config_.keys->sign(c), config_.access_ttl.count(), std::move(refresh_token), user};
+}
+
+asio::awaitable<Outcome<Started>> Service::start_email(std::string email_text, std::string client_ip) {
+  auto email = normalize_email(email_text);
+  if (!email) co_return Refused{Failure::invalid_email};
+  if (!co_await within_rate("start", client_ip, config_.ip_start_per_minute)) {
+    co_return Refused{Failure::rate_limited, seconds(60 - unix_now() % 60)};
+  }
+  const auto executor = co_await asio::this_coro::executor;
+  const auto code = generate_code();
+  const std::vector<std::string> keys{"auth:cooldown:" + *email, code_key(*email), "auth:issued:" + *email};
+  const std::vector<std::string> args{std::to_string(config_.resend_cooldown.count()),
+                                      code_mac(config_.code_secret, *email, code),
+                                      std::to_string(config_.code_ttl.count()), "86400"};
+  auto started = co_await redis_->eval(kStart, keys, args);
+  if (started.integer > 0) co_return Refused{Failure::resend_cooldown, seconds(started.integer)};
+
+  // The email goes out through the outbox; its row is cleared once published, so the
+  // plain code lives only in the message on its way to the mail server.
+  boost::json::object mail{{"to", *email},
+                           {"from", config_.mail_from},
+                           {"subject", "Your Nimbus sign-in code: " + code},
+                           {"text", "Your Nimbus sign-in code is " + code + ".\r\n\r\nIt expires in " +
+                                        std::to_string(config_.code_ttl.count() / 60) +
+                                        " minutes. If you did not ask for it, ignore this email.\r\n"}};
+  try {
+    auto db = co_await pg_->acquire();
+    outbox::Message message{"nimbus", "email.send", boost::json::serialize(mail), true};
+    co_await outbox::enqueue(db, message);
+  } catch (...) {
+    // Without the email the code is useless: let the user ask again at once.
+    asio::co_spawn(executor, redis_->command("DEL", "auth:cooldown:" + *email), asio::detached);
+    throw;
+  }
+  co_return Started{};
+}
+
+asio::awaitable<Outcome<Tokens>> Service::verify_email(std::string email_text, std::string code,
+                                                       std::string client_ip) {
+  auto email = normalize_email(email_text);
+  if (!email) co_return Refused{Failure::invalid_email};
+  if (!co_await within_rate("verify", client_ip, config_.ip_verify_per_minute)) {
+    co_return Refused{Failure::rate_limited, seconds(60 - unix_now() % 60)};
+  }
+  const std::vector<std::string> keys{code_key(*email)};
+  const std::vector<std::string> args{std::to_string(config_.code_attempts)};
+  auto attempt = co_await redis_->eval(kAttempt, keys, args);
+  const auto state = attempt.elements.empty() ? -1 : attempt.elements[0].integer;
+  if (state == -2) co_return Refused{Failure::too_many_attempts, config_.code_ttl};
+  if (state == -1) {
+    auto issued = co_await redis_->command("EXISTS", "auth:issued:" + *email);
+    co_return Refused{issued.integer == 1 ? Failure::code_expired : Failure::invalid_code};
+  }
+  const auto& stored = attempt.elements[1].str;
+  const auto mac = code_mac(config_.code_secret, *email, is_code_format(code) ? code : std::string("x"));
+  if (!constant_time_equal(mac, stored)) co_return Refused{Failure::invalid_code};
+  const std::vector<std::string> consume_args{stored};
+  auto consumed = co_await redis_->eval(kConsume, keys, consume_args);
+  if (consumed.integer != 1) co_return Refused{Failure::invalid_code};  // used by a concurrent request
+
+  const auto session_id = ids::uuid_v7();
+  auto refresh_token = generate_refresh_token();
+  auto db = co_await pg_->acquire();
+  auto r = co_await db.query(
+      kCreateSession,
+      pg::params(ids::uuid_v7(), *email, session_id, config_.refresh_absolute.count(), hex(token_hash(refresh_token))));
+  User user{std::string(r.get(0, 0)), std::string(r.get(0, 1)), std::string(r.get(0, 2))};
+  log::info("signed in", {{"user_id", user.id}, {"session_id", session_id}});
+  co_return issue(user, session_id, std::move(refresh_token));
+}
+
+asio::awaitable<Outcome<Tokens>> Service::refresh(std::string refresh_token) {
+  if (refresh_token.empty() || refresh_token.size() > 128) co_return Refused{Failure::invalid_token};
+  const auto hash = hex(token_hash(refresh_token));
+  auto db = co_await pg_->acquire();
+  co_await db.execute_script("BEGIN");
+  auto found =
+      co_await db.query(kFindToken, pg::params(hash, config_.refresh_grace.count(), config_.refresh_idle.count()));
+  if (found.rows() == 0) {
+    co_await db.execute_script("COMMIT");
+    co_return Refused{Failure::invalid_token};
+  }
+  const std::string session_id(found.get(0, 0));
+  User user{std::string(found.get(0, 1)), std::string(found.get(0, 2)), std::string(found.get(0, 3))};
+  const bool rotated = found.get_bool(0, 4), in_grace = found.get_bool(0, 5), dead = found.get_bool(0, 6);
+  if (dead) {
+    co_await db.execute_script("COMMIT");
+    co_return Refused{Failure::invalid_token};
+  }
+  if (rotated && !in_grace) {
+    // A token already exchanged is back: it was copied. Whoever holds the session's
+    // tokens now, thief or owner, loses them all; the owner signs in again.
+    co_await db.query(kRevokeSession, pg::params(session_id, std::string_view("refresh_token_reuse")));
+    co_await db.execute_script("COMMIT");
+    co_await redis_->command("SET", sid_key(session_id), "1", "EX", std::to_string(config_.access_ttl.count()));
+    log::warn("refresh token reuse: session revoked", {{"session_id", session_id}, {"user_id", user.id}});
+    co_return Refused{Failure::invalid_token};
+  }
+  // First use rotates; a concurrent duplicate within the grace window gets a sibling.
+  if (!rotated) co_await db.query(kRotate, pg::params(hash));
+  auto next = generate_refresh_token();
+  co_await db.query(kAddToken, pg::params(hex(token_hash(next)), session_id));
+  co_await db.query(kTouchSession, pg::params(session_id));
+  co_await db.execute_script("COMMIT");
+  co_return issue(user, session_id, std::move(next));
+}
+
+asio::awaitable<void> Service::logout(Claims claims, bool everywhere) {
+  auto db = co_await pg_->acquire();
+  const auto ttl = std::to_string(config_.access_ttl.count() + 60);
+  if (everywhere) {
+    co_await db.query(kRevokeUser, pg::params(claims.sub, std::string_view("logout_global")));
+    co_await redis_->command("SET", user_key(claims.sub), std::to_string(unix_now()), "EX", ttl);
+  } else {
+    co_await db.query(kRevokeSession, pg::params(claims.sid, std::string_view("logout")));
+    co_await redis_->command("SET", sid_key(claims.sid), "1", "EX", ttl);
+  }
+}
+
+asio::awaitable<std::optional<Claims>> Service::authenticate(std::string authorization) {
+  constexpr std::string_view scheme = "Bearer ";
+  if (authorization.size() <= scheme.size() ||
+      !std::equal(scheme.begin(), scheme.end(), authorization.begin(),
+                  [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+    co_return std::nullopt;
+  }
+  auto verified = config_.keys->verify(std::string_view(authorization).substr(scheme.size()), config_.issuer,
+                                       config_.audience, std::chrono::system_clock::now());
+  if (!verified.ok()) co_return std::nullopt;
+  // Revocation is checked on every request, against state every instance shares.
+  std::vector<redis::Command> lookups;
+  lookups.push_back({"EXISTS", sid_key(verified.claims->sid)});
+  lookups.push_back({"GET", user_key(verified.claims->sub)});
+  auto replies = co_await redis_->pipeline(std::move(lookups));
+  if (replies[0].integer == 1) co_return std::nullopt;
+  if (!replies[1].is_nil() && verified.claims->iat <= std::stoll(replies[1].str)) co_return std::nullopt;
+  co_return verified.claims;
+}
+
+asio::awaitable<std::optional<User>> Service::user(std::string id) {
+  auto db = co_await pg_->acquire();
+  auto r = co_await db.query(kUser, pg::params(id));
+  if (r.rows() == 0) co_return std::nullopt;
+  co_return User{std::string(r.get(0, 0)), std::string(r.get(0, 1)), std::string(r.get(0, 2))};
+}
+
+}  // namespace nimbus::auth

@@ -1,0 +1,77 @@
+// The accounts flow: email codes, sessions, token refresh and logout.
+//
+// Stateless by construction: codes, cooldowns, rate limits and the revocation denylist
+// live in Redis (shared by every instance); users, sessions and hashed refresh tokens
+// in PostgreSQL; the access token itself is the only thing a request brings. Outcomes
+// caused by input are values (enums); infrastructure failures are exceptions.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "auth/config.hpp"
+#include "auth/jwt.hpp"
+#include "store/pg/pool.hpp"
+#include "store/redis/client.hpp"
+
+namespace nimbus::auth {
+
+struct User {
+  std::string id, email, created_at;
+};
+
+struct Tokens {
+  std::string access_token;
+  std::int64_t expires_in = 0;
+  std::string refresh_token;
+  User user;
+};
+
+enum class Failure {
+  invalid_email,      // 422
+  rate_limited,       // 429 + Retry-After (per IP)
+  resend_cooldown,    // 429 + Retry-After (per address)
+  invalid_code,       // 401
+  code_expired,       // 401
+  too_many_attempts,  // 429
+  invalid_token,      // 401
+};
+
+struct Refused {
+  Failure failure;
+  std::chrono::seconds retry_after{0};
+};
+
+template <typename T>
+using Outcome = std::variant<T, Refused>;
+
+struct Started {};
+
+class Service {
+ public:
+  Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis);
+
+  boost::asio::awaitable<Outcome<Started>> start_email(std::string email, std::string client_ip);
+  boost::asio::awaitable<Outcome<Tokens>> verify_email(std::string email, std::string code, std::string client_ip);
+  boost::asio::awaitable<Outcome<Tokens>> refresh(std::string refresh_token);
+  boost::asio::awaitable<void> logout(Claims claims, bool everywhere);
+  // The claims of a valid, unrevoked access token from an Authorization header value.
+  boost::asio::awaitable<std::optional<Claims>> authenticate(std::string authorization);
+  boost::asio::awaitable<std::optional<User>> user(std::string id);
+
+  const Config& config() const { return config_; }
+
+ private:
+  boost::asio::awaitable<bool> within_rate(const std::string& kind, const std::string& ip, int limit);
+  Tokens issue(const User& user, const std::string& session_id, std::string refresh_token) const;
+
+  Config config_;
+  std::shared_ptr<pg::Pool> pg_;
+  std::shared_ptr<redis::Client> redis_;
+};
+
+}  // namespace nimbus::auth

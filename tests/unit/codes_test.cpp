@@ -1,0 +1,51 @@
+#include "auth/codes.hpp"
+
+#include <map>
+
+#include <gtest/gtest.h>
+
+using namespace nimbus::auth;
+
+TEST(Email, NormalizesAndRejects) {
+  EXPECT_EQ(normalize_email("  Alice@Example.COM "), "alice@example.com");
+  EXPECT_EQ(normalize_email("a.b+tag@sub.example.org"), "a.b+tag@sub.example.org");
+  for (const char* bad :
+       {"", "alice", "@example.com", "alice@", "alice@example", "a@b@c.com", "a b@c.com", "alice@.com",
+        "alice@example..com", "alice@example.com.", "al\"ice@example.com", "alice@exa<mple.com"}) {
+    EXPECT_FALSE(normalize_email(bad)) << bad;
+  }
+  EXPECT_FALSE(normalize_email(std::string(250, 'a') + "@x.io"));
+  EXPECT_FALSE(normalize_email(std::string("a\r\nBcc: x@y.z@x.io")));
+}
+
+TEST(Codes, SixDigitsUniformEnough) {
+  std::map<char, int> first_digit;
+  for (int i = 0; i < 5000; ++i) {
+    auto c = generate_code();
+    ASSERT_TRUE(is_code_format(c)) << c;
+    ++first_digit[c[0]];
+  }
+  EXPECT_EQ(first_digit.size(), 10U);
+  for (auto& [d, n] : first_digit) EXPECT_GT(n, 350) << d;  // 500 expected each
+  EXPECT_FALSE(is_code_format("12345"));
+  EXPECT_FALSE(is_code_format("12345a"));
+}
+
+TEST(Codes, MacBindsEmailAndCode) {
+  const std::string secret(32, 's');
+  auto a = code_mac(secret, "a@x.io", "123456");
+  EXPECT_EQ(a.size(), 64U);
+  EXPECT_EQ(a, code_mac(secret, "a@x.io", "123456"));
+  EXPECT_NE(a, code_mac(secret, "b@x.io", "123456"));
+  EXPECT_NE(a, code_mac(secret, "a@x.io", "123457"));
+  EXPECT_NE(a, code_mac(std::string(32, 't'), "a@x.io", "123456"));
+  EXPECT_TRUE(constant_time_equal(a, a));
+  EXPECT_FALSE(constant_time_equal(a, a.substr(1)));
+}
+
+TEST(Tokens, RefreshTokensAre256BitAndHashed) {
+  auto t = generate_refresh_token();
+  EXPECT_EQ(t.size(), 43U);  // 32 bytes in base64url
+  EXPECT_NE(t, generate_refresh_token());
+  EXPECT_EQ(token_hash(t).size(), 32U);
+}
