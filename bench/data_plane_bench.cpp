@@ -8,6 +8,7 @@
 //   nimbus-bench-data redis      SECONDS CLIENTS    SET+GET from CLIENTS coroutines (auto-pipelined)
 //   nimbus-bench-data amqp       COUNT BATCH        publish with confirms, BATCH per confirm wait
 //   nimbus-bench-data s3         COUNT MIB          PUT COUNT objects of MIB MiB
+//   nimbus-bench-data jwt        SECONDS            verify access tokens on one thread (one core)
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -20,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "auth/jwt.hpp"
 #include "core/random.hpp"
 #include "queue/amqp/connection.hpp"
 #include "queue/amqp/publisher.hpp"
@@ -113,6 +115,8 @@ asio::awaitable<void> fan_out(asio::io_context& ioc, int n, Worker worker) {
   }
 }
 
+std::string ids_placeholder() { return "01937b2e-5f3a-7c41-9d2e-6a8b4c1f0e27"; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -202,6 +206,18 @@ int main(int argc, char** argv) {
         co_await client.delete_object(std::move(key));
       }
     });
+  } else if (what == "jwt") {
+    auth::KeySet keys({auth::Key::generate("k1")}, "k1");
+    const auto now = std::chrono::system_clock::now();
+    const auto t = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+    const auto token = keys.sign({"nimbus", "nimbus-api", ids_placeholder(), "session", "jti", t, t + 900, {}});
+    const auto began = Clock::now();
+    const auto until = began + std::chrono::milliseconds(static_cast<long>(a * 1000));
+    long n = 0;
+    while (Clock::now() < until) {
+      for (int i = 0; i < 100; ++i) n += keys.verify(token, "nimbus", "nimbus-api", now).ok() ? 1 : 0;
+    }
+    report("jwt-verify", static_cast<double>(n), std::chrono::duration<double>(Clock::now() - began).count());
   } else {
     std::fprintf(stderr, "unknown benchmark %s\n", what.c_str());
     return 2;

@@ -1,0 +1,265 @@
+"""Accounts end to end: through nginx to 3 API instances, codes read from maildev's REST
+API as a person reads their inbox. The test stack runs with a 6 s code TTL, a 2 s resend
+cooldown and a 3 s refresh grace window (see app_env in deploy/local/lib.sh)."""
+import base64
+import json
+import os
+import re
+import threading
+import time
+import uuid
+
+import jwt
+import requests
+
+import stack
+
+MAILDEV = os.environ["NIMBUS_TEST_MAILDEV"]
+ISSUER = os.environ["NIMBUS_TEST_AUTH_ISSUER"]
+JSON = {"Content-Type": "application/json"}
+
+
+def new_email():
+    return f"user-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def start(email, base=stack.GATEWAY):
+    return requests.post(f"{base}/v1/auth/email/start", json={"email": email}, timeout=10)
+
+
+def mails_to(email):
+    return [m for m in requests.get(f"{MAILDEV}/email", timeout=5).json()
+            if any(t["address"] == email for t in m["to"])]
+
+
+def code_in(mail):
+    found = re.search(r"\b(\d{6})\b", mail["text"])
+    assert found, mail["text"]
+    return found.group(1)
+
+
+def next_code(email, seen, timeout=10):
+    """The code of the first email to `email` beyond the `seen` it already had."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        mails = mails_to(email)
+        if len(mails) > seen:
+            return code_in(mails[seen])
+        time.sleep(0.05)
+    raise AssertionError(f"no new email for {email}")
+
+
+def verify(email, code, base=stack.GATEWAY):
+    return requests.post(f"{base}/v1/auth/email/verify", json={"email": email, "code": code}, timeout=10)
+
+
+def sign_in(email=None):
+    email = email or new_email()
+    seen = len(mails_to(email))
+    assert start(email).status_code == 202
+    r = verify(email, next_code(email, seen))
+    assert r.status_code == 200, r.text
+    return email, r.json()
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_happy_path_and_me():
+    email, tokens = sign_in()
+    assert tokens["token_type"] == "Bearer"
+    assert tokens["expires_in"] == 900
+    assert tokens["user"]["email"] == email
+    me = requests.get(f"{stack.GATEWAY}/v1/me", headers=bearer(tokens["access_token"]), timeout=5)
+    assert me.status_code == 200
+    assert me.json()["id"] == tokens["user"]["id"]
+    assert me.json()["email"] == email
+    # The same address signs in to the same account.
+    time.sleep(2.2)  # the test stack's resend cooldown
+    _, again = sign_in(email)
+    assert again["user"]["id"] == tokens["user"]["id"]
+
+
+def test_access_token_verifies_against_the_published_jwks():
+    _, tokens = sign_in()
+    jwks = requests.get(f"{stack.GATEWAY}/.well-known/jwks.json", timeout=5).json()
+    kid = jwt.get_unverified_header(tokens["access_token"])["kid"]
+    key = next(jwt.PyJWK(k) for k in jwks["keys"] if k["kid"] == kid)
+    claims = jwt.decode(tokens["access_token"], key.key, algorithms=["EdDSA"], audience="nimbus-api", issuer=ISSUER)
+    assert set(claims) >= {"iss", "aud", "sub", "sid", "jti", "iat", "exp"}
+    assert claims["exp"] - claims["iat"] == 900
+
+
+def test_start_answers_alike_for_new_and_known_addresses():
+    known, _ = sign_in()
+    time.sleep(2.2)  # the test stack's resend cooldown
+    a, b = start(known), start(new_email())
+    assert a.status_code == b.status_code == 202
+    assert a.json() == b.json() == {"status": "sent"}
+
+
+def test_five_wrong_codes_then_the_right_one_still_fails():
+    email = new_email()
+    assert start(email).status_code == 202
+    code = next_code(email, 0)
+    wrong = "000000" if code != "000000" else "111111"
+    for _ in range(5):
+        r = verify(email, wrong)
+        assert r.status_code == 401 and r.json()["code"] == "invalid_code"
+    r = verify(email, code)
+    assert r.status_code == 429
+    assert r.json()["code"] == "too_many_attempts"
+
+
+def test_expired_code_is_refused():
+    email = new_email()
+    assert start(email).status_code == 202
+    code = next_code(email, 0)
+    time.sleep(7)  # the test stack's code TTL is 6 s
+    r = verify(email, code)
+    assert r.status_code == 401
+    assert r.json()["code"] == "code_expired"
+
+
+def test_a_code_works_once():
+    email = new_email()
+    start(email)
+    code = next_code(email, 0)
+    assert verify(email, code).status_code == 200
+    r = verify(email, code)
+    assert r.status_code == 401
+
+
+def test_resend_cooldown_and_a_new_code_voids_the_old_one():
+    email = new_email()
+    assert start(email).status_code == 202
+    first = next_code(email, 0)
+    again = start(email)
+    assert again.status_code == 429
+    assert again.json()["code"] == "resend_cooldown"
+    assert int(again.headers["Retry-After"]) >= 1
+    time.sleep(2.2)  # the test stack's cooldown is 2 s
+    assert start(email).status_code == 202
+    second = next_code(email, 1)
+    if second != first:  # (one in a million they are equal)
+        assert verify(email, first).status_code == 401, "the old code is void"
+    assert verify(email, second).status_code == 200
+
+
+def test_refresh_rotates_and_reuse_after_the_grace_window_revokes_the_session():
+    _, tokens = sign_in()
+    old = tokens["refresh_token"]
+    r = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": old}, timeout=5)
+    assert r.status_code == 200
+    fresh = r.json()
+    assert fresh["refresh_token"] != old
+    time.sleep(3.5)  # past the test stack's 3 s grace window
+    reuse = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": old}, timeout=5)
+    assert reuse.status_code == 401
+    assert reuse.headers["WWW-Authenticate"].startswith("Bearer")
+    # Theft detected: the whole session is gone, the new pair included.
+    r = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": fresh["refresh_token"]}, timeout=5)
+    assert r.status_code == 401
+    me = requests.get(f"{stack.GATEWAY}/v1/me", headers=bearer(fresh["access_token"]), timeout=5)
+    assert me.status_code == 401
+
+
+def test_two_concurrent_refreshes_with_the_same_token_both_succeed():
+    _, tokens = sign_in()
+    results = []
+
+    def refresh(base):
+        results.append(requests.post(f"{base}/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]},
+                                     timeout=10))
+
+    threads = [threading.Thread(target=refresh, args=(stack.api_url(i),)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in results] == [200, 200], [r.text for r in results]
+    for r in results:
+        me = requests.get(f"{stack.GATEWAY}/v1/me", headers=bearer(r.json()["access_token"]), timeout=5)
+        assert me.status_code == 200
+
+
+def test_logout_on_one_instance_rejects_the_token_on_another_at_once():
+    _, tokens = sign_in()
+    token = tokens["access_token"]
+    assert requests.get(f"{stack.api_url(2)}/v1/me", headers=bearer(token), timeout=5).status_code == 200
+    out = requests.post(f"{stack.api_url(1)}/v1/auth/logout", headers=bearer(token), json={"scope": "local"},
+                        timeout=5)
+    assert out.status_code == 204
+    for i in range(1, stack.APIS + 1):
+        r = requests.get(f"{stack.api_url(i)}/v1/me", headers=bearer(token), timeout=5)
+        assert r.status_code == 401, f"api-{i}"
+    r = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}, timeout=5)
+    assert r.status_code == 401
+
+
+def test_global_logout_ends_every_session_of_the_user():
+    email, first = sign_in()
+    time.sleep(2.2)  # resend cooldown
+    _, second = sign_in(email)
+    r = requests.post(f"{stack.GATEWAY}/v1/auth/logout", headers=bearer(first["access_token"]),
+                      json={"scope": "global"}, timeout=5)
+    assert r.status_code == 204
+    for tokens in (first, second):
+        assert requests.get(f"{stack.GATEWAY}/v1/me", headers=bearer(tokens["access_token"]),
+                            timeout=5).status_code == 401
+        assert requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]},
+                             timeout=5).status_code == 401
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_forged_tokens_get_401_with_www_authenticate():
+    _, tokens = sign_in()
+    header, payload, signature = tokens["access_token"].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    jwks = requests.get(f"{stack.GATEWAY}/.well-known/jwks.json", timeout=5).json()
+    public_raw = base64.urlsafe_b64decode(jwks["keys"][0]["x"] + "==")
+    none_header = b64(b'{"alg":"none","typ":"JWT"}')
+    unknown_kid = b64(b'{"alg":"EdDSA","typ":"JWT","kid":"nope"}')
+    forged = {
+        "alg none": f"{none_header}.{payload}.",
+        "hs256 with public key": jwt.encode(claims, public_raw, algorithm="HS256", headers={"kid": "k1"}),
+        "tampered payload": f"{header}.{b64(json.dumps({**claims, 'sub': str(uuid.uuid4())}).encode())}.{signature}",
+        "unknown kid": f"{unknown_kid}.{payload}.{signature}",
+        "garbage": "not-a-token",
+    }
+    for name, token in forged.items():
+        r = requests.get(f"{stack.GATEWAY}/v1/me", headers=bearer(token), timeout=5)
+        assert r.status_code == 401, name
+        assert r.headers["WWW-Authenticate"] == 'Bearer realm="nimbus", error="invalid_token"', name
+        assert r.json()["code"] == "invalid_token", name
+    r = requests.get(f"{stack.GATEWAY}/v1/me", timeout=5)
+    assert r.status_code == 401 and r.json()["code"] == "missing_token"
+    assert "error=" not in r.headers["WWW-Authenticate"]
+
+
+def test_bad_input_gets_clear_4xx():
+    url = f"{stack.GATEWAY}/v1/auth/email/start"
+    cases = [
+        (requests.post(url, data="{", headers=JSON, timeout=5), 400, "malformed_json"),
+        (requests.post(url, data="email=a@b.co", timeout=5), 415, "unsupported_media_type"),
+        (requests.post(url, json=["a@b.co"], timeout=5), 422, "invalid_body"),
+        (requests.post(url, json={}, timeout=5), 422, "invalid_email"),
+        (requests.post(url, json={"email": 42}, timeout=5), 422, "invalid_email"),
+        (requests.post(url, json={"email": "not-an-email"}, timeout=5), 422, "invalid_email"),
+        (requests.post(url, json={"email": "a" * 400 + "@x.io"}, timeout=5), 422, "invalid_email"),
+        (requests.post(url, json={"email": "x@y.z", "pad": "p" * 10000}, timeout=5), 413, "payload_too_large"),
+        (requests.post(f"{stack.GATEWAY}/v1/auth/email/verify", json={"email": "a@b.co", "code": 123456},
+                       timeout=5), 422, "invalid_code_format"),
+        (requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": None}, timeout=5), 422,
+         "invalid_refresh_token"),
+        (requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": "x" * 43}, timeout=5), 401,
+         "invalid_token"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, (code, response.status_code, response.text)
+        assert response.headers["Content-Type"] == "application/problem+json", code
+        assert response.json()["code"] == code
