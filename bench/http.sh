@@ -29,7 +29,7 @@ direct=$(run_wrk "direct to api-1" "http://127.0.0.1:$((NIMBUS_STACK_API_BASE_PO
 awk -v g="$gw" -v d="$direct" 'BEGIN {printf "ratio gateway/direct: %.2f\n", g / d}'
 
 echo "== start to ready (fresh nimbus-api on a free port, 5 runs)"
-/usr/bin/python3 "$ROOT/bench/startup.py" "$ROOT/build/release/src/api/nimbus-api" 5
+/usr/bin/python3 "$ROOT/bench/startup.py" "$ROOT/build/release/src/api/nimbus-api" 5 "$NIMBUS_STACK_SUPERVISOR_CONF"
 
 echo "== idle RSS of the running instances"
 for ((i = 1; i <= NIMBUS_STACK_APIS; i++)); do

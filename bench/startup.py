@@ -1,9 +1,11 @@
-"""Start-to-ready time of a binary: from exec until GET /readyz answers 200.
+"""Start-to-ready time of a binary: from exec until GET /readyz answers 200 (its
+PostgreSQL, Redis and S3 checks included), with the environment of the stack's api-1.
 
-Usage: startup.py BINARY RUNS. Prints each run and the median, in milliseconds.
+Usage: startup.py BINARY RUNS SUPERVISORD_CONF. Prints each run and the median, in ms.
 """
 import http.client
 import os
+import re
 import signal
 import socket
 import statistics
@@ -18,9 +20,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def one_run(binary):
+def api_environment(supervisor_conf):
+    """The environment= line of [program:api-1], as a dict."""
+    with open(supervisor_conf, encoding="utf-8") as f:
+        text = f.read()
+    block = text.split("[program:api-1]", 1)[1]
+    line = next(l for l in block.splitlines() if l.startswith("environment="))
+    return dict(re.findall(r'([A-Z_0-9]+)="([^"]*)"', line))
+
+
+def one_run(binary, base_env):
     port = free_port()
-    env = dict(os.environ, NIMBUS_HTTP_ADDRESS="127.0.0.1", NIMBUS_HTTP_PORT=str(port),
+    env = dict(os.environ, **base_env, NIMBUS_HTTP_ADDRESS="127.0.0.1", NIMBUS_HTTP_PORT=str(port),
                NIMBUS_INSTANCE="bench", NIMBUS_DRAIN_DELAY="0ms")
     started = time.perf_counter()
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -41,8 +52,9 @@ def one_run(binary):
 
 
 def main():
-    binary, runs = sys.argv[1], int(sys.argv[2])
-    times = [one_run(binary) for _ in range(runs)]
+    binary, runs, conf = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    base_env = api_environment(conf)
+    times = [one_run(binary, base_env) for _ in range(runs)]
     for t in times:
         print(f"  {t:7.1f} ms")
     print(f"median start-to-ready: {statistics.median(times):.1f} ms")
