@@ -36,7 +36,8 @@ def main():
     for _ in range(n):
         email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
         t0 = time.perf_counter()
-        assert s.post(f"{gateway}/v1/auth/email/start", json={"email": email}, timeout=10).status_code == 202
+        r = s.post(f"{gateway}/v1/auth/email/start", json={"email": email}, timeout=10)
+        assert r.status_code == 202, r.text
         starts.append(time.perf_counter() - t0)
         code = None
         while code is None:

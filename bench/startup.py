@@ -31,8 +31,8 @@ def api_environment(supervisor_conf):
 
 def one_run(binary, base_env):
     port = free_port()
-    env = dict(os.environ, **base_env, NIMBUS_HTTP_ADDRESS="127.0.0.1", NIMBUS_HTTP_PORT=str(port),
-               NIMBUS_INSTANCE="bench", NIMBUS_DRAIN_DELAY="0ms")
+    env = {**os.environ, **base_env, "NIMBUS_HTTP_ADDRESS": "127.0.0.1", "NIMBUS_HTTP_PORT": str(port),
+           "NIMBUS_INSTANCE": "bench", "NIMBUS_DRAIN_DELAY": "0ms"}
     started = time.perf_counter()
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

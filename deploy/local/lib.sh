@@ -160,6 +160,7 @@ app_env() {
     "NIMBUS_AUTH_CODE_SECRET=$AUTH_CODE_SECRET"
     "NIMBUS_AUTH_ISSUER=http://127.0.0.1:$GATEWAY_PORT"
     "NIMBUS_TRUSTED_PROXIES=127.0.0.1"
+    "NIMBUS_AUTH_COOKIE_SECURE=0"
     "NIMBUS_SMTP_HOST=127.0.0.1"
     "NIMBUS_SMTP_PORT=$SMTP_PORT"
     "NIMBUS_THREADS=2"
@@ -179,13 +180,14 @@ app_env() {
 }
 
 write_configs() {
-  local apis=$1 workers=$2 profile_kind=${3:-local}
+  local apis=$1 workers=$2
+  # The test profile gets debug routes, short timeouts and high per-IP limits.
   local debug=0
-  [[ $profile_kind == test ]] && debug=1
+  [[ $PROFILE == test ]] && debug=1
   say "writing configs into $RUN ($apis API instances, $workers workers)"
   export API_UPSTREAMS="" AUTH_RATE="${NIMBUS_GATEWAY_AUTH_RATE:-20r/s}" AUTH_BURST="${NIMBUS_GATEWAY_AUTH_BURST:-40}"
   export BODY_LIMIT=26m
-  [[ $profile_kind == test ]] && AUTH_RATE=1000r/s && AUTH_BURST=2000
+  [[ $PROFILE == test ]] && AUTH_RATE=1000r/s && AUTH_BURST=2000
   local i
   for ((i = 1; i <= apis; i++)); do
     API_UPSTREAMS+="    server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=1 fail_timeout=2s;"$'\n'

@@ -44,6 +44,7 @@ Config Config::from_env() {
   if (c.code_secret.size() < 32) throw env::ConfigError("NIMBUS_AUTH_CODE_SECRET must be at least 32 bytes");
   if (auto proxies = env::raw("NIMBUS_TRUSTED_PROXIES")) c.trusted_proxies = split(*proxies, ',');
   c.mail_from = env::string("NIMBUS_MAIL_FROM", c.mail_from);
+  c.cookie_secure = env::boolean("NIMBUS_AUTH_COOKIE_SECURE", c.cookie_secure);
 
   std::vector<Key> keys;
   for (const auto& entry : split(env::required_string("NIMBUS_JWT_KEYS"), ',')) {

@@ -27,13 +27,14 @@ struct Config {
   std::string code_secret;                                   // HMAC key for stored codes (≥ 32 bytes)
   std::vector<std::string> trusted_proxies = {"127.0.0.1"};  // whose X-Forwarded-For counts
   std::string mail_from = "Nimbus <no-reply@nimbus.localhost>";
+  bool cookie_secure = true;  // browser-mode cookie over HTTPS only
   std::shared_ptr<KeySet> keys;
 
   // NIMBUS_AUTH_ISSUER, NIMBUS_AUTH_AUDIENCE, NIMBUS_AUTH_ACCESS_TTL, NIMBUS_AUTH_REFRESH_IDLE,
   // NIMBUS_AUTH_REFRESH_ABSOLUTE, NIMBUS_AUTH_REFRESH_GRACE, NIMBUS_AUTH_CODE_TTL,
   // NIMBUS_AUTH_CODE_ATTEMPTS, NIMBUS_AUTH_RESEND_COOLDOWN, NIMBUS_AUTH_IP_START_PER_MINUTE,
   // NIMBUS_AUTH_IP_VERIFY_PER_MINUTE, NIMBUS_AUTH_CODE_SECRET (required),
-  // NIMBUS_TRUSTED_PROXIES (comma list), NIMBUS_MAIL_FROM,
+  // NIMBUS_TRUSTED_PROXIES (comma list), NIMBUS_MAIL_FROM, NIMBUS_AUTH_COOKIE_SECURE,
   // NIMBUS_JWT_KEYS ("kid=/path/key.pem,kid2=/path/old.pem", required),
   // NIMBUS_JWT_SIGNING_KID (default: the first key).
   static Config from_env();

@@ -52,14 +52,47 @@ boost::json::object user_json(const User& u) {
   return {{"id", u.id}, {"email", u.email}};
 }
 
-Response tokens_response(const Tokens& t) {
+constexpr std::string_view kCookie = "nimbus_refresh";
+
+// Browser mode: the refresh token travels only in an HttpOnly, SameSite=Strict cookie
+// scoped to /v1/auth, out of reach of page scripts; API clients get it in the body.
+bool wants_cookie(const boost::json::object& body) {
+  const auto* v = body.if_contains("cookie");
+  return v && v->is_bool() && v->as_bool();
+}
+
+std::string refresh_cookie(const Config& config, std::string_view value, std::int64_t max_age) {
+  return std::string(kCookie) + "=" + std::string(value) +
+         "; Path=/v1/auth; HttpOnly; SameSite=Strict; Max-Age=" + std::to_string(max_age) +
+         (config.cookie_secure ? "; Secure" : "");
+}
+
+std::optional<std::string> cookie_value(const Request& req) {
+  auto header = req.header("Cookie");
+  if (!header) return std::nullopt;
+  std::string_view rest = *header;
+  while (!rest.empty()) {
+    auto semi = rest.find(';');
+    auto part = rest.substr(0, semi);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    if (part.starts_with(kCookie) && part.size() > kCookie.size() && part[kCookie.size()] == '=') {
+      return std::string(part.substr(kCookie.size() + 1));
+    }
+    if (semi == std::string_view::npos) break;
+    rest.remove_prefix(semi + 1);
+  }
+  return std::nullopt;
+}
+
+Response tokens_response(const Tokens& t, const Config& config, bool cookie) {
   boost::json::object body{{"access_token", t.access_token},
                            {"token_type", "Bearer"},
                            {"expires_in", t.expires_in},
-                           {"refresh_token", t.refresh_token},
                            {"user", user_json(t.user)}};
+  if (!cookie) body["refresh_token"] = t.refresh_token;
   auto res = http::json(200, boost::json::serialize(body));
   res.headers.set("Cache-Control", "no-store");
+  if (cookie) res.headers.set("Set-Cookie", refresh_cookie(config, t.refresh_token, config.refresh_absolute.count()));
   return res;
 }
 
@@ -81,19 +114,29 @@ asio::awaitable<Response> verify(std::shared_ptr<Service> service, Request& req)
   auto code = http::string_field(body, "code", 32);
   if (!email) co_return http::invalid_field("invalid_email", "Give a valid email address.");
   if (!code) co_return http::invalid_field("invalid_code_format", "Give the 6-digit code as a string.");
+  const bool cookie = wants_cookie(body);
   auto outcome = co_await service->verify_email(std::move(*email), std::move(*code), client_ip(req, service->config()));
   if (auto* r = std::get_if<Refused>(&outcome)) co_return refused(*r);
-  co_return tokens_response(std::get<Tokens>(outcome));
+  co_return tokens_response(std::get<Tokens>(outcome), service->config(), cookie);
 }
 
 asio::awaitable<Response> refresh(std::shared_ptr<Service> service, Request& req) {
-  auto parsed = http::json_object_body(req);
-  if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
-  auto token = http::string_field(std::get<boost::json::object>(parsed), "refresh_token", 128);
-  if (!token) co_return http::invalid_field("invalid_refresh_token", "Give the refresh_token as a string.");
+  // A browser sends the token in its cookie (and may send no body at all).
+  std::optional<std::string> token = cookie_value(req);
+  const bool cookie = token.has_value();
+  if (!cookie) {
+    auto parsed = http::json_object_body(req);
+    if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
+    token = http::string_field(std::get<boost::json::object>(parsed), "refresh_token", 128);
+    if (!token) co_return http::invalid_field("invalid_refresh_token", "Give the refresh_token as a string.");
+  }
   auto outcome = co_await service->refresh(std::move(*token));
-  if (auto* r = std::get_if<Refused>(&outcome)) co_return refused(*r);
-  co_return tokens_response(std::get<Tokens>(outcome));
+  if (auto* r = std::get_if<Refused>(&outcome)) {
+    auto res = refused(*r);
+    if (cookie) res.headers.set("Set-Cookie", refresh_cookie(service->config(), "", 0));
+    co_return res;
+  }
+  co_return tokens_response(std::get<Tokens>(outcome), service->config(), cookie);
 }
 
 asio::awaitable<Response> logout(std::shared_ptr<Service> service, Request& req, Claims claims) {
@@ -111,7 +154,9 @@ asio::awaitable<Response> logout(std::shared_ptr<Service> service, Request& req,
     }
   }
   co_await service->logout(std::move(claims), everywhere);
-  co_return http::empty(204);
+  auto res = http::empty(204);
+  if (cookie_value(req)) res.headers.set("Set-Cookie", refresh_cookie(service->config(), "", 0));
+  co_return res;
 }
 
 asio::awaitable<Response> me(std::shared_ptr<Service> service, Claims claims) {

@@ -21,7 +21,10 @@ asio::awaitable<Readiness::Report> Readiness::report() {
   const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(mutex_);
-    if (checked_at_ != std::chrono::steady_clock::time_point{} && now - checked_at_ < ttl_) {
+    // A failing result is kept only briefly, so an instance that just came up (its
+    // clients still connecting) turns ready within a tenth of a second, not a TTL later.
+    const auto ttl = cached_.ready ? ttl_ : std::min<std::chrono::milliseconds>(ttl_, std::chrono::milliseconds(100));
+    if (checked_at_ != std::chrono::steady_clock::time_point{} && now - checked_at_ < ttl) {
       Report r = cached_;
       r.draining = draining();
       r.ready = r.ready && !r.draining;

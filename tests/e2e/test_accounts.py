@@ -263,3 +263,27 @@ def test_bad_input_gets_clear_4xx():
         assert response.status_code == status, (code, response.status_code, response.text)
         assert response.headers["Content-Type"] == "application/problem+json", code
         assert response.json()["code"] == code
+
+
+def test_browser_mode_keeps_the_refresh_token_in_an_httponly_cookie():
+    email = new_email()
+    start(email)
+    code = next_code(email, 0)
+    r = requests.post(f"{stack.GATEWAY}/v1/auth/email/verify", json={"email": email, "code": code, "cookie": True},
+                      timeout=5)
+    assert r.status_code == 200
+    assert "refresh_token" not in r.json()
+    set_cookie = r.headers["Set-Cookie"]
+    assert set_cookie.startswith("nimbus_refresh=")
+    for attribute in ("HttpOnly", "SameSite=Strict", "Path=/v1/auth"):
+        assert attribute in set_cookie
+    cookie = set_cookie.split(";")[0]
+    refreshed = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", headers={"Cookie": cookie}, timeout=5)
+    assert refreshed.status_code == 200, refreshed.text
+    assert "refresh_token" not in refreshed.json()
+    new_cookie = refreshed.headers["Set-Cookie"].split(";")[0]
+    assert new_cookie != cookie
+    out = requests.post(f"{stack.GATEWAY}/v1/auth/logout", headers={**bearer(refreshed.json()["access_token"]),
+                                                                     "Cookie": new_cookie}, timeout=5)
+    assert out.status_code == 204
+    assert "Max-Age=0" in out.headers["Set-Cookie"]
