@@ -8,6 +8,7 @@
 #include <openssl/sha.h>
 
 #include "auth/jwt.hpp"
+#include "core/hex.hpp"
 #include "core/random.hpp"
 
 namespace nimbus::auth {
@@ -69,13 +70,7 @@ std::string code_mac(std::string_view secret, std::string_view email, std::strin
   unsigned int len = 0;
   HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
        reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len);
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string result;
-  for (unsigned int i = 0; i < len; ++i) {
-    result += hex[out[i] >> 4];
-    result += hex[out[i] & 0xF];
-  }
-  return result;
+  return to_hex(out, len);
 }
 
 bool constant_time_equal(std::string_view a, std::string_view b) {

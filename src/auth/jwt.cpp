@@ -1,12 +1,11 @@
 #include "auth/jwt.hpp"
 
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <stdexcept>
 
 namespace nimbus::auth {
@@ -15,7 +14,9 @@ namespace json = boost::json;
 
 namespace {
 
-EVP_PKEY* raw(const std::shared_ptr<void>& p) { return static_cast<EVP_PKEY*>(p.get()); }
+EVP_PKEY* raw(const std::shared_ptr<void>& p) {
+  return static_cast<EVP_PKEY*>(p.get());
+}
 std::shared_ptr<void> own(EVP_PKEY* k) {
   return {k, [](void* p) { EVP_PKEY_free(static_cast<EVP_PKEY*>(p)); }};
 }
@@ -84,21 +85,14 @@ Key Key::from_private_pem(std::string kid, std::string_view pem) {
     if (k) EVP_PKEY_free(k);
     throw std::invalid_argument("not an Ed25519 private key in PEM form");
   }
-  Key key;
-  key.kid_ = std::move(kid);
-  key.pkey_ = own(k);
-  key.has_private_ = true;
-  return key;
+  return Key(std::move(kid), own(k), true);
 }
 
 Key Key::from_public_raw(std::string kid, std::string_view raw32) {
   EVP_PKEY* k = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr,
                                             reinterpret_cast<const unsigned char*>(raw32.data()), raw32.size());
   if (k == nullptr) throw std::invalid_argument("not a 32-byte Ed25519 public key");
-  Key key;
-  key.kid_ = std::move(kid);
-  key.pkey_ = own(k);
-  return key;
+  return Key(std::move(kid), own(k), false);
 }
 
 Key Key::generate(std::string kid) {
@@ -108,11 +102,7 @@ Key Key::generate(std::string kid) {
   if (!ctx || EVP_PKEY_keygen_init(ctx.get()) <= 0 || EVP_PKEY_keygen(ctx.get(), &k) <= 0) {
     throw std::runtime_error("Ed25519 key generation failed");
   }
-  Key key;
-  key.kid_ = std::move(kid);
-  key.pkey_ = own(k);
-  key.has_private_ = true;
-  return key;
+  return Key(std::move(kid), own(k), true);
 }
 
 std::string Key::sign(std::string_view data) const {
@@ -155,15 +145,24 @@ std::string Key::private_pem() const {
 
 std::string_view to_string(VerifyError e) {
   switch (e) {
-    case VerifyError::malformed: return "malformed";
-    case VerifyError::bad_header: return "bad_header";
-    case VerifyError::unknown_key: return "unknown_key";
-    case VerifyError::bad_signature: return "bad_signature";
-    case VerifyError::expired: return "expired";
-    case VerifyError::not_yet_valid: return "not_yet_valid";
-    case VerifyError::wrong_issuer: return "wrong_issuer";
-    case VerifyError::wrong_audience: return "wrong_audience";
-    case VerifyError::missing_claims: return "missing_claims";
+    case VerifyError::malformed:
+      return "malformed";
+    case VerifyError::bad_header:
+      return "bad_header";
+    case VerifyError::unknown_key:
+      return "unknown_key";
+    case VerifyError::bad_signature:
+      return "bad_signature";
+    case VerifyError::expired:
+      return "expired";
+    case VerifyError::not_yet_valid:
+      return "not_yet_valid";
+    case VerifyError::wrong_issuer:
+      return "wrong_issuer";
+    case VerifyError::wrong_audience:
+      return "wrong_audience";
+    case VerifyError::missing_claims:
+      return "missing_claims";
   }
   return "malformed";
 }
@@ -181,7 +180,8 @@ std::string KeySet::sign(const Claims& c) const {
   json::object payload{{"iss", c.iss}, {"aud", c.aud}, {"sub", c.sub}, {"sid", c.sid},
                        {"jti", c.jti}, {"iat", c.iat}, {"exp", c.exp}};
   if (c.nbf) payload["nbf"] = *c.nbf;
-  const auto signing_input = base64url_encode(json::serialize(header)) + "." + base64url_encode(json::serialize(payload));
+  const auto signing_input =
+      base64url_encode(json::serialize(header)) + "." + base64url_encode(json::serialize(payload));
   return signing_input + "." + base64url_encode(keys_.at(signing_kid_).sign(signing_input));
 }
 

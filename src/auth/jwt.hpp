@@ -38,6 +38,8 @@ class Key {
   std::string private_pem() const;
 
  private:
+  Key(std::string kid, std::shared_ptr<void> pkey, bool has_private)
+      : kid_(std::move(kid)), pkey_(std::move(pkey)), has_private_(has_private) {}
   std::string kid_;
   std::shared_ptr<void> pkey_;  // EVP_PKEY
   bool has_private_ = false;
@@ -50,9 +52,9 @@ struct Claims {
 };
 
 enum class VerifyError {
-  malformed,        // not three base64url parts of JSON
-  bad_header,       // typ/alg wrong, or key material/URLs in the header
-  unknown_key,      // kid not in our key set
+  malformed,    // not three base64url parts of JSON
+  bad_header,   // typ/alg wrong, or key material/URLs in the header
+  unknown_key,  // kid not in our key set
   bad_signature,
   expired,
   not_yet_valid,

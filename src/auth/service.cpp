@@ -8,6 +8,7 @@
 #include <cctype>
 
 #include "auth/codes.hpp"
+#include "core/hex.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/random.hpp"
@@ -84,16 +85,6 @@ constexpr std::string_view kRevokeUser =
 constexpr std::string_view kUser =
     "SELECT id, email, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM users WHERE id = "
     "$1";
-
-std::string hex(std::string_view bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 0xF];
-  }
-  return out;
-}
 
 std::string code_key(const std::string& email) {
   return "auth:code:" + email;
@@ -191,9 +182,9 @@ asio::awaitable<Outcome<Tokens>> Service::verify_email(std::string email_text, s
   const auto session_id = ids::uuid_v7();
   auto refresh_token = generate_refresh_token();
   auto db = co_await pg_->acquire();
-  auto r = co_await db.query(
-      kCreateSession,
-      pg::params(ids::uuid_v7(), *email, session_id, config_.refresh_absolute.count(), hex(token_hash(refresh_token))));
+  auto r =
+      co_await db.query(kCreateSession, pg::params(ids::uuid_v7(), *email, session_id, config_.refresh_absolute.count(),
+                                                   to_hex(token_hash(refresh_token))));
   User user{std::string(r.get(0, 0)), std::string(r.get(0, 1)), std::string(r.get(0, 2))};
   log::info("signed in", {{"user_id", user.id}, {"session_id", session_id}});
   co_return issue(user, session_id, std::move(refresh_token));
@@ -201,7 +192,7 @@ asio::awaitable<Outcome<Tokens>> Service::verify_email(std::string email_text, s
 
 asio::awaitable<Outcome<Tokens>> Service::refresh(std::string refresh_token) {
   if (refresh_token.empty() || refresh_token.size() > 128) co_return Refused{Failure::invalid_token};
-  const auto hash = hex(token_hash(refresh_token));
+  const auto hash = to_hex(token_hash(refresh_token));
   auto db = co_await pg_->acquire();
   co_await db.execute_script("BEGIN");
   auto found =
@@ -229,7 +220,7 @@ asio::awaitable<Outcome<Tokens>> Service::refresh(std::string refresh_token) {
   // First use rotates; a concurrent duplicate within the grace window gets a sibling.
   if (!rotated) co_await db.query(kRotate, pg::params(hash));
   auto next = generate_refresh_token();
-  co_await db.query(kAddToken, pg::params(hex(token_hash(next)), session_id));
+  co_await db.query(kAddToken, pg::params(to_hex(token_hash(next)), session_id));
   co_await db.query(kTouchSession, pg::params(session_id));
   co_await db.execute_script("COMMIT");
   co_return issue(user, session_id, std::move(next));

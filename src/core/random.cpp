@@ -6,6 +6,8 @@
 #include <sys/random.h>
 #include <vector>
 
+#include "core/hex.hpp"
+
 namespace nimbus::random {
 
 void fill(std::span<std::uint8_t> out) {
@@ -21,16 +23,9 @@ void fill(std::span<std::uint8_t> out) {
 }
 
 std::string hex(std::size_t n) {
-  static constexpr char digits[] = "0123456789abcdef";
   std::vector<std::uint8_t> bytes(n);
   fill(bytes);
-  std::string out;
-  out.reserve(2 * n);
-  for (auto b : bytes) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0xF]);
-  }
-  return out;
+  return to_hex(bytes.data(), bytes.size());
 }
 
 std::chrono::milliseconds jitter(std::chrono::milliseconds max) {

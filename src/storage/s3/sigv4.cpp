@@ -7,19 +7,10 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
+#include "core/hex.hpp"
+
 namespace nimbus::s3 {
 namespace {
-
-std::string to_hex(const unsigned char* data, std::size_t n) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(digits[data[i] >> 4]);
-    out.push_back(digits[data[i] & 0xF]);
-  }
-  return out;
-}
 
 std::string hmac(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];

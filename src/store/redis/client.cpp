@@ -21,6 +21,7 @@
 
 #include "core/env.hpp"
 #include "core/errors.hpp"
+#include "core/hex.hpp"
 #include "core/log.hpp"
 #include "core/oneshot.hpp"
 #include "core/random.hpp"
@@ -77,11 +78,7 @@ std::string encode(const Command& cmd) {
 Script::Script(std::string src) : source(std::move(src)) {
   unsigned char digest[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(source.data()), source.size(), digest);
-  static constexpr char hex[] = "0123456789abcdef";
-  for (auto b : digest) {
-    sha1.push_back(hex[b >> 4]);
-    sha1.push_back(hex[b & 0xF]);
-  }
+  sha1 = to_hex(digest, sizeof digest);
 }
 
 namespace {
