@@ -115,7 +115,9 @@ asio::awaitable<void> fan_out(asio::io_context& ioc, int n, Worker worker) {
   }
 }
 
-std::string ids_placeholder() { return "01937b2e-5f3a-7c41-9d2e-6a8b4c1f0e27"; }
+std::string ids_placeholder() {
+  return "01937b2e-5f3a-7c41-9d2e-6a8b4c1f0e27";
+}
 
 }  // namespace
 

@@ -162,12 +162,6 @@ bool Server::draining() const {
   return impl_->draining.load();
 }
 
-asio::awaitable<Response> Server::dispatch(Request& request) {
-  if (request.request_id.empty()) request.request_id = random::hex(16);
-  if (request.received_at == Clock::time_point{}) request.received_at = Clock::now();
-  co_return co_await impl_->respond(request, impl_->router.match(request.method, request.path));
-}
-
 asio::awaitable<void> Server::Impl::accept_loop() {
   auto self = shared_from_this();
   while (!draining.load()) {

@@ -55,10 +55,6 @@ class Server {
   boost::asio::awaitable<void> shutdown(std::chrono::milliseconds timeout);
   bool draining() const;
 
-  // Handles one request without a socket (routing, error mapping, headers); used by the
-  // session loop and by unit tests.
-  boost::asio::awaitable<Response> dispatch(Request& request);
-
  private:
   struct Impl;
   std::shared_ptr<Impl> impl_;
