@@ -12,6 +12,7 @@
 #include "http/ops.hpp"
 #include "runtime/service.hpp"
 #include "storage/s3/client.hpp"
+#include "voting/routes.hpp"
 #include "store/pg/migrate.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
@@ -53,6 +54,7 @@ int run_api(const runtime::ServiceConfig& config) {
   http::Router router;
   http::add_ops_routes(router, readiness, metrics);
   auth::add_routes(router, accounts);
+  voting::add_routes(router, std::make_shared<voting::Service>(pg), accounts);
   if (debug_routes) api::add_debug_routes(router);
 
   http::Server server(ioc, config.http, router, metrics);

@@ -5,6 +5,21 @@
 
 namespace nimbus::pg {
 
+std::string array_literal(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
 Result::Result(pg_result* res) : res_(res, PQclear) {}
 
 int Result::rows() const {

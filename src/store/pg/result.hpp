@@ -61,6 +61,10 @@ Params params(const Ts&... values) {
   return Params{param(values)...};
 }
 
+// A PostgreSQL array literal in text format ({"a","b"}), every element quoted and
+// escaped, for parameters like $1::text[] or $1::uuid[].
+std::string array_literal(const std::vector<std::string>& items);
+
 class Result {
  public:
   Result() = default;

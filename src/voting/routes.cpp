@@ -1,0 +1,143 @@
+#include "voting/routes.hpp"
+
+#include <boost/json/serialize.hpp>
+
+#include "auth/routes.hpp"
+#include "core/ids.hpp"
+#include "http/json_body.hpp"
+#include "http/problem.hpp"
+
+namespace nimbus::voting {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using http::Request;
+using http::Response;
+
+namespace {
+
+Response poll_not_found() {
+  return http::not_found("No poll with this id.");
+}
+
+Response owner_refusal(OwnerAction a) {
+  if (a == OwnerAction::not_found) return poll_not_found();
+  return http::problem(403, "not_owner", "Forbidden", "Only the poll's owner may do this.");
+}
+
+Response ballot_json(unsigned status, const std::string& poll_id, const std::vector<std::string>& ids) {
+  json::array options;
+  for (const auto& id : ids) options.emplace_back(id);
+  return http::json(status, json::serialize(json::object{{"poll_id", poll_id}, {"option_ids", std::move(options)}}));
+}
+
+asio::awaitable<Response> create(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+  auto parsed = http::json_object_body(req);
+  if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
+  auto poll = parse_new_poll(std::get<json::object>(parsed));
+  if (auto* e = std::get_if<RuleError>(&poll)) co_return http::invalid_field(e->code, e->detail);
+  try {
+    auto created = co_await polls->create(who.sub, std::move(std::get<NewPoll>(poll)));
+    auto res = http::json(201, json::serialize(created));
+    res.headers.set("Location", "/v1/polls/" + std::string(created.at("id").as_string()));
+    co_return res;
+  } catch (const pg::Error& e) {
+    // 22007/22008: a time PostgreSQL cannot read; 23514: closes_at not after opens_at.
+    if (e.sqlstate() != "22007" && e.sqlstate() != "22008" && e.sqlstate() != "23514") throw;
+  }
+  co_return http::invalid_field("invalid_time", "opens_at/closes_at are RFC 3339 times, closes_at after opens_at.");
+}
+
+asio::awaitable<Response> get(std::shared_ptr<Service> polls, Request& req) {
+  const std::string id(req.param("id"));
+  if (!ids::is_uuid(id)) co_return poll_not_found();
+  auto poll = co_await polls->get(id);
+  if (!poll) co_return poll_not_found();
+  co_return http::json(200, json::serialize(*poll));
+}
+
+asio::awaitable<Response> close(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+  const std::string id(req.param("id"));
+  if (!ids::is_uuid(id)) co_return poll_not_found();
+  auto done = co_await polls->close(id, who.sub);
+  if (done != OwnerAction::done) co_return owner_refusal(done);
+  auto poll = co_await polls->get(id);
+  co_return http::json(200, json::serialize(*poll));
+}
+
+asio::awaitable<Response> remove(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+  const std::string id(req.param("id"));
+  if (!ids::is_uuid(id)) co_return poll_not_found();
+  auto done = co_await polls->remove(id, who.sub);
+  if (done != OwnerAction::done) co_return owner_refusal(done);
+  co_return http::empty(204);
+}
+
+asio::awaitable<Response> vote(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+  const std::string id(req.param("id"));
+  if (!ids::is_uuid(id)) co_return poll_not_found();
+  auto parsed = http::json_object_body(req);
+  if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
+  auto selection = parse_selection(std::get<json::object>(parsed));
+  if (auto* e = std::get_if<RuleError>(&selection)) co_return http::invalid_field(e->code, e->detail);
+  auto result = co_await polls->vote(id, who.sub, std::move(std::get<std::vector<std::string>>(selection)));
+  switch (result.outcome) {
+    case VoteOutcome::created:
+      co_return ballot_json(201, id, result.option_ids);
+    case VoteOutcome::same_again:
+      co_return ballot_json(200, id, result.option_ids);
+    case VoteOutcome::already_voted:
+      co_return http::problem(409, "already_voted", "Already voted", "You voted in this poll with another selection.");
+    case VoteOutcome::poll_closed:
+      co_return http::problem(409, "poll_closed", "Poll closed", "The poll is not open for votes.");
+    case VoteOutcome::not_found:
+      co_return poll_not_found();
+    case VoteOutcome::invalid_options:
+      co_return http::invalid_field("invalid_options",
+                                    "Choose between 1 and max_choices distinct options of this poll.");
+  }
+  co_return http::internal_error();
+}
+
+asio::awaitable<Response> my_ballot(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+  const std::string id(req.param("id"));
+  if (!ids::is_uuid(id)) co_return poll_not_found();
+  auto ballot = co_await polls->my_ballot(id, who.sub);
+  if (!ballot) co_return http::not_found("You have not voted in this poll.");
+  co_return ballot_json(200, id, *ballot);
+}
+
+asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+  const std::string id(req.param("id"));
+  if (!ids::is_uuid(id)) co_return poll_not_found();
+  auto r = co_await polls->results(id, who.sub);
+  if (r.hidden) {
+    co_return http::problem(403, "results_hidden", "Results hidden",
+                            "This poll shows its results only after you vote or after it closes.");
+  }
+  if (!r.body) co_return poll_not_found();
+  co_return http::json(200, json::serialize(*r.body));
+}
+
+}  // namespace
+
+void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::shared_ptr<auth::Service> accounts) {
+  const http::RouteOptions small{.body_limit = 16 * 1024};
+  using Claims = auth::Claims;
+  router.add(http::Method::post, "/v1/polls",
+             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return create(polls, r, c); }),
+             small);
+  router.add(http::Method::get, "/v1/polls/{id}", [polls](Request& r) { return get(polls, r); });
+  router.add(http::Method::post, "/v1/polls/{id}/close",
+             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return close(polls, r, c); }), small);
+  router.add(http::Method::del, "/v1/polls/{id}",
+             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return remove(polls, r, c); }));
+  router.add(http::Method::post, "/v1/polls/{id}/votes",
+             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return vote(polls, r, c); }), small);
+  router.add(http::Method::get, "/v1/polls/{id}/votes/me",
+             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return my_ballot(polls, r, c); }));
+  router.add(http::Method::get, "/v1/polls/{id}/results",
+             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return results(polls, r, c); }));
+}
+
+}  // namespace nimbus::voting

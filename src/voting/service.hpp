@@ -1,0 +1,54 @@
+// Polls and ballots on PostgreSQL, the truth for "exactly one ballot per (poll, user)".
+//
+// A vote is one statement: it checks that the poll is open, inserts the ballot (the
+// primary key refuses a second one under any concurrency) and its choices (a foreign
+// key refuses options of other polls), and reports what happened — one round trip.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "store/pg/pool.hpp"
+#include "voting/rules.hpp"
+
+namespace nimbus::voting {
+
+enum class VoteOutcome { created, same_again, already_voted, poll_closed, not_found, invalid_options };
+
+struct VoteResult {
+  VoteOutcome outcome;
+  std::vector<std::string> option_ids;  // the stored selection
+};
+
+enum class OwnerAction { done, not_found, forbidden };
+
+class Service {
+ public:
+  explicit Service(std::shared_ptr<pg::Pool> pg) : pg_(std::move(pg)) {}
+
+  boost::asio::awaitable<boost::json::object> create(std::string owner_id, NewPoll poll);
+  // The poll as the API shows it, or nullopt.
+  boost::asio::awaitable<std::optional<boost::json::object>> get(std::string poll_id);
+  boost::asio::awaitable<OwnerAction> close(std::string poll_id, std::string user_id);
+  boost::asio::awaitable<OwnerAction> remove(std::string poll_id, std::string user_id);
+  boost::asio::awaitable<VoteResult> vote(std::string poll_id, std::string user_id,
+                                          std::vector<std::string> option_ids);
+  boost::asio::awaitable<std::optional<std::vector<std::string>>> my_ballot(std::string poll_id, std::string user_id);
+  // Exact counts from the ballots table; nullopt when the poll does not exist, or the
+  // string "hidden" in `hidden_reason` when the visibility rule forbids it.
+  struct Results {
+    std::optional<boost::json::object> body;
+    bool hidden = false;
+  };
+  boost::asio::awaitable<Results> results(std::string poll_id, std::string user_id);
+
+ private:
+  std::shared_ptr<pg::Pool> pg_;
+};
+
+}  // namespace nimbus::voting
