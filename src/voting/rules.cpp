@@ -21,6 +21,31 @@ bool blank(std::string_view s) {
   return s.find_first_not_of(" \t\r\n") == std::string_view::npos;
 }
 
+// RFC 3339 date-time: 2030-01-02T03:04:05[.fraction](Z|+hh:mm|-hh:mm). PostgreSQL alone
+// would also take "tomorrow", "epoch" or "infinity".
+bool rfc3339(std::string_view t) {
+  auto digits = [&t](std::size_t from, std::size_t n) {
+    if (t.size() < from + n) return false;
+    for (std::size_t k = from; k < from + n; ++k) {
+      if (t[k] < '0' || t[k] > '9') return false;
+    }
+    return true;
+  };
+  if (t.size() < 20 || !digits(0, 4) || t[4] != '-' || !digits(5, 2) || t[7] != '-' || !digits(8, 2) ||
+      (t[10] != 'T' && t[10] != 't') || !digits(11, 2) || t[13] != ':' || !digits(14, 2) || t[16] != ':' ||
+      !digits(17, 2)) {
+    return false;
+  }
+  std::size_t i = 19;
+  if (t[i] == '.') {
+    const auto start = ++i;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+    if (i == start) return false;
+  }
+  if (i < t.size() && (t[i] == 'Z' || t[i] == 'z')) return i + 1 == t.size();
+  return i + 6 == t.size() && (t[i] == '+' || t[i] == '-') && digits(i + 1, 2) && t[i + 3] == ':' && digits(i + 4, 2);
+}
+
 }  // namespace
 
 std::optional<Visibility> parse_visibility(std::string_view t) {
@@ -77,7 +102,7 @@ std::variant<NewPoll, RuleError> parse_new_poll(const json::object& body) {
   }
   for (const char* name : {"opens_at", "closes_at"}) {
     if (const auto* t = body.if_contains(name); t && !t->is_null()) {
-      if (!t->is_string() || t->as_string().size() > 40) {
+      if (!t->is_string() || t->as_string().size() > 40 || !rfc3339(t->as_string())) {
         return RuleError{"invalid_time", std::string(name) + " is an RFC 3339 timestamp."};
       }
       (std::string_view(name) == "opens_at" ? p.opens_at : p.closes_at) = std::string(t->as_string());

@@ -1,0 +1,172 @@
+"""Polls and votes end to end, through nginx with 3 instances."""
+import datetime
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+import stack
+from test_accounts import bearer, sign_in
+
+G = stack.GATEWAY
+
+
+def create(token, **fields):
+    body = {"title": "Lunch?", "options": ["Pizza", "Sushi", "Salad"], **fields}
+    return requests.post(f"{G}/v1/polls", json=body, headers=bearer(token), timeout=10)
+
+
+def vote(token, poll_id, option_ids, base=G):
+    return requests.post(f"{base}/v1/polls/{poll_id}/votes", json={"option_ids": option_ids},
+                         headers=bearer(token), timeout=10)
+
+
+def results(token, poll_id):
+    return requests.get(f"{G}/v1/polls/{poll_id}/results", headers=bearer(token), timeout=10)
+
+
+def test_create_get_and_vote_once():
+    _, owner = sign_in()
+    r = create(owner["access_token"], max_choices=2)
+    assert r.status_code == 201, r.text
+    poll = r.json()
+    assert r.headers["Location"] == f"/v1/polls/{poll['id']}"
+    assert [o["text"] for o in poll["options"]] == ["Pizza", "Sushi", "Salad"]
+    assert poll["status"] == "open" and poll["max_choices"] == 2
+    assert requests.get(f"{G}/v1/polls/{poll['id']}", timeout=5).json() == poll
+    ids = [o["id"] for o in poll["options"]]
+    token = owner["access_token"]
+    assert vote(token, poll["id"], [ids[1], ids[0]]).status_code == 201
+    again = vote(token, poll["id"], [ids[0], ids[1]])  # same selection, other order: a safe retry
+    assert again.status_code == 200
+    assert sorted(again.json()["option_ids"]) == sorted(ids[:2])
+    other = vote(token, poll["id"], [ids[2]])
+    assert other.status_code == 409 and other.json()["code"] == "already_voted"
+    me = requests.get(f"{G}/v1/polls/{poll['id']}/votes/me", headers=bearer(token), timeout=5)
+    assert me.status_code == 200 and sorted(me.json()["option_ids"]) == sorted(ids[:2])
+    res = results(token, poll["id"]).json()
+    assert res["total_votes"] == 1
+    assert [o["votes"] for o in res["options"]] == [1, 1, 0]
+
+
+def test_one_user_200_concurrent_ballots_across_instances_make_exactly_one():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    ids = [o["id"] for o in poll["options"]]
+    barrier = threading.Barrier(20)
+
+    def cast(i):
+        if i < 20:
+            barrier.wait()
+        choice = [ids[i % 3]]
+        return choice, vote(token, poll["id"], choice, base=stack.api_url(i % stack.APIS + 1))
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        outcomes = list(pool.map(cast, range(200)))
+    created = [c for c, r in outcomes if r.status_code == 201]
+    assert len(created) == 1, [r.status_code for _, r in outcomes][:20]
+    winner = created[0]
+    for choice, r in outcomes:
+        if r.status_code == 201:
+            continue
+        if choice == winner:
+            assert r.status_code == 200, r.text
+        else:
+            assert r.status_code == 409 and r.json()["code"] == "already_voted", r.text
+    res = results(token, poll["id"]).json()
+    assert res["total_votes"] == 1
+    assert sum(o["votes"] for o in res["options"]) == 1
+
+
+def test_many_users_voting_at_once_give_exact_counts():
+    _, owner = sign_in()
+    poll = create(owner["access_token"]).json()
+    ids = [o["id"] for o in poll["options"]]
+    voters = [sign_in()[1]["access_token"] for _ in range(24)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(lambda iv: vote(iv[1], poll["id"], [ids[iv[0] % 3]]).status_code,
+                                 enumerate(voters)))
+    assert statuses == [201] * len(voters)
+    res = results(owner["access_token"], poll["id"]).json()
+    assert res["total_votes"] == len(voters)
+    assert [o["votes"] for o in res["options"]] == [8, 8, 8]
+
+
+def test_closed_and_not_yet_open_polls_refuse_votes():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    closed = requests.post(f"{G}/v1/polls/{poll['id']}/close", headers=bearer(token), timeout=5)
+    assert closed.status_code == 200 and closed.json()["status"] == "closed"
+    r = vote(token, poll["id"], [poll["options"][0]["id"]])
+    assert r.status_code == 409 and r.json()["code"] == "poll_closed"
+    later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).isoformat()
+    future = create(token, opens_at=later).json()
+    assert future["status"] == "scheduled"
+    r = vote(token, future["id"], [future["options"][0]["id"]])
+    assert r.status_code == 409 and r.json()["code"] == "poll_closed"
+
+
+def test_results_visibility_rules():
+    _, owner = sign_in()
+    _, voter = sign_in()
+    poll = create(owner["access_token"], results_visibility="after_vote").json()
+    assert results(voter["access_token"], poll["id"]).status_code == 403
+    assert results(voter["access_token"], poll["id"]).json()["code"] == "results_hidden"
+    assert results(owner["access_token"], poll["id"]).status_code == 200, "the owner always sees them"
+    vote(voter["access_token"], poll["id"], [poll["options"][0]["id"]])
+    assert results(voter["access_token"], poll["id"]).status_code == 200
+    hidden = create(owner["access_token"], results_visibility="after_close").json()
+    vote(voter["access_token"], hidden["id"], [hidden["options"][0]["id"]])
+    assert results(voter["access_token"], hidden["id"]).status_code == 403
+    requests.post(f"{G}/v1/polls/{hidden['id']}/close", headers=bearer(owner["access_token"]), timeout=5)
+    assert results(voter["access_token"], hidden["id"]).json()["total_votes"] == 1
+
+
+def test_only_the_owner_closes_or_deletes():
+    _, owner = sign_in()
+    _, other = sign_in()
+    poll = create(owner["access_token"]).json()
+    for method, path in (("post", "close"), ("delete", "")):
+        url = f"{G}/v1/polls/{poll['id']}" + (f"/{path}" if path else "")
+        r = getattr(requests, method)(url, headers=bearer(other["access_token"]), timeout=5)
+        assert r.status_code == 403 and r.json()["code"] == "not_owner"
+    r = requests.delete(f"{G}/v1/polls/{poll['id']}", headers=bearer(owner["access_token"]), timeout=5)
+    assert r.status_code == 204
+    assert requests.get(f"{G}/v1/polls/{poll['id']}", timeout=5).status_code == 404
+
+
+def test_bad_input_gets_4xx_with_codes():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    other = create(token).json()
+    cases = [
+        (create(token, title=""), 422, "invalid_title"),
+        (create(token, title="x" * 201), 422, "invalid_title"),
+        (create(token, title=["not", "a", "string"]), 422, "invalid_title"),
+        (create(token, options=["only one"]), 422, "invalid_options"),
+        (create(token, options=[str(i) for i in range(21)]), 422, "invalid_options"),
+        (create(token, options=["a", "a"]), 422, "invalid_options"),
+        (create(token, options=["a", 1]), 422, "invalid_options"),
+        (create(token, max_choices=4), 422, "invalid_max_choices"),
+        (create(token, max_choices="2"), 422, "invalid_max_choices"),
+        (create(token, results_visibility="never"), 422, "invalid_results_visibility"),
+        (create(token, opens_at="tomorrow"), 422, "invalid_time"),
+        (create(token, opens_at="2030-01-02T00:00:00Z", closes_at="2030-01-01T00:00:00Z"), 422, "invalid_time"),
+        (vote(token, poll["id"], []), 422, "invalid_options"),
+        (vote(token, poll["id"], ["not-a-uuid"]), 422, "invalid_options"),
+        (vote(token, poll["id"], [poll["options"][0]["id"]] * 2), 422, "invalid_options"),
+        (vote(token, poll["id"], [other["options"][0]["id"]]), 422, "invalid_options"),
+        (vote(token, poll["id"], [o["id"] for o in poll["options"][:2]]), 422, "invalid_options"),
+        (vote(token, "not-a-uuid", [poll["options"][0]["id"]]), 404, "not_found"),
+        (vote(token, "01937b2e-5f3a-7c41-9d2e-6a8b4c1f0e27", [poll["options"][0]["id"]]), 404, "not_found"),
+        (requests.get(f"{G}/v1/polls/../../etc/passwd", timeout=5), 404, "not_found"),
+        (requests.post(f"{G}/v1/polls", json={"title": "x", "options": ["a", "b"]}, timeout=5), 401, "missing_token"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, (code, response.status_code, response.text)
+        assert response.json()["code"] == code, (code, response.text)
+    # Nothing was stored by the refused ballots.
+    assert requests.get(f"{G}/v1/polls/{poll['id']}/votes/me", headers=bearer(token), timeout=5).status_code == 404
