@@ -2,6 +2,7 @@
 
 #include <boost/json/serialize.hpp>
 
+#include "auth/jwt.hpp"
 #include "auth/routes.hpp"
 #include "core/ids.hpp"
 #include "http/json_body.hpp"
@@ -46,6 +47,48 @@ asio::awaitable<Response> create(std::shared_ptr<Service> polls, Request& req, a
     if (e.sqlstate() != "22007" && e.sqlstate() != "22008" && e.sqlstate() != "23514") throw;
   }
   co_return http::invalid_field("invalid_time", "opens_at/closes_at are RFC 3339 times, closes_at after opens_at.");
+}
+
+// GET /v1/polls?status=open|closed|all&mine=true&limit=20&cursor=...
+asio::awaitable<Response> list(std::shared_ptr<Service> polls, std::shared_ptr<auth::Service> accounts, Request& req) {
+  const auto status = req.query_param("status").value_or("all");
+  if (status != "open" && status != "closed" && status != "all") {
+    co_return http::invalid_field("invalid_status", "status is open, closed or all.");
+  }
+  int limit = 20;
+  if (auto l = req.query_param("limit")) {
+    try {
+      std::size_t used = 0;
+      limit = std::stoi(*l, &used);
+      if (used != l->size()) limit = 0;
+    } catch (const std::exception&) {
+      limit = 0;
+    }
+    if (limit < 1 || limit > 100) co_return http::invalid_field("invalid_limit", "limit is an integer from 1 to 100.");
+  }
+  std::optional<std::string> after;
+  if (auto c = req.query_param("cursor")) {
+    auto decoded = auth::base64url_decode(*c);
+    if (!decoded || !ids::is_uuid(*decoded)) co_return http::invalid_field("invalid_cursor", "cursor is not valid.");
+    after = *decoded;
+  }
+  std::optional<std::string> owner;
+  if (req.query_param("mine").value_or("false") == "true") {
+    auto header = req.header("Authorization");
+    auto claims = header ? co_await accounts->authenticate(std::string(*header)) : std::nullopt;
+    if (!claims) {
+      auto res = http::problem(401, "invalid_token", "Unauthorized", "mine=true needs a valid access token.");
+      res.headers.set("WWW-Authenticate", R"(Bearer realm="nimbus", error="invalid_token")");
+      co_return res;
+    }
+    owner = claims->sub;
+  }
+  auto page = co_await polls->list(status, owner, after, limit);
+  json::array items;
+  for (auto& p : page.items) items.push_back(std::move(p));
+  json::object body{{"items", std::move(items)}, {"next_cursor", nullptr}};
+  if (page.next_after) body["next_cursor"] = auth::base64url_encode(*page.next_after);
+  co_return http::json(200, json::serialize(body));
 }
 
 asio::awaitable<Response> get(std::shared_ptr<Service> polls, Request& req) {
@@ -127,6 +170,7 @@ void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::share
   router.add(http::Method::post, "/v1/polls",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return create(polls, r, c); }),
              small);
+  router.add(http::Method::get, "/v1/polls", [polls, accounts](Request& r) { return list(polls, accounts, r); });
   router.add(http::Method::get, "/v1/polls/{id}", [polls](Request& r) { return get(polls, r); });
   router.add(http::Method::post, "/v1/polls/{id}/close",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return close(polls, r, c); }), small);

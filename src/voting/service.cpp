@@ -21,14 +21,25 @@ INSERT INTO poll_options (poll_id, id, position, text)
 SELECT (SELECT id FROM p), u.id, u.pos, u.text
   FROM unnest($9::uuid[], $10::text[]) WITH ORDINALITY AS u(id, text, pos))";
 
-constexpr std::string_view kGet =
-    "SELECT p.id, p.owner_id, p.title, p.description, p.max_choices, p.results_visibility, " NIMBUS_TS(
+const std::string kPollColumns =
+    "p.id, p.owner_id, p.title, p.description, p.max_choices, p.results_visibility, " NIMBUS_TS(
         "p.opens_at") ", " NIMBUS_TS("p.closes_at") ", " NIMBUS_TS("p.closed_at") ", " NIMBUS_TS("p.created_at") R"(,
        CASE WHEN p.closed_at IS NOT NULL OR (p.closes_at IS NOT NULL AND p.closes_at <= now()) THEN 'closed'
             WHEN p.opens_at IS NOT NULL AND p.opens_at > now() THEN 'scheduled' ELSE 'open' END,
        (SELECT json_agg(json_build_object('id', o.id, 'text', o.text) ORDER BY o.position)
-          FROM poll_options o WHERE o.poll_id = p.id)
-  FROM polls p WHERE p.id = $1)";
+          FROM poll_options o WHERE o.poll_id = p.id))";
+
+const std::string kGet = "SELECT " + kPollColumns + " FROM polls p WHERE p.id = $1";
+
+// Keyset pagination, newest first; the cursor is the last poll of the previous page.
+const std::string kList = "SELECT " + kPollColumns + R"( FROM polls p
+ WHERE ($1::text = 'all'
+        OR ($1::text = 'open' AND p.closed_at IS NULL AND (p.closes_at IS NULL OR p.closes_at > now()))
+        OR ($1::text = 'closed' AND (p.closed_at IS NOT NULL OR (p.closes_at IS NOT NULL AND p.closes_at <= now()))))
+   AND ($2::uuid IS NULL OR p.owner_id = $2::uuid)
+   AND ($3::uuid IS NULL OR (p.created_at, p.id) < (SELECT c.created_at, c.id FROM polls c WHERE c.id = $3::uuid))
+ ORDER BY p.created_at DESC, p.id DESC
+ LIMIT $4)";
 
 // One statement, one round trip: is the poll there, is it open, is the selection within
 // max_choices, then the ballot (ON CONFLICT: someone — maybe this same client on a
@@ -72,9 +83,24 @@ SELECT results_visibility, owner_id = $2,
 
 #undef NIMBUS_TS
 
-json::value nullable(const pg::Result& r, int col) {
-  if (r.is_null(0, col)) return nullptr;
-  return json::string(r.get(0, col));
+json::value nullable(const pg::Result& r, int row, int col) {
+  if (r.is_null(row, col)) return nullptr;
+  return json::string(r.get(row, col));
+}
+
+json::object poll_json(const pg::Result& r, int i) {
+  return {{"id", r.get(i, 0)},
+          {"owner_id", r.get(i, 1)},
+          {"title", r.get(i, 2)},
+          {"description", nullable(r, i, 3)},
+          {"max_choices", r.get_int(i, 4)},
+          {"results_visibility", r.get(i, 5)},
+          {"opens_at", nullable(r, i, 6)},
+          {"closes_at", nullable(r, i, 7)},
+          {"closed_at", nullable(r, i, 8)},
+          {"created_at", r.get(i, 9)},
+          {"status", r.get(i, 10)},
+          {"options", json::parse(r.get(i, 11))}};
 }
 
 // "{a,b}" (PostgreSQL's text form of uuid[]) → ids.
@@ -111,19 +137,18 @@ asio::awaitable<std::optional<json::object>> Service::get(std::string poll_id) {
   auto db = co_await pg_->acquire();
   auto r = co_await db.query(kGet, pg::params(poll_id));
   if (r.rows() == 0) co_return std::nullopt;
-  json::object poll{{"id", r.get(0, 0)},
-                    {"owner_id", r.get(0, 1)},
-                    {"title", r.get(0, 2)},
-                    {"description", nullable(r, 3)},
-                    {"max_choices", r.get_int(0, 4)},
-                    {"results_visibility", r.get(0, 5)},
-                    {"opens_at", nullable(r, 6)},
-                    {"closes_at", nullable(r, 7)},
-                    {"closed_at", nullable(r, 8)},
-                    {"created_at", r.get(0, 9)},
-                    {"status", r.get(0, 10)},
-                    {"options", json::parse(r.get(0, 11))}};
-  co_return poll;
+  co_return poll_json(r, 0);
+}
+
+asio::awaitable<Page> Service::list(std::string status, std::optional<std::string> owner_id,
+                                    std::optional<std::string> after, int limit) {
+  auto db = co_await pg_->acquire();
+  auto r = co_await db.query(kList, pg::params(status, owner_id, after, limit + 1));
+  Page page;
+  const int n = std::min(r.rows(), limit);
+  for (int i = 0; i < n; ++i) page.items.push_back(poll_json(r, i));
+  if (r.rows() > limit) page.next_after = std::string(r.get(limit - 1, 0));
+  co_return page;
 }
 
 asio::awaitable<OwnerAction> Service::close(std::string poll_id, std::string user_id) {

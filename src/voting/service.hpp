@@ -27,6 +27,11 @@ struct VoteResult {
 
 enum class OwnerAction { done, not_found, forbidden };
 
+struct Page {
+  std::vector<boost::json::object> items;
+  std::optional<std::string> next_after;  // id of the last item, when there is more
+};
+
 class Service {
  public:
   explicit Service(std::shared_ptr<pg::Pool> pg) : pg_(std::move(pg)) {}
@@ -34,6 +39,9 @@ class Service {
   boost::asio::awaitable<boost::json::object> create(std::string owner_id, NewPoll poll);
   // The poll as the API shows it, or nullopt.
   boost::asio::awaitable<std::optional<boost::json::object>> get(std::string poll_id);
+  // status: "open" | "closed" | "all"; owner_id: only that user's polls.
+  boost::asio::awaitable<Page> list(std::string status, std::optional<std::string> owner_id,
+                                    std::optional<std::string> after, int limit);
   boost::asio::awaitable<OwnerAction> close(std::string poll_id, std::string user_id);
   boost::asio::awaitable<OwnerAction> remove(std::string poll_id, std::string user_id);
   boost::asio::awaitable<VoteResult> vote(std::string poll_id, std::string user_id,

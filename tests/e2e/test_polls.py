@@ -170,3 +170,35 @@ def test_bad_input_gets_4xx_with_codes():
         assert response.json()["code"] == code, (code, response.text)
     # Nothing was stored by the refused ballots.
     assert requests.get(f"{G}/v1/polls/{poll['id']}/votes/me", headers=bearer(token), timeout=5).status_code == 404
+
+
+def test_list_filters_and_paginates_newest_first():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    made = [create(token, title=f"poll {i}").json()["id"] for i in range(5)]
+    requests.post(f"{G}/v1/polls/{made[0]}/close", headers=bearer(token), timeout=5)
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"mine": "true", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        r = requests.get(f"{G}/v1/polls", params=params, headers=bearer(token), timeout=5)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        seen += [p["id"] for p in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(made)), "newest first, every poll once"
+    assert pages == 3
+    open_ids = [p["id"] for p in requests.get(f"{G}/v1/polls", params={"mine": "true", "status": "open"},
+                                              headers=bearer(token), timeout=5).json()["items"]]
+    assert made[0] not in open_ids and set(made[1:]) <= set(open_ids)
+    closed = requests.get(f"{G}/v1/polls", params={"mine": "true", "status": "closed"}, headers=bearer(token),
+                          timeout=5).json()["items"]
+    assert [p["id"] for p in closed] == [made[0]]
+    for params, code in (({"limit": 0}, "invalid_limit"), ({"limit": 101}, "invalid_limit"),
+                         ({"limit": "x"}, "invalid_limit"), ({"status": "both"}, "invalid_status"),
+                         ({"cursor": "!!"}, "invalid_cursor")):
+        r = requests.get(f"{G}/v1/polls", params=params, timeout=5)
+        assert r.status_code == 422 and r.json()["code"] == code, (params, r.text)
+    assert requests.get(f"{G}/v1/polls", params={"mine": "true"}, timeout=5).status_code == 401
