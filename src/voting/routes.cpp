@@ -74,8 +74,12 @@ asio::awaitable<Response> list(std::shared_ptr<Service> polls, std::shared_ptr<a
   }
   std::optional<std::string> owner;
   if (req.query_param("mine").value_or("false") == "true") {
-    auto header = req.header("Authorization");
-    auto claims = header ? co_await accounts->authenticate(std::string(*header)) : std::nullopt;
+    // (an if, not a conditional expression: GCC 12 mis-compiles co_await inside ?:)
+    std::optional<auth::Claims> claims;
+    if (auto header = req.header("Authorization")) {
+      std::string value(*header);
+      claims = co_await accounts->authenticate(std::move(value));
+    }
     if (!claims) {
       auto res = http::problem(401, "invalid_token", "Unauthorized", "mine=true needs a valid access token.");
       res.headers.set("WWW-Authenticate", R"(Bearer realm="nimbus", error="invalid_token")");
