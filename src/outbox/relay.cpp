@@ -108,7 +108,9 @@ asio::awaitable<void> Relay::run() {
         co_await listener->execute_script("LISTEN outbox", std::chrono::steady_clock::now() + std::chrono::seconds(5));
       }
       // Drain, then sleep until a commit NOTIFYs us (or the poll interval passes).
-      while (!stopping_ && co_await run_once() == config_.batch_size) {
+      while (!stopping_) {
+        const int sent = co_await run_once();
+        if (sent < config_.batch_size) break;
       }
       if (std::chrono::steady_clock::now() >= next_purge) {
         co_await purge_published();

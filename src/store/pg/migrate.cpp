@@ -78,7 +78,8 @@ std::shared_ptr<std::atomic<bool>> migrate_in_background(boost::asio::any_io_exe
 }
 
 boost::asio::awaitable<bool> ready(std::shared_ptr<Pool> pool, std::shared_ptr<std::atomic<bool>> schema_ready) {
-  co_return schema_ready->load() && co_await pool->ping();
+  if (!schema_ready->load()) co_return false;
+  co_return co_await pool->ping();
 }
 
 }  // namespace nimbus::pg
