@@ -12,10 +12,10 @@
 #include "http/ops.hpp"
 #include "runtime/service.hpp"
 #include "storage/s3/client.hpp"
-#include "voting/routes.hpp"
 #include "store/pg/migrate.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
+#include "voting/routes.hpp"
 
 namespace {
 

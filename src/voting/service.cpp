@@ -151,22 +151,21 @@ asio::awaitable<Page> Service::list(std::string status, std::optional<std::strin
   co_return page;
 }
 
-asio::awaitable<OwnerAction> Service::close(std::string poll_id, std::string user_id) {
+asio::awaitable<OwnerAction> Service::as_owner(std::string poll_id, std::string user_id, std::string_view sql) {
   auto db = co_await pg_->acquire();
   auto owner = co_await db.query(kOwner, pg::params(poll_id));
   if (owner.rows() == 0) co_return OwnerAction::not_found;
   if (owner.get(0, 0) != user_id) co_return OwnerAction::forbidden;
-  co_await db.query(kClose, pg::params(poll_id));
+  co_await db.query(sql, pg::params(poll_id));
   co_return OwnerAction::done;
 }
 
+asio::awaitable<OwnerAction> Service::close(std::string poll_id, std::string user_id) {
+  return as_owner(std::move(poll_id), std::move(user_id), kClose);
+}
+
 asio::awaitable<OwnerAction> Service::remove(std::string poll_id, std::string user_id) {
-  auto db = co_await pg_->acquire();
-  auto owner = co_await db.query(kOwner, pg::params(poll_id));
-  if (owner.rows() == 0) co_return OwnerAction::not_found;
-  if (owner.get(0, 0) != user_id) co_return OwnerAction::forbidden;
-  co_await db.query(kDelete, pg::params(poll_id));
-  co_return OwnerAction::done;
+  return as_owner(std::move(poll_id), std::move(user_id), kDelete);
 }
 
 asio::awaitable<VoteResult> Service::vote(std::string poll_id, std::string user_id,

@@ -56,6 +56,8 @@ class Service {
   boost::asio::awaitable<Results> results(std::string poll_id, std::string user_id);
 
  private:
+  // Runs `sql` ($1 = poll id) if `user_id` owns the poll.
+  boost::asio::awaitable<OwnerAction> as_owner(std::string poll_id, std::string user_id, std::string_view sql);
   std::shared_ptr<pg::Pool> pg_;
 };
 
