@@ -89,6 +89,12 @@ constexpr std::string_view kUser =
 std::string code_key(const std::string& email) {
   return "auth:code:" + email;
 }
+std::string cooldown_key(const std::string& email) {
+  return "auth:cooldown:" + email;
+}
+std::string issued_key(const std::string& email) {
+  return "auth:issued:" + email;
+}
 std::string sid_key(const std::string& sid) {
   return "auth:revoked:sid:" + sid;
 }
@@ -129,7 +135,7 @@ asio::awaitable<Outcome<Started>> Service::start_email(std::string email_text, s
   }
   const auto executor = co_await asio::this_coro::executor;
   const auto code = generate_code();
-  const std::vector<std::string> keys{"auth:cooldown:" + *email, code_key(*email), "auth:issued:" + *email};
+  const std::vector<std::string> keys{cooldown_key(*email), code_key(*email), issued_key(*email)};
   const std::vector<std::string> args{std::to_string(config_.resend_cooldown.count()),
                                       code_mac(config_.code_secret, *email, code),
                                       std::to_string(config_.code_ttl.count()), "86400"};
@@ -150,7 +156,7 @@ asio::awaitable<Outcome<Started>> Service::start_email(std::string email_text, s
     co_await outbox::enqueue(db, message);
   } catch (...) {
     // Without the email the code is useless: let the user ask again at once.
-    asio::co_spawn(executor, redis_->command("DEL", "auth:cooldown:" + *email), asio::detached);
+    asio::co_spawn(executor, redis_->command("DEL", cooldown_key(*email)), asio::detached);
     throw;
   }
   co_return Started{};
@@ -169,7 +175,7 @@ asio::awaitable<Outcome<Tokens>> Service::verify_email(std::string email_text, s
   const auto state = attempt.elements.empty() ? -1 : attempt.elements[0].integer;
   if (state == -2) co_return Refused{Failure::too_many_attempts, config_.code_ttl};
   if (state == -1) {
-    auto issued = co_await redis_->command("EXISTS", "auth:issued:" + *email);
+    auto issued = co_await redis_->command("EXISTS", issued_key(*email));
     co_return Refused{issued.integer == 1 ? Failure::code_expired : Failure::invalid_code};
   }
   const auto& stored = attempt.elements[1].str;

@@ -21,6 +21,14 @@ Response poll_not_found() {
   return http::not_found("No poll with this id.");
 }
 
+// The {id} of the path if it can name a poll at all; anything else is a 404 without a
+// query (and never reaches PostgreSQL as a malformed uuid).
+std::optional<std::string> poll_id(const Request& req) {
+  std::string id(req.param("id"));
+  if (!ids::is_uuid(id)) return std::nullopt;
+  return id;
+}
+
 Response owner_refusal(OwnerAction a) {
   if (a == OwnerAction::not_found) return poll_not_found();
   return http::problem(403, "not_owner", "Forbidden", "Only the poll's owner may do this.");
@@ -96,33 +104,34 @@ asio::awaitable<Response> list(std::shared_ptr<Service> polls, std::shared_ptr<a
 }
 
 asio::awaitable<Response> get(std::shared_ptr<Service> polls, Request& req) {
-  const std::string id(req.param("id"));
-  if (!ids::is_uuid(id)) co_return poll_not_found();
+  const auto id = poll_id(req).value_or("");
+  if (id.empty()) co_return poll_not_found();
   auto poll = co_await polls->get(id);
   if (!poll) co_return poll_not_found();
   co_return http::json(200, json::serialize(*poll));
 }
 
 asio::awaitable<Response> close(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const std::string id(req.param("id"));
-  if (!ids::is_uuid(id)) co_return poll_not_found();
+  const auto id = poll_id(req).value_or("");
+  if (id.empty()) co_return poll_not_found();
   auto done = co_await polls->close(id, who.sub);
   if (done != OwnerAction::done) co_return owner_refusal(done);
   auto poll = co_await polls->get(id);
+  if (!poll) co_return poll_not_found();  // deleted in between
   co_return http::json(200, json::serialize(*poll));
 }
 
 asio::awaitable<Response> remove(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const std::string id(req.param("id"));
-  if (!ids::is_uuid(id)) co_return poll_not_found();
+  const auto id = poll_id(req).value_or("");
+  if (id.empty()) co_return poll_not_found();
   auto done = co_await polls->remove(id, who.sub);
   if (done != OwnerAction::done) co_return owner_refusal(done);
   co_return http::empty(204);
 }
 
 asio::awaitable<Response> vote(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const std::string id(req.param("id"));
-  if (!ids::is_uuid(id)) co_return poll_not_found();
+  const auto id = poll_id(req).value_or("");
+  if (id.empty()) co_return poll_not_found();
   auto parsed = http::json_object_body(req);
   if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
   auto selection = parse_selection(std::get<json::object>(parsed));
@@ -147,16 +156,16 @@ asio::awaitable<Response> vote(std::shared_ptr<Service> polls, Request& req, aut
 }
 
 asio::awaitable<Response> my_ballot(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const std::string id(req.param("id"));
-  if (!ids::is_uuid(id)) co_return poll_not_found();
+  const auto id = poll_id(req).value_or("");
+  if (id.empty()) co_return poll_not_found();
   auto ballot = co_await polls->my_ballot(id, who.sub);
   if (!ballot) co_return http::not_found("You have not voted in this poll.");
   co_return ballot_json(200, id, *ballot);
 }
 
 asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const std::string id(req.param("id"));
-  if (!ids::is_uuid(id)) co_return poll_not_found();
+  const auto id = poll_id(req).value_or("");
+  if (id.empty()) co_return poll_not_found();
   auto r = co_await polls->results(id, who.sub);
   if (r.hidden) {
     co_return http::problem(403, "results_hidden", "Results hidden",
