@@ -54,7 +54,9 @@ int run_api(const runtime::ServiceConfig& config) {
   http::Router router;
   http::add_ops_routes(router, readiness, metrics);
   auth::add_routes(router, accounts);
-  voting::add_routes(router, std::make_shared<voting::Service>(pg), accounts);
+  auto tally = std::make_shared<voting::Tally>(redis, pg);
+  auto ballot_box = voting::BallotBox::create(ioc.get_executor(), pg, tally, voting::BallotBoxConfig::from_env());
+  voting::add_routes(router, std::make_shared<voting::Service>(pg, tally, ballot_box), accounts);
   if (debug_routes) api::add_debug_routes(router);
 
   http::Server server(ioc, config.http, router, metrics);

@@ -251,17 +251,23 @@ asio::awaitable<std::optional<Claims>> Service::authenticate(std::string authori
                   [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
     co_return std::nullopt;
   }
-  auto verified = config_.keys->verify(std::string_view(authorization).substr(scheme.size()), config_.issuer,
-                                       config_.audience, std::chrono::system_clock::now());
-  if (!verified.ok()) co_return std::nullopt;
+  const auto token = std::string_view(authorization).substr(scheme.size());
+  const auto now = std::chrono::system_clock::now();
+  auto claims = verified_->find(token, now);
+  if (!claims) {
+    auto verified = config_.keys->verify(token, config_.issuer, config_.audience, now);
+    if (!verified.ok()) co_return std::nullopt;
+    verified_->remember(token, *verified.claims);
+    claims = std::move(verified.claims);
+  }
   // Revocation is checked on every request, against state every instance shares.
   std::vector<redis::Command> lookups;
-  lookups.push_back({"EXISTS", sid_key(verified.claims->sid)});
-  lookups.push_back({"GET", user_key(verified.claims->sub)});
+  lookups.push_back({"EXISTS", sid_key(claims->sid)});
+  lookups.push_back({"GET", user_key(claims->sub)});
   auto replies = co_await redis_->pipeline(std::move(lookups));
   if (replies[0].integer == 1) co_return std::nullopt;
-  if (!replies[1].is_nil() && verified.claims->iat <= std::stoll(replies[1].str)) co_return std::nullopt;
-  co_return verified.claims;
+  if (!replies[1].is_nil() && claims->iat <= std::stoll(replies[1].str)) co_return std::nullopt;
+  co_return claims;
 }
 
 asio::awaitable<std::optional<User>> Service::user(std::string id) {

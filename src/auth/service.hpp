@@ -15,6 +15,7 @@
 
 #include "auth/config.hpp"
 #include "auth/jwt.hpp"
+#include "auth/verified_tokens.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
 
@@ -70,6 +71,7 @@ class Service {
   Tokens issue(const User& user, const std::string& session_id, std::string refresh_token) const;
 
   Config config_;
+  std::unique_ptr<VerifiedTokens> verified_ = std::make_unique<VerifiedTokens>();
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<redis::Client> redis_;
 };

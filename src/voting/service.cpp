@@ -2,6 +2,7 @@
 
 #include <boost/json/parse.hpp>
 
+#include "core/errors.hpp"
 #include "core/ids.hpp"
 
 namespace nimbus::voting {
@@ -41,45 +42,18 @@ const std::string kList = "SELECT " + kPollColumns + R"( FROM polls p
  ORDER BY p.created_at DESC, p.id DESC
  LIMIT $4)";
 
-// One statement, one round trip: is the poll there, is it open, is the selection within
-// max_choices, then the ballot (ON CONFLICT: someone — maybe this same client on a
-// retry — voted first) and its choices.
-constexpr std::string_view kVote = R"(
-WITH poll AS (
-  SELECT id, max_choices,
-         closed_at IS NULL AND (opens_at IS NULL OR opens_at <= now())
-                           AND (closes_at IS NULL OR closes_at > now()) AS open
-    FROM polls WHERE id = $1),
-b AS (
-  INSERT INTO ballots (poll_id, user_id, option_ids)
-  SELECT id, $2, $3::uuid[] FROM poll WHERE open AND cardinality($3::uuid[]) <= max_choices
-  ON CONFLICT (poll_id, user_id) DO NOTHING
-  RETURNING poll_id),
-c AS (
-  INSERT INTO ballot_choices (poll_id, user_id, option_id)
-  SELECT $1, $2, unnest($3::uuid[]) FROM b)
-SELECT (SELECT count(*) FROM poll), coalesce((SELECT open FROM poll), false),
-       coalesce((SELECT cardinality($3::uuid[]) <= max_choices FROM poll), false),
-       (SELECT count(*) FROM b),
-       (SELECT option_ids::text FROM ballots WHERE poll_id = $1 AND user_id = $2))";
-
-constexpr std::string_view kMyBallot = "SELECT option_ids::text FROM ballots WHERE poll_id = $1 AND user_id = $2";
+constexpr std::string_view kMyBallot =
+    "SELECT array_to_string(option_ids, ',') FROM ballots WHERE poll_id = $1 AND user_id = $2";
 constexpr std::string_view kOwner = "SELECT owner_id FROM polls WHERE id = $1";
 constexpr std::string_view kClose = "UPDATE polls SET closed_at = coalesce(closed_at, now()) WHERE id = $1";
 constexpr std::string_view kDelete = "DELETE FROM polls WHERE id = $1";
-constexpr std::string_view kCounts = R"(
-SELECT o.id, o.text, count(c.option_id)
-  FROM poll_options o
-  LEFT JOIN ballot_choices c ON c.poll_id = o.poll_id AND c.option_id = o.id
- WHERE o.poll_id = $1
- GROUP BY o.id, o.text, o.position
- ORDER BY o.position)";
-constexpr std::string_view kVisibility = R"(
-SELECT results_visibility, owner_id = $2,
-       closed_at IS NOT NULL OR (closes_at IS NOT NULL AND closes_at <= now()),
-       EXISTS (SELECT 1 FROM ballots WHERE poll_id = $1 AND user_id = $2),
-       (SELECT count(*) FROM ballots WHERE poll_id = $1)
-  FROM polls WHERE id = $1)";
+// What the results need besides the counts: who may see them, and the options' texts.
+constexpr std::string_view kResultsPoll = R"(
+SELECT p.results_visibility, coalesce(p.owner_id = $2::uuid, false),
+       p.closed_at IS NOT NULL OR (p.closes_at IS NOT NULL AND p.closes_at <= now()),
+       (SELECT json_agg(json_build_object('id', o.id, 'text', o.text) ORDER BY o.position)
+          FROM poll_options o WHERE o.poll_id = p.id)
+  FROM polls p WHERE p.id = $1)";
 
 #undef NIMBUS_TS
 
@@ -103,18 +77,17 @@ json::object poll_json(const pg::Result& r, int i) {
           {"options", json::parse(r.get(i, 11))}};
 }
 
-// "{a,b}" (PostgreSQL's text form of uuid[]) → ids.
-std::vector<std::string> parse_uuid_array(std::string_view text) {
-  std::vector<std::string> out;
-  if (text.size() < 2) return out;
-  text = text.substr(1, text.size() - 2);
-  while (!text.empty()) {
-    auto comma = text.find(',');
-    out.emplace_back(text.substr(0, comma));
-    if (comma == std::string_view::npos) break;
-    text.remove_prefix(comma + 1);
+json::object results_json(const std::string& poll_id, const json::array& options, const Counts& counts,
+                          bool closed) {
+  json::array out;
+  for (const auto& o : options) {
+    const auto& option = o.as_object();
+    const std::string id(option.at("id").as_string());
+    auto n = counts.by_option.find(id);
+    out.push_back(json::object{
+        {"id", id}, {"text", option.at("text")}, {"votes", n == counts.by_option.end() ? 0 : n->second}});
   }
-  return out;
+  return {{"poll_id", poll_id}, {"total_votes", counts.total}, {"options", std::move(out)}, {"closed", closed}};
 }
 
 }  // namespace
@@ -129,6 +102,7 @@ asio::awaitable<json::object> Service::create(std::string owner_id, NewPoll poll
                                           poll.results_visibility, poll.opens_at, poll.closes_at,
                                           pg::array_literal(option_ids), pg::array_literal(poll.options)));
   }
+  co_await tally_->start(id);
   auto created = co_await get(id);
   co_return std::move(*created);
 }
@@ -161,64 +135,66 @@ asio::awaitable<OwnerAction> Service::as_owner(std::string poll_id, std::string 
 }
 
 asio::awaitable<OwnerAction> Service::close(std::string poll_id, std::string user_id) {
-  return as_owner(std::move(poll_id), std::move(user_id), kClose);
+  auto done = co_await as_owner(poll_id, std::move(user_id), kClose);
+  if (done == OwnerAction::done) co_await tally_->announce(poll_id);
+  co_return done;
 }
 
 asio::awaitable<OwnerAction> Service::remove(std::string poll_id, std::string user_id) {
-  return as_owner(std::move(poll_id), std::move(user_id), kDelete);
+  auto done = co_await as_owner(poll_id, std::move(user_id), kDelete);
+  if (done == OwnerAction::done) co_await tally_->forget(poll_id);
+  co_return done;
 }
 
 asio::awaitable<VoteResult> Service::vote(std::string poll_id, std::string user_id,
                                           std::vector<std::string> option_ids) {
-  auto db = co_await pg_->acquire();
-  pg::Result r;
-  try {
-    r = co_await db.query(kVote, pg::params(poll_id, user_id, pg::array_literal(option_ids)));
-  } catch (const pg::Error& e) {
-    // 23503: an option of another poll (or none); 23505 cannot happen (ids are distinct).
-    if (e.sqlstate() != "23503") throw;
-    r = pg::Result();
-  }
-  if (r.rows() == 0) co_return VoteResult{VoteOutcome::invalid_options, {}};
-  if (r.get_int(0, 0) == 0) co_return VoteResult{VoteOutcome::not_found, {}};
-  if (r.get_int(0, 3) == 1) co_return VoteResult{VoteOutcome::created, option_ids};
-  if (!r.is_null(0, 4)) {
-    auto stored = parse_uuid_array(r.get(0, 4));
-    co_return VoteResult{stored == option_ids ? VoteOutcome::same_again : VoteOutcome::already_voted, stored};
-  }
-  if (!r.get_bool(0, 1)) co_return VoteResult{VoteOutcome::poll_closed, {}};
-  if (!r.get_bool(0, 2)) co_return VoteResult{VoteOutcome::invalid_options, {}};  // over max_choices
-  // Open, within max_choices, not inserted, yet no ballot in our snapshot: a concurrent
-  // vote of this user committed after the statement began. Read it with a new snapshot.
-  auto again = co_await db.query(kMyBallot, pg::params(poll_id, user_id));
-  if (again.rows() == 0) throw std::runtime_error("ballot conflict without a ballot");
-  auto stored = parse_uuid_array(again.get(0, 0));
-  co_return VoteResult{stored == option_ids ? VoteOutcome::same_again : VoteOutcome::already_voted, stored};
+  return box_->cast(Ballot{std::move(poll_id), std::move(user_id), std::move(option_ids)});
 }
 
 asio::awaitable<std::optional<std::vector<std::string>>> Service::my_ballot(std::string poll_id, std::string user_id) {
+  std::optional<std::vector<std::string>> known;
+  try {
+    known = co_await tally_->ballot_of(poll_id, user_id);
+  } catch (const DependencyUnavailable&) {
+    // Redis down: ask the truth.
+  }
+  if (known) co_return known;
   auto db = co_await pg_->acquire();
   auto r = co_await db.query(kMyBallot, pg::params(poll_id, user_id));
   if (r.rows() == 0) co_return std::nullopt;
-  co_return parse_uuid_array(r.get(0, 0));
+  co_return split_ids(r.get(0, 0));
 }
 
 asio::awaitable<Service::Results> Service::results(std::string poll_id, std::string user_id) {
-  auto db = co_await pg_->acquire();
-  auto v = co_await db.query(kVisibility, pg::params(poll_id, user_id));
-  if (v.rows() == 0) co_return Results{};
-  const auto visibility = parse_visibility(v.get(0, 0)).value_or(Visibility::always);
-  const bool closed = v.get_bool(0, 2);
-  if (!results_visible(visibility, v.get_bool(0, 3), closed, v.get_bool(0, 1))) co_return Results{{}, true};
-  auto counts = co_await db.query(kCounts, pg::params(poll_id));
-  json::array options;
-  for (int i = 0; i < counts.rows(); ++i) {
-    options.push_back(
-        json::object{{"id", counts.get(i, 0)}, {"text", counts.get(i, 1)}, {"votes", counts.get_int(i, 2)}});
+  pg::Result poll;
+  {
+    auto db = co_await pg_->acquire();
+    poll = co_await db.query(kResultsPoll, pg::params(poll_id, user_id));
   }
-  json::object body{
-      {"poll_id", poll_id}, {"total_votes", v.get_int(0, 4)}, {"options", std::move(options)}, {"closed", closed}};
-  co_return Results{std::move(body), false};
+  if (poll.rows() == 0) co_return Results{};
+  const auto visibility = parse_visibility(poll.get(0, 0)).value_or(Visibility::always);
+  const bool owner = poll.get_bool(0, 1);
+  const bool closed = poll.get_bool(0, 2);
+  // Whether this user voted matters only for after_vote polls still open.
+  bool voted = false;
+  if (!results_visible(visibility, false, closed, owner)) {
+    auto mine = co_await my_ballot(poll_id, user_id);
+    voted = mine.has_value();
+  }
+  if (!results_visible(visibility, voted, closed, owner)) co_return Results{{}, true};
+  auto counts = co_await tally_->counts(poll_id);
+  co_return Results{results_json(poll_id, json::parse(poll.get(0, 3)).as_array(), counts, closed), false};
+}
+
+asio::awaitable<std::optional<json::object>> Service::snapshot(std::string poll_id) {
+  pg::Result poll;
+  {
+    auto db = co_await pg_->acquire();
+    poll = co_await db.query(kResultsPoll, pg::params(poll_id, std::optional<std::string>()));
+  }
+  if (poll.rows() == 0) co_return std::nullopt;
+  auto counts = co_await tally_->counts(poll_id);
+  co_return results_json(poll_id, json::parse(poll.get(0, 3)).as_array(), counts, poll.get_bool(0, 2));
 }
 
 }  // namespace nimbus::voting

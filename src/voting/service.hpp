@@ -14,16 +14,11 @@
 #include <vector>
 
 #include "store/pg/pool.hpp"
+#include "voting/ballot_box.hpp"
 #include "voting/rules.hpp"
+#include "voting/tally.hpp"
 
 namespace nimbus::voting {
-
-enum class VoteOutcome { created, same_again, already_voted, poll_closed, not_found, invalid_options };
-
-struct VoteResult {
-  VoteOutcome outcome;
-  std::vector<std::string> option_ids;  // the stored selection
-};
 
 enum class OwnerAction { done, not_found, forbidden };
 
@@ -34,7 +29,8 @@ struct Page {
 
 class Service {
  public:
-  explicit Service(std::shared_ptr<pg::Pool> pg) : pg_(std::move(pg)) {}
+  Service(std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally, std::shared_ptr<BallotBox> box)
+      : pg_(std::move(pg)), tally_(std::move(tally)), box_(std::move(box)) {}
 
   boost::asio::awaitable<boost::json::object> create(std::string owner_id, NewPoll poll);
   // The poll as the API shows it, or nullopt.
@@ -46,19 +42,25 @@ class Service {
   boost::asio::awaitable<OwnerAction> remove(std::string poll_id, std::string user_id);
   boost::asio::awaitable<VoteResult> vote(std::string poll_id, std::string user_id,
                                           std::vector<std::string> option_ids);
+  // "Did I vote?": Redis first, PostgreSQL (the truth) when Redis does not know.
   boost::asio::awaitable<std::optional<std::vector<std::string>>> my_ballot(std::string poll_id, std::string user_id);
-  // Exact counts from the ballots table; nullopt when the poll does not exist, or the
-  // string "hidden" in `hidden_reason` when the visibility rule forbids it.
+  // Exact counts (Redis tally, PostgreSQL when it is incomplete); `body` is empty when
+  // the poll does not exist, `hidden` when its visibility rule hides the results from
+  // this user.
   struct Results {
     std::optional<boost::json::object> body;
     bool hidden = false;
   };
   boost::asio::awaitable<Results> results(std::string poll_id, std::string user_id);
+  // The results without the visibility check (for a live stream already allowed).
+  boost::asio::awaitable<std::optional<boost::json::object>> snapshot(std::string poll_id);
 
  private:
   // Runs `sql` ($1 = poll id) if `user_id` owns the poll.
   boost::asio::awaitable<OwnerAction> as_owner(std::string poll_id, std::string user_id, std::string_view sql);
   std::shared_ptr<pg::Pool> pg_;
+  std::shared_ptr<Tally> tally_;
+  std::shared_ptr<BallotBox> box_;
 };
 
 }  // namespace nimbus::voting

@@ -1,5 +1,6 @@
 #include "store/redis/client.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -373,6 +374,29 @@ asio::awaitable<Reply> Client::eval(const Script& script, std::vector<std::strin
   if (reply.is_error() && reply.str.starts_with("NOSCRIPT")) reply = co_await command(build("EVAL", script.source));
   if (reply.is_error()) throw Error("script failed: " + reply.str);
   co_return reply;
+}
+
+asio::awaitable<std::vector<Reply>> Client::eval_many(const Script& script, std::vector<Call> calls) {
+  std::vector<Command> cmds;
+  cmds.reserve(calls.size());
+  for (auto& call : calls) {
+    Command cmd{"EVALSHA", script.sha1, std::to_string(call.keys.size())};
+    cmd.insert(cmd.end(), call.keys.begin(), call.keys.end());
+    cmd.insert(cmd.end(), call.args.begin(), call.args.end());
+    cmds.push_back(std::move(cmd));
+  }
+  auto replies = co_await pipeline(cmds);
+  const bool unknown = std::any_of(replies.begin(), replies.end(),
+                                   [](const Reply& r) { return r.is_error() && r.str.starts_with("NOSCRIPT"); });
+  if (unknown) {
+    Command load{"SCRIPT", "LOAD", script.source};
+    auto loaded = co_await command(std::move(load));
+    if (loaded.is_error()) throw Error("script load failed: " + loaded.str);
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      if (replies[i].is_error() && replies[i].str.starts_with("NOSCRIPT")) replies[i] = co_await command(cmds[i]);
+    }
+  }
+  co_return replies;
 }
 
 asio::awaitable<bool> Client::ping() {

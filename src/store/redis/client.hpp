@@ -85,6 +85,13 @@ class Client : public std::enable_shared_from_this<Client> {
   // Throws redis::Error on a script error.
   boost::asio::awaitable<Reply> eval(const Script& script, std::vector<std::string> keys,
                                      std::vector<std::string> args);
+  // The same script over several key/argument sets in one pipeline (one round trip),
+  // loading it once if the server does not know it. Replies in order; an error reply
+  // stays in its slot for the caller to judge.
+  struct Call {
+    std::vector<std::string> keys, args;
+  };
+  boost::asio::awaitable<std::vector<Reply>> eval_many(const Script& script, std::vector<Call> calls);
   boost::asio::awaitable<bool> ping();
   bool connected() const;
 

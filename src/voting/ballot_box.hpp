@@ -1,0 +1,79 @@
+// Casting ballots with group commit.
+//
+// Every vote waits for a COMMIT, and a commit waits for the WAL to reach the disk, so
+// one transaction per vote makes the disk flush the limit. The ballot box batches the
+// votes that arrive while earlier ones are being written: a vote on an idle box is
+// written at once (a batch of one, no added latency); under load, each flusher takes
+// everything queued so far (up to `max_batch`) into one statement and one commit. The
+// statement checks each ballot on its own — poll exists and is open, selection within
+// max_choices and of the poll's options — and the primary key of `ballots` still
+// refuses a second ballot per (poll, user) under any concurrency, so batching changes
+// the cost of a vote, not its rules or its durability (the caller hears 201 only after
+// the commit).
+//
+// Thread-safety: cast() may be called from any thread.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <variant>
+
+#include "core/oneshot.hpp"
+#include "store/pg/pool.hpp"
+#include "voting/tally.hpp"
+
+namespace nimbus::voting {
+
+enum class VoteOutcome { created, same_again, already_voted, poll_closed, not_found, invalid_options };
+
+struct VoteResult {
+  VoteOutcome outcome;
+  std::vector<std::string> option_ids;  // the stored selection
+};
+
+struct BallotBoxConfig {
+  std::size_t max_batch = 256;
+  std::size_t flushers = 4;  // batches in flight at once, per instance
+
+  // NIMBUS_VOTE_MAX_BATCH, NIMBUS_VOTE_FLUSHERS.
+  static BallotBoxConfig from_env();
+};
+
+class BallotBox : public std::enable_shared_from_this<BallotBox> {
+ public:
+  static std::shared_ptr<BallotBox> create(boost::asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg,
+                                           std::shared_ptr<Tally> tally, BallotBoxConfig config = {});
+
+  // Casts one ballot (option_ids sorted and distinct) and counts it in Redis once
+  // committed. Throws what the database throws (DependencyUnavailable while it is down).
+  boost::asio::awaitable<VoteResult> cast(Ballot ballot);
+
+ private:
+  using Outcome = std::variant<VoteResult, std::exception_ptr>;
+  struct Pending {
+    Ballot ballot;
+    std::shared_ptr<OneShot<Outcome>> done;
+  };
+
+  BallotBox(boost::asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally,
+            BallotBoxConfig config);
+  static boost::asio::awaitable<void> flush_loop(std::shared_ptr<BallotBox> self);
+  std::vector<Pending> take_batch();
+  boost::asio::awaitable<std::vector<VoteResult>> write(const std::vector<Pending>& batch);
+  boost::asio::awaitable<std::vector<VoteResult>> write_batch(const std::vector<Pending>& batch);
+
+  boost::asio::any_io_executor executor_;
+  std::shared_ptr<pg::Pool> pg_;
+  std::shared_ptr<Tally> tally_;
+  BallotBoxConfig config_;
+
+  std::mutex mutex_;
+  std::deque<Pending> queue_;
+  std::size_t flushing_ = 0;
+};
+
+}  // namespace nimbus::voting

@@ -1,0 +1,70 @@
+// The Redis side of voting: per poll, the ballots already counted and the counters,
+// kept so that reads ("did I vote?", results, live updates) never scan PostgreSQL.
+//
+// PostgreSQL stays the truth. Redis is written only after a ballot is committed, and
+// every write goes through one idempotent script: a ballot counts once, when its user
+// first appears in the poll's ballot hash. So replaying ballots — after a crash between
+// commit and count, after Redis lost its data, or all of them to rebuild — can never
+// count one twice. Keys share a hash tag per poll, ready for Redis Cluster:
+//   poll:{<id>}:ballots  hash user → "opt1,opt2"
+//   poll:{<id>}:tally    hash option → votes, "_total", "_ready" (complete, built from PG)
+//   poll:{<id>}:changed  pub/sub channel, a message per counted batch (the new total)
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/pg/pool.hpp"
+#include "store/redis/client.hpp"
+
+namespace nimbus::voting {
+
+struct Ballot {
+  std::string poll_id, user_id;
+  std::vector<std::string> option_ids;
+};
+
+struct Counts {
+  std::map<std::string, std::int64_t> by_option;
+  std::int64_t total = 0;
+};
+
+std::string changed_channel(const std::string& poll_id);
+
+class Tally : public std::enable_shared_from_this<Tally> {
+ public:
+  Tally(std::shared_ptr<redis::Client> redis, std::shared_ptr<pg::Pool> pg)
+      : redis_(std::move(redis)), pg_(std::move(pg)) {}
+
+  // Counts committed ballots (any polls, any number), one round trip. Ballots already
+  // counted are skipped. Throws when Redis is unreachable.
+  boost::asio::awaitable<void> count(const std::vector<Ballot>& ballots);
+  // A new poll has nothing to rebuild: its tally starts complete.
+  boost::asio::awaitable<void> start(const std::string& poll_id);
+  // The stored selection if Redis knows it; nullopt means "ask PostgreSQL".
+  boost::asio::awaitable<std::optional<std::vector<std::string>>> ballot_of(std::string poll_id, std::string user_id);
+  // Exact counts. From Redis when its tally is complete; otherwise from PostgreSQL,
+  // after rebuilding the tally (one instance at a time, under a lock).
+  boost::asio::awaitable<Counts> counts(std::string poll_id);
+  // Re-counts every ballot of the poll from PostgreSQL into Redis, then marks it ready.
+  boost::asio::awaitable<void> rebuild(std::string poll_id);
+  // Tells live subscribers that the poll changed other than by a vote (closed).
+  boost::asio::awaitable<void> announce(std::string poll_id);
+  boost::asio::awaitable<void> forget(std::string poll_id);
+
+ private:
+  boost::asio::awaitable<Counts> counts_from_pg(const std::string& poll_id);
+  std::shared_ptr<redis::Client> redis_;
+  std::shared_ptr<pg::Pool> pg_;
+};
+
+// "a,b" ↔ {"a","b"}
+std::string join_ids(const std::vector<std::string>& ids);
+std::vector<std::string> split_ids(std::string_view text);
+
+}  // namespace nimbus::voting
