@@ -4,6 +4,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/json/serialize.hpp>
 
 #include "api/debug_routes.hpp"
 #include "auth/routes.hpp"
@@ -22,9 +23,16 @@ namespace {
 namespace asio = boost::asio;
 using namespace nimbus;
 
-asio::awaitable<void> stop_clients(std::shared_ptr<redis::Client> redis) {
+asio::awaitable<void> stop_clients(std::shared_ptr<redis::Client> redis, std::shared_ptr<voting::LiveResults> live) {
+  live->stop();
   redis->stop();
   co_return;
+}
+
+asio::awaitable<std::optional<std::string>> read_results(std::shared_ptr<voting::Service> polls, std::string poll_id) {
+  auto snapshot = co_await polls->snapshot(std::move(poll_id));
+  if (!snapshot) co_return std::nullopt;
+  co_return boost::json::serialize(*snapshot);
 }
 
 int run_api(const runtime::ServiceConfig& config) {
@@ -56,14 +64,19 @@ int run_api(const runtime::ServiceConfig& config) {
   auth::add_routes(router, accounts);
   auto tally = std::make_shared<voting::Tally>(redis, pg);
   auto ballot_box = voting::BallotBox::create(ioc.get_executor(), pg, tally, voting::BallotBoxConfig::from_env());
-  voting::add_routes(router, std::make_shared<voting::Service>(pg, tally, ballot_box), accounts);
+  auto polls = std::make_shared<voting::Service>(pg, tally, ballot_box);
+  auto live = voting::LiveResults::create(
+      ioc.get_executor(), redis::Config::from_env(),
+      [polls](std::string poll_id) { return read_results(polls, std::move(poll_id)); }, voting::LiveConfig::from_env());
+  live->start();
+  voting::add_routes(router, polls, live, accounts);
   if (debug_routes) api::add_debug_routes(router);
 
   http::Server server(ioc, config.http, router, metrics);
   server.listen();
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   log::info("listening", {{"port", server.port()}, {"threads", config.lifecycle.threads}, {"startup_ms", ms}});
-  return runtime::run(ioc, server, readiness, config.lifecycle, [redis] { return stop_clients(redis); });
+  return runtime::run(ioc, server, readiness, config.lifecycle, [redis, live] { return stop_clients(redis, live); });
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <algorithm>
+#include <boost/asio/awaitable.hpp>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -53,12 +55,28 @@ struct Request {
   std::optional<std::string> query_param(std::string_view name) const;
 };
 
+// The body of a streamed response (Server-Sent Events), written piece by piece.
+// Every member is called on the connection's strand (where the handler runs).
+class StreamWriter {
+ public:
+  virtual ~StreamWriter() = default;
+  // Sends `data` as one chunk. False once the client is gone: stop producing.
+  virtual boost::asio::awaitable<bool> write(std::string data) = 0;
+  // `wake` runs once, on the connection's strand, when the server starts shutting
+  // down (at once if it already has): the producer should finish promptly.
+  virtual void on_stop(std::function<void()> wake) = 0;
+  virtual bool stopping() const = 0;
+};
+
 struct Response {
   unsigned status = 200;
   Headers headers;
   std::string body;
   // Ask the server to close the connection after writing this response.
   bool close = false;
+  // When set, the server sends the head with chunked encoding, then lets `stream`
+  // write the body for as long as it runs, and closes the connection afterwards.
+  std::function<boost::asio::awaitable<void>(StreamWriter&)> stream;
 };
 
 Response text(unsigned status, std::string body, std::string_view content_type = "text/plain; charset=utf-8");

@@ -65,6 +65,35 @@ namespace {
 struct Connection {
   beast::tcp_stream* stream = nullptr;
   bool idle = false;
+  bool stop_requested = false;
+  std::function<void()> on_stop;  // set by a streamed response
+};
+
+// Sends a streamed body as chunks, each write bounded by the write timeout.
+class ChunkWriter final : public StreamWriter {
+ public:
+  ChunkWriter(beast::tcp_stream& stream, Connection& conn, std::chrono::milliseconds timeout)
+      : stream_(stream), conn_(conn), timeout_(timeout) {}
+
+  asio::awaitable<bool> write(std::string data) override {
+    if (data.empty()) co_return true;  // an empty chunk would end the body
+    stream_.expires_after(timeout_);
+    auto [ec, n] = co_await asio::async_write(stream_, bhttp::make_chunk(asio::buffer(data)), use_tuple);
+    co_return !ec;
+  }
+  void on_stop(std::function<void()> wake) override {
+    if (conn_.stop_requested) {
+      wake();
+    } else {
+      conn_.on_stop = std::move(wake);
+    }
+  }
+  bool stopping() const override { return conn_.stop_requested; }
+
+ private:
+  beast::tcp_stream& stream_;
+  Connection& conn_;
+  std::chrono::milliseconds timeout_;
 };
 
 }  // namespace
@@ -88,6 +117,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   asio::awaitable<void> session(tcp::socket socket, std::uint64_t id, std::shared_ptr<Connection> conn);
   asio::awaitable<Response> respond(Request& req, MatchResult matched);
   asio::awaitable<void> write_error(beast::tcp_stream& stream, Request& req, Response res, unsigned version);
+  asio::awaitable<void> write_stream(beast::tcp_stream& stream, Connection& conn, Response& res, unsigned version);
   Response finish(Request& req, Response res, std::size_t slot);
   asio::awaitable<void> reject_connection(tcp::socket socket);
   const std::string too_many_connections = canned_too_many_connections();
@@ -375,6 +405,10 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
     req.body = std::move(parser.get().body());
 
     Response res = co_await respond(req, std::move(matched));
+    if (res.stream && req.method != Method::head) {
+      co_await write_stream(stream, *conn, res, version);
+      break;
+    }
 
     const bool keep_alive = client_keep_alive && !res.close && !draining.load();
     auto out = to_beast(res, version, req.method == Method::head);
@@ -386,6 +420,29 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
 
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
   stream.socket().close(ec);
+}
+
+// A streamed response: the head (chunked), then whatever the producer writes, then the
+// last chunk. The connection is not reused: a stream lives until one side ends it.
+asio::awaitable<void> Server::Impl::write_stream(beast::tcp_stream& stream, Connection& conn, Response& res,
+                                                 unsigned version) {
+  bhttp::response<bhttp::empty_body> head{static_cast<bhttp::status>(res.status), version};
+  for (auto& [name, value] : res.headers.items()) head.set(name, value);
+  head.chunked(true);
+  head.keep_alive(false);
+  bhttp::response_serializer<bhttp::empty_body> serializer{head};
+  stream.expires_after(config.write_timeout);
+  auto [ec, n] = co_await bhttp::async_write_header(stream, serializer, use_tuple);
+  if (ec) co_return;
+  ChunkWriter writer(stream, conn, config.write_timeout);
+  try {
+    co_await res.stream(writer);
+  } catch (const std::exception& e) {
+    log::warn("stream ended by an error", {{"error", e.what()}});
+  }
+  conn.on_stop = nullptr;
+  stream.expires_after(config.write_timeout);
+  std::tie(ec, n) = co_await asio::async_write(stream, bhttp::make_chunk_last(), use_tuple);
 }
 
 // Answers an error found while reading; the caller then closes the connection, since
@@ -418,6 +475,12 @@ void Server::Impl::close_connections(bool idle_only) {
   for (auto& [id, entry] : connections) {
     auto conn = entry.second;
     asio::post(entry.first, [conn, idle_only] {
+      conn->stop_requested = true;
+      if (conn->on_stop) {
+        auto wake = std::move(conn->on_stop);
+        conn->on_stop = nullptr;
+        wake();
+      }
       if (conn->stream == nullptr || (idle_only && !conn->idle)) return;
       boost::system::error_code ec;
       conn->stream->socket().close(ec);

@@ -179,8 +179,8 @@ asio::awaitable<std::vector<VoteResult>> BallotBox::write_batch(const std::vecto
     selections.push_back(join_ids(p.ballot.option_ids));
   }
   auto db = co_await pg_->acquire();
-  auto r = co_await db.query(kCastBatch, pg::params(pg::array_literal(polls), pg::array_literal(users),
-                                                    pg::array_literal(selections)));
+  auto r = co_await db.query(
+      kCastBatch, pg::params(pg::array_literal(polls), pg::array_literal(users), pg::array_literal(selections)));
   if (r.rows() != static_cast<int>(batch.size())) throw std::runtime_error("ballot batch: row count mismatch");
   std::vector<VoteResult> results;
   for (int i = 0; i < r.rows(); ++i) {

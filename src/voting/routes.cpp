@@ -34,6 +34,11 @@ Response owner_refusal(OwnerAction a) {
   return http::problem(403, "not_owner", "Forbidden", "Only the poll's owner may do this.");
 }
 
+Response results_hidden() {
+  return http::problem(403, "results_hidden", "Results hidden",
+                       "This poll shows its results only after you vote or after it closes.");
+}
+
 Response ballot_json(unsigned status, const std::string& poll_id, const std::vector<std::string>& ids) {
   json::array options;
   for (const auto& id : ids) options.emplace_back(id);
@@ -167,17 +172,61 @@ asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, 
   const auto id = poll_id(req).value_or("");
   if (id.empty()) co_return poll_not_found();
   auto r = co_await polls->results(id, who.sub);
-  if (r.hidden) {
-    co_return http::problem(403, "results_hidden", "Results hidden",
-                            "This poll shows its results only after you vote or after it closes.");
-  }
+  if (r.hidden) co_return results_hidden();
   if (!r.body) co_return poll_not_found();
   co_return http::json(200, json::serialize(*r.body));
 }
 
+std::string sse_event(std::string_view name, std::string_view data) {
+  std::string out = "event: ";
+  out.append(name).append("\ndata: ").append(data).append("\n\n");
+  return out;
+}
+
+// The body of a results stream: the current results at once, then the results again
+// whenever they change (coalesced), a comment as heartbeat when nothing happens, and
+// the end of the stream when the server shuts down or the poll is deleted (clients
+// reconnect, through the gateway, to another instance).
+asio::awaitable<void> stream_results(std::shared_ptr<LiveResults> live, std::string poll_id, std::string first,
+                                     http::StreamWriter& out) {
+  auto handle = live->watch(poll_id);
+  std::weak_ptr<Watcher> watcher = handle->shared_watcher();
+  out.on_stop([watcher] {
+    if (auto w = watcher.lock()) w->close();
+  });
+  // retry: how long a client waits before reconnecting after the stream ends.
+  std::string opening = "retry: 1000\n\n" + sse_event("results", first);
+  if (!co_await out.write(std::move(opening))) co_return;
+  for (;;) {
+    auto event = co_await handle->watcher().next(live->config().heartbeat);
+    if (event.kind == Watcher::Event::Kind::closed) co_return;
+    std::string chunk = ": heartbeat\n\n";
+    if (event.kind == Watcher::Event::Kind::update) chunk = sse_event("results", event.data);
+    if (!co_await out.write(std::move(chunk))) co_return;
+  }
+}
+
+asio::awaitable<Response> results_stream(std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,
+                                         Request& req, auth::Claims who) {
+  const auto id = poll_id(req).value_or("");
+  if (id.empty()) co_return poll_not_found();
+  auto r = co_await polls->results(id, who.sub);
+  if (r.hidden) co_return results_hidden();
+  if (!r.body) co_return poll_not_found();
+  Response res;
+  res.headers.set("Content-Type", "text/event-stream");
+  res.headers.set("Cache-Control", "no-cache");
+  res.headers.set("X-Accel-Buffering", "no");  // nginx: pass events through at once
+  res.stream = [live, id, first = json::serialize(*r.body)](http::StreamWriter& out) {
+    return stream_results(live, id, first, out);
+  };
+  co_return res;
+}
+
 }  // namespace
 
-void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::shared_ptr<auth::Service> accounts) {
+void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,
+                std::shared_ptr<auth::Service> accounts) {
   const http::RouteOptions small{.body_limit = 16 * 1024};
   using Claims = auth::Claims;
   router.add(http::Method::post, "/v1/polls",
@@ -195,6 +244,9 @@ void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::share
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return my_ballot(polls, r, c); }));
   router.add(http::Method::get, "/v1/polls/{id}/results",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return results(polls, r, c); }));
+  router.add(http::Method::get, "/v1/polls/{id}/results/stream",
+             auth::authenticated(
+                 accounts, [polls, live](Request& r, const Claims& c) { return results_stream(polls, live, r, c); }));
 }
 
 }  // namespace nimbus::voting

@@ -5,10 +5,12 @@
 
 #include "auth/service.hpp"
 #include "http/router.hpp"
+#include "voting/live.hpp"
 #include "voting/service.hpp"
 
 namespace nimbus::voting {
 
-void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::shared_ptr<auth::Service> accounts);
+void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,
+                std::shared_ptr<auth::Service> accounts);
 
 }  // namespace nimbus::voting

@@ -77,15 +77,14 @@ json::object poll_json(const pg::Result& r, int i) {
           {"options", json::parse(r.get(i, 11))}};
 }
 
-json::object results_json(const std::string& poll_id, const json::array& options, const Counts& counts,
-                          bool closed) {
+json::object results_json(const std::string& poll_id, const json::array& options, const Counts& counts, bool closed) {
   json::array out;
   for (const auto& o : options) {
     const auto& option = o.as_object();
     const std::string id(option.at("id").as_string());
     auto n = counts.by_option.find(id);
-    out.push_back(json::object{
-        {"id", id}, {"text", option.at("text")}, {"votes", n == counts.by_option.end() ? 0 : n->second}});
+    out.push_back(
+        json::object{{"id", id}, {"text", option.at("text")}, {"votes", n == counts.by_option.end() ? 0 : n->second}});
   }
   return {{"poll_id", poll_id}, {"total_votes", counts.total}, {"options", std::move(out)}, {"closed", closed}};
 }

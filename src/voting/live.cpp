@@ -1,0 +1,200 @@
+#include "voting/live.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <vector>
+
+#include "core/env.hpp"
+#include "core/log.hpp"
+#include "voting/tally.hpp"
+
+namespace nimbus::voting {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+LiveConfig LiveConfig::from_env() {
+  LiveConfig c;
+  c.coalesce = env::duration("NIMBUS_LIVE_COALESCE", c.coalesce);
+  c.heartbeat = env::duration("NIMBUS_LIVE_HEARTBEAT", c.heartbeat);
+  return c;
+}
+
+asio::awaitable<Watcher::Event> Watcher::next(std::chrono::milliseconds wait) {
+  using namespace asio::experimental::awaitable_operators;
+  const auto deadline = Clock::now() + wait;
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) co_return Event{Event::Kind::closed, {}};
+      if (latest_) {
+        Event e{Event::Kind::update, *latest_};
+        latest_.reset();
+        co_return e;
+      }
+    }
+    if (Clock::now() >= deadline) co_return Event{Event::Kind::timeout, {}};
+    asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
+    co_await (bell_.async_receive(use_tuple) || timer.async_wait(use_tuple));
+  }
+}
+
+void Watcher::offer(std::shared_ptr<const std::string> latest) {
+  {
+    std::lock_guard lock(mutex_);
+    latest_ = std::move(latest);
+  }
+  bell_.try_send(boost::system::error_code{});
+}
+
+void Watcher::close() {
+  {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+  }
+  bell_.try_send(boost::system::error_code{});
+}
+
+namespace {
+
+// "poll:{<id>}:changed" → "<id>"
+std::optional<std::string> poll_of(const std::string& channel) {
+  auto open = channel.find('{');
+  auto close = channel.find('}');
+  if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
+  return channel.substr(open + 1, close - open - 1);
+}
+
+}  // namespace
+
+LiveResults::LiveResults(asio::any_io_executor executor, Reader reader, LiveConfig config)
+    : executor_(std::move(executor)), reader_(std::move(reader)), config_(config) {}
+
+std::shared_ptr<LiveResults> LiveResults::create(asio::any_io_executor executor, redis::Config redis, Reader reader,
+                                                 LiveConfig config) {
+  auto live = std::shared_ptr<LiveResults>(new LiveResults(executor, std::move(reader), config));
+  std::weak_ptr<LiveResults> weak = live;
+  live->subscriber_ = redis::Subscriber::create(
+      executor, std::move(redis),
+      [weak](const std::string& channel, const std::string&) {
+        auto self = weak.lock();
+        auto poll = poll_of(channel);
+        if (self && poll) self->changed(*poll);
+      },
+      [weak] {
+        // Messages sent while we were disconnected are lost: refresh everything.
+        auto self = weak.lock();
+        if (!self) return;
+        std::vector<std::string> polls;
+        {
+          std::lock_guard lock(self->mutex_);
+          for (const auto& [id, poll] : self->polls_) polls.push_back(id);
+        }
+        for (const auto& id : polls) self->changed(id);
+      });
+  return live;
+}
+
+void LiveResults::start() {
+  subscriber_->start();
+}
+
+void LiveResults::stop() {
+  std::vector<std::shared_ptr<Watcher>> all;
+  {
+    std::lock_guard lock(mutex_);
+    stopped_ = true;
+    for (auto& [id, poll] : polls_) all.insert(all.end(), poll.watchers.begin(), poll.watchers.end());
+  }
+  for (auto& w : all) w->close();
+  subscriber_->stop();
+}
+
+LiveResults::Handle::~Handle() {
+  live_->unwatch(poll_id_, watcher_);
+}
+
+std::unique_ptr<LiveResults::Handle> LiveResults::watch(const std::string& poll_id) {
+  auto watcher = std::make_shared<Watcher>(executor_);
+  {
+    // (Subscribing under the lock keeps subscribe/unsubscribe in the order decided.)
+    std::lock_guard lock(mutex_);
+    if (stopped_) watcher->close();
+    auto& poll = polls_[poll_id];
+    if (poll.watchers.empty() && !poll.refresh_pending) subscriber_->subscribe(changed_channel(poll_id));
+    poll.watchers.insert(watcher);
+  }
+  return std::make_unique<Handle>(shared_from_this(), poll_id, std::move(watcher));
+}
+
+void LiveResults::unwatch(const std::string& poll_id, const std::shared_ptr<Watcher>& watcher) {
+  std::lock_guard lock(mutex_);
+  auto it = polls_.find(poll_id);
+  if (it == polls_.end()) return;
+  it->second.watchers.erase(watcher);
+  if (it->second.watchers.empty() && !it->second.refresh_pending) {
+    polls_.erase(it);
+    subscriber_->unsubscribe(changed_channel(poll_id));
+  }
+}
+
+void LiveResults::changed(const std::string& poll_id) {
+  Clock::time_point not_before;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = polls_.find(poll_id);
+    if (stopped_ || it == polls_.end() || it->second.refresh_pending) return;
+    it->second.refresh_pending = true;
+    not_before = it->second.last_refresh + config_.coalesce;
+  }
+  asio::co_spawn(executor_, refresh(shared_from_this(), poll_id, not_before), asio::detached);
+}
+
+asio::awaitable<void> LiveResults::refresh(std::shared_ptr<LiveResults> self, std::string poll_id,
+                                           Clock::time_point not_before) {
+  if (Clock::now() < not_before) {
+    asio::steady_timer wait(co_await asio::this_coro::executor, not_before);
+    co_await wait.async_wait(use_tuple);
+  }
+  {
+    // From here on a new change schedules the next refresh: none is lost.
+    std::lock_guard lock(self->mutex_);
+    auto& poll = self->polls_[poll_id];
+    poll.refresh_pending = false;
+    poll.last_refresh = Clock::now();
+  }
+  std::optional<std::string> results;
+  bool failed = false;
+  try {
+    results = co_await self->reader_(poll_id);
+  } catch (const std::exception& e) {
+    failed = true;
+    log::warn("live results: reading failed", {{"poll_id", poll_id}, {"error", e.what()}});
+  }
+  std::vector<std::shared_ptr<Watcher>> watchers;
+  {
+    std::lock_guard lock(self->mutex_);
+    auto it = self->polls_.find(poll_id);
+    if (it == self->polls_.end()) co_return;
+    watchers.assign(it->second.watchers.begin(), it->second.watchers.end());
+    if (watchers.empty() && !it->second.refresh_pending) {
+      self->polls_.erase(it);
+      self->subscriber_->unsubscribe(changed_channel(poll_id));
+    }
+  }
+  if (failed) co_return;
+  if (!results) {
+    for (auto& w : watchers) w->close();  // the poll was deleted: end its streams
+    co_return;
+  }
+  auto shared = std::make_shared<const std::string>(std::move(*results));
+  for (auto& w : watchers) w->offer(shared);
+}
+
+}  // namespace nimbus::voting

@@ -1,0 +1,112 @@
+// Live results: one Redis subscription per watched poll per instance, fanned out to
+// every stream open on this instance.
+//
+// A vote on any instance publishes on the poll's channel (see tally.hpp). Here a
+// message marks the poll changed; at most one refresh per poll per `coalesce` interval
+// reads the results once and hands the same bytes to every watcher, so a burst of a
+// thousand votes costs each stream a few events a second and Redis/PostgreSQL one read
+// per interval, however many streams are open. Watchers hold only the latest state
+// (a slow one skips to it; it never queues stale ones). After a Redis reconnect every
+// watched poll is refreshed, since pub/sub loses messages sent while disconnected.
+//
+// Thread-safety: every member may be called from any thread.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/experimental/concurrent_channel.hpp>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "store/redis/client.hpp"
+
+namespace nimbus::voting {
+
+struct LiveConfig {
+  std::chrono::milliseconds coalesce{250};
+  std::chrono::milliseconds heartbeat{15'000};
+
+  // NIMBUS_LIVE_COALESCE, NIMBUS_LIVE_HEARTBEAT.
+  static LiveConfig from_env();
+};
+
+// One open stream's view of a poll: the latest results, a doorbell, and a close flag.
+class Watcher {
+ public:
+  explicit Watcher(boost::asio::any_io_executor executor) : bell_(std::move(executor), 1) {}
+
+  struct Event {
+    enum class Kind { update, timeout, closed } kind;
+    std::string data;  // the results JSON, for an update
+  };
+  // The next update, or timeout after `wait`, or closed (server stopping).
+  boost::asio::awaitable<Event> next(std::chrono::milliseconds wait);
+
+  void offer(std::shared_ptr<const std::string> latest);
+  void close();
+
+ private:
+  boost::asio::experimental::concurrent_channel<void(boost::system::error_code)> bell_;
+  std::mutex mutex_;
+  std::shared_ptr<const std::string> latest_;
+  bool closed_ = false;
+};
+
+class LiveResults : public std::enable_shared_from_this<LiveResults> {
+ public:
+  // Reads a poll's current results as JSON (nullopt: the poll is gone).
+  using Reader = std::function<boost::asio::awaitable<std::optional<std::string>>(std::string poll_id)>;
+
+  static std::shared_ptr<LiveResults> create(boost::asio::any_io_executor executor, redis::Config redis, Reader reader,
+                                             LiveConfig config);
+  void start();
+  // Ends every stream (they finish with their last event) and the subscription.
+  void stop();
+
+  // Watches a poll until the returned handle is destroyed.
+  class Handle {
+   public:
+    Handle(std::shared_ptr<LiveResults> live, std::string poll_id, std::shared_ptr<Watcher> watcher)
+        : live_(std::move(live)), poll_id_(std::move(poll_id)), watcher_(std::move(watcher)) {}
+    ~Handle();
+    Handle(const Handle&) = delete;
+    Handle& operator=(const Handle&) = delete;
+    Watcher& watcher() { return *watcher_; }
+    std::shared_ptr<Watcher> shared_watcher() { return watcher_; }
+
+   private:
+    std::shared_ptr<LiveResults> live_;
+    std::string poll_id_;
+    std::shared_ptr<Watcher> watcher_;
+  };
+  std::unique_ptr<Handle> watch(const std::string& poll_id);
+  const LiveConfig& config() const { return config_; }
+
+ private:
+  struct Poll {
+    std::set<std::shared_ptr<Watcher>> watchers;
+    bool refresh_pending = false;
+    std::chrono::steady_clock::time_point last_refresh{};
+  };
+  LiveResults(boost::asio::any_io_executor executor, Reader reader, LiveConfig config);
+  void unwatch(const std::string& poll_id, const std::shared_ptr<Watcher>& watcher);
+  void changed(const std::string& poll_id);
+  static boost::asio::awaitable<void> refresh(std::shared_ptr<LiveResults> self, std::string poll_id,
+                                              std::chrono::steady_clock::time_point not_before);
+
+  boost::asio::any_io_executor executor_;
+  Reader reader_;
+  LiveConfig config_;
+  std::shared_ptr<redis::Subscriber> subscriber_;
+  std::mutex mutex_;
+  std::map<std::string, Poll> polls_;
+  bool stopped_ = false;
+};
+
+}  // namespace nimbus::voting

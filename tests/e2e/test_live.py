@@ -1,0 +1,216 @@
+"""Live results (SSE), the Redis tally and 500 voters at once, through the stack."""
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import jwt
+import requests
+
+import stack
+from test_accounts import bearer, sign_in
+from test_polls import G, create, results, vote
+
+
+def psql(sql):
+    out = subprocess.run(["psql", "-qtA", "-v", "ON_ERROR_STOP=1", os.environ["NIMBUS_TEST_DATABASE_URL"], "-c", sql],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def redis_cli(*args):
+    return subprocess.run(["redis-cli", "-u", os.environ["NIMBUS_TEST_REDIS_URL"], *args], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def mint_users(n):
+    """n users stored in PostgreSQL, each with an access token signed by the stack's key —
+    the same tokens sign-in would give, without n sign-ins through the mail sink."""
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    values = ",".join(f"('{i}', 'live-{i}@example.com')" for i in ids)
+    psql(f"INSERT INTO users (id, email) VALUES {values}")
+    with open(os.environ["NIMBUS_TEST_JWT_KEY"], "rb") as f:
+        key = f.read()
+    now = int(time.time())
+    return [jwt.encode({"iss": os.environ["NIMBUS_TEST_AUTH_ISSUER"], "aud": "nimbus-api", "sub": i,
+                        "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now, "exp": now + 600},
+                       key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"}) for i in ids]
+
+
+class Stream:
+    """Reads an SSE stream on a thread; events and comments land in a queue."""
+
+    def __init__(self, base, poll_id, token):
+        self.response = requests.get(f"{base}/v1/polls/{poll_id}/results/stream", headers=bearer(token),
+                                     stream=True, timeout=(5, 30))
+        self.items = queue.Queue()
+        self.ended = threading.Event()
+        if self.response.status_code == 200:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        event = {}
+        try:
+            for line in self.response.iter_lines(chunk_size=1, decode_unicode=True):
+                if line.startswith(":"):
+                    self.items.put(("comment", line))
+                elif line.startswith("event: "):
+                    event["event"] = line[7:]
+                elif line.startswith("data: "):
+                    event["data"] = line[6:]
+                elif line == "" and event:
+                    self.items.put(("event", event))
+                    event = {}
+        except (requests.RequestException, AttributeError, ValueError):
+            pass  # the test closed the response under the reader
+        self.ended.set()
+
+    def next_event(self, timeout=5):
+        deadline = time.monotonic() + timeout
+        while True:
+            kind, item = self.items.get(timeout=max(0.01, deadline - time.monotonic()))
+            if kind == "event":
+                return item
+
+    def events_until(self, predicate, timeout=5):
+        """Events seen until one satisfies predicate (inclusive)."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while True:
+            e = self.next_event(timeout=deadline - time.monotonic())
+            seen.append(json.loads(e["data"]))
+            if predicate(seen[-1]):
+                return seen
+
+    def close(self):
+        self.response.close()
+
+
+def test_stream_on_one_instance_sees_a_vote_cast_on_another():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    stream = Stream(stack.api_url(1), poll["id"], token)
+    assert stream.response.status_code == 200
+    assert stream.response.headers["Content-Type"] == "text/event-stream"
+    first = json.loads(stream.next_event()["data"])
+    assert first["total_votes"] == 0 and first["poll_id"] == poll["id"]
+    assert vote(token, poll["id"], [poll["options"][1]["id"]], base=stack.api_url(2)).status_code == 201
+    seen = stream.events_until(lambda r: r["total_votes"] == 1)
+    assert [o["votes"] for o in seen[-1]["options"]] == [0, 1, 0]
+    stream.close()
+
+
+def test_stream_through_the_gateway_coalesces_a_burst_and_beats():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    voters = mint_users(120)
+    stream = Stream(G, poll["id"], token)
+    assert stream.response.status_code == 200
+    stream.next_event()
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(lambda v: vote(v, poll["id"], [poll["options"][0]["id"]]).status_code, voters))
+    assert statuses == [201] * len(voters)
+    seen = stream.events_until(lambda r: r["total_votes"] == len(voters), timeout=10)
+    elapsed = time.monotonic() - started
+    # At most one event per coalescing interval (250 ms) plus the one in flight.
+    assert len(seen) <= elapsed / 0.25 + 2, (len(seen), elapsed)
+    assert seen[-1]["options"][0]["votes"] == len(voters)
+    # Idle: heartbeats (the test stack beats every second).
+    kind, item = stream.items.get(timeout=5)
+    assert kind == "comment" and "heartbeat" in item
+    stream.close()
+
+
+def test_stream_respects_visibility_and_unknown_polls():
+    _, owner = sign_in()
+    _, other = sign_in()
+    hidden = create(owner["access_token"], results_visibility="after_close").json()
+    r = requests.get(f"{G}/v1/polls/{hidden['id']}/results/stream", headers=bearer(other["access_token"]), timeout=5)
+    assert r.status_code == 403 and r.json()["code"] == "results_hidden"
+    r = requests.get(f"{G}/v1/polls/{uuid.uuid4()}/results/stream", headers=bearer(other["access_token"]), timeout=5)
+    assert r.status_code == 404
+    r = requests.get(f"{G}/v1/polls/{hidden['id']}/results/stream", timeout=5)
+    assert r.status_code == 401
+
+
+def test_closing_and_deleting_reach_the_stream():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    stream = Stream(stack.api_url(3), poll["id"], token)
+    stream.next_event()
+    requests.post(f"{G}/v1/polls/{poll['id']}/close", headers=bearer(token), timeout=5)
+    stream.events_until(lambda r: r["closed"])
+    requests.delete(f"{G}/v1/polls/{poll['id']}", headers=bearer(token), timeout=5)
+    assert stream.ended.wait(5), "a deleted poll ends its streams"
+
+
+def test_sigterm_ends_open_streams_cleanly_and_exits_zero():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    victim = "api:api-2"
+    pid = stack.pid_of(victim)
+    log_offset = len(stack.supervisor_log())
+    streams = [Stream(stack.api_url(2), poll["id"], token) for _ in range(5)]
+    for s in streams:
+        s.next_event()
+    os.kill(pid, signal.SIGTERM)
+    for s in streams:
+        assert s.ended.wait(10), "the stream ends when its instance shuts down"
+    stack.wait_until(lambda: stack.exit_status_logged("api-2", log_offset) is not None, timeout=20,
+                     what="api-2 exit logged")
+    assert stack.exit_status_logged("api-2", log_offset) == 0
+    stack.wait_running(victim, pid)
+    stack.wait_until(lambda: requests.get(f"{stack.api_url(2)}/readyz", timeout=2).status_code == 200, timeout=20,
+                     what="api-2 ready again")
+
+
+def test_500_voters_at_once_results_equal_the_ballot_table():
+    _, owner = sign_in()
+    poll = create(owner["access_token"], max_choices=2).json()
+    ids = [o["id"] for o in poll["options"]]
+    voters = mint_users(500)
+
+    def cast(i):
+        choice = [ids[i % 3]] if i % 4 else sorted([ids[0], ids[2]])
+        return vote(voters[i], poll["id"], choice, base=stack.api_url(i % stack.APIS + 1)).status_code
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(cast, range(len(voters))))
+    assert statuses == [201] * len(voters)
+    res = results(owner["access_token"], poll["id"]).json()
+    table = dict(row.split("|") for row in psql(
+        f"SELECT option_id, count(*) FROM ballot_choices WHERE poll_id = '{poll['id']}' GROUP BY option_id").splitlines())
+    assert res["total_votes"] == int(psql(f"SELECT count(*) FROM ballots WHERE poll_id = '{poll['id']}'")) == 500
+    assert {o["id"]: o["votes"] for o in res["options"] if o["votes"]} == {k: int(v) for k, v in table.items()}
+
+
+def test_tally_lost_from_redis_is_rebuilt_from_postgres():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    voters = mint_users(30)
+    for i, v in enumerate(voters):
+        assert vote(v, poll["id"], [poll["options"][i % 3]["id"]]).status_code == 201
+    expected = [10, 10, 10]
+    redis_cli("DEL", f"poll:{{{poll['id']}}}:tally", f"poll:{{{poll['id']}}}:ballots")
+    # Exact at once (from PostgreSQL), and rebuilt in Redis behind the scenes.
+    assert [o["votes"] for o in results(token, poll["id"]).json()["options"]] == expected
+    stack.wait_until(lambda: redis_cli("HGET", f"poll:{{{poll['id']}}}:tally", "_ready") == "1", timeout=10,
+                     what="tally rebuilt")
+    # Retried ballots (a client that never heard its 201) are not counted twice.
+    for i, v in enumerate(voters[:5]):
+        assert vote(v, poll["id"], [poll["options"][i % 3]["id"]]).status_code == 200
+    assert [o["votes"] for o in results(token, poll["id"]).json()["options"]] == expected
+    # "Did I vote?" answers from the rebuilt hash and from PostgreSQL alike.
+    me = requests.get(f"{G}/v1/polls/{poll['id']}/votes/me", headers=bearer(voters[0]), timeout=5)
+    assert me.status_code == 200 and me.json()["option_ids"] == [poll["options"][0]["id"]]
