@@ -171,7 +171,7 @@ app_env() {
   # The test stack proves timeouts without waiting for the real ones, and takes every
   # sign-in from one address (the tests), so its per-IP limits are high.
   if [[ $debug == 1 ]]; then
-    vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s" "NIMBUS_LIVE_HEARTBEAT=1s" "NIMBUS_AUTH_CODE_TTL=6s" "NIMBUS_AUTH_RESEND_COOLDOWN=2s"
+    vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s" "NIMBUS_LIVE_HEARTBEAT=1s" "NIMBUS_TALLY_RECONCILE_INTERVAL=1s" "NIMBUS_AUTH_CODE_TTL=6s" "NIMBUS_AUTH_RESEND_COOLDOWN=2s"
       "NIMBUS_AUTH_REFRESH_GRACE=3s" "NIMBUS_AUTH_IP_START_PER_MINUTE=100000" "NIMBUS_AUTH_IP_VERIFY_PER_MINUTE=100000")
   fi
   local out="" v

@@ -71,6 +71,11 @@ void Metrics::gauge_fn(std::string name, std::string help, std::function<double(
   gauge_fns_.emplace_back(std::move(name), std::move(help), std::move(read));
 }
 
+void Metrics::counter_fn(std::string name, std::string help, std::function<double()> read) {
+  std::lock_guard lock(mutex_);
+  counter_fns_.emplace_back(std::move(name), std::move(help), std::move(read));
+}
+
 std::string Metrics::render() const {
   std::string out;
   out.reserve(8192);
@@ -119,11 +124,14 @@ std::string Metrics::render() const {
     header(out, seen, g.name, g.help, "gauge");
     out += g.name + braces(g.labels) + " " + std::to_string(g.metric.value()) + "\n";
   }
-  for (const auto& [name, help, read] : gauge_fns_) {
-    header(out, seen, name, help, "gauge");
-    out += name + " ";
-    append_double(out, read());
-    out += "\n";
+  for (const auto* fns : {&gauge_fns_, &counter_fns_}) {
+    const char* type = fns == &gauge_fns_ ? "gauge" : "counter";
+    for (const auto& [name, help, read] : *fns) {
+      header(out, seen, name, help, type);
+      out += name + " ";
+      append_double(out, read());
+      out += "\n";
+    }
   }
   return out;
 }

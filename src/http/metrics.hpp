@@ -57,6 +57,8 @@ class Metrics {
   Counter& counter(std::string name, std::string help, std::string labels = {});
   Gauge& gauge(std::string name, std::string help, std::string labels = {});
   void gauge_fn(std::string name, std::string help, std::function<double()> read);
+  // A counter kept elsewhere (an atomic of the module that counts), read when scraped.
+  void counter_fn(std::string name, std::string help, std::function<double()> read);
 
   std::string render() const;
 
@@ -81,7 +83,7 @@ class Metrics {
   mutable std::mutex mutex_;  // guards registration of the extension metrics below
   std::deque<Named<Counter>> counters_;
   std::deque<Named<Gauge>> gauges_;
-  std::vector<std::tuple<std::string, std::string, std::function<double()>>> gauge_fns_;
+  std::vector<std::tuple<std::string, std::string, std::function<double()>>> gauge_fns_, counter_fns_;
 };
 
 }  // namespace nimbus::http

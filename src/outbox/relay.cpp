@@ -47,10 +47,10 @@ Relay::Relay(std::shared_ptr<pg::Pool> pool, amqp::Publisher& publisher, RelayCo
 }
 
 void Relay::export_metrics(http::Metrics& metrics) {
-  metrics.gauge_fn("nimbus_outbox_published_total", "Outbox messages published by this relay (counter).",
-                   [this] { return static_cast<double>(published_.load()); });
-  metrics.gauge_fn("nimbus_outbox_failures_total", "Relay batches that failed and will be retried (counter).",
-                   [this] { return static_cast<double>(failures_.load()); });
+  metrics.counter_fn("nimbus_outbox_published_total", "Outbox messages published by this relay.",
+                     [this] { return static_cast<double>(published_.load()); });
+  metrics.counter_fn("nimbus_outbox_failures_total", "Relay batches that failed and will be retried.",
+                     [this] { return static_cast<double>(failures_.load()); });
 }
 
 asio::awaitable<int> Relay::run_once(std::function<void()> after_publish) {

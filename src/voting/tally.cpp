@@ -73,7 +73,7 @@ std::vector<std::string> split_ids(std::string_view text) {
   return out;
 }
 
-asio::awaitable<void> Tally::count(const std::vector<Ballot>& ballots) {
+asio::awaitable<std::int64_t> Tally::count(const std::vector<Ballot>& ballots) {
   // One script call per poll (its keys share a slot), all in one pipeline.
   std::map<std::string, redis::Client::Call> by_poll;
   for (const auto& b : ballots) {
@@ -89,9 +89,12 @@ asio::awaitable<void> Tally::count(const std::vector<Ballot>& ballots) {
   calls.reserve(by_poll.size());
   for (auto& [poll, call] : by_poll) calls.push_back(std::move(call));
   auto replies = co_await redis_->eval_many(kCount, std::move(calls));
+  std::int64_t added = 0;
   for (const auto& r : replies) {
     if (r.is_error()) throw redis::Error("counting ballots failed: " + r.str);
+    added += r.integer;
   }
+  co_return added;
 }
 
 asio::awaitable<void> Tally::start(const std::string& poll_id) {

@@ -42,8 +42,8 @@ class Tally : public std::enable_shared_from_this<Tally> {
       : redis_(std::move(redis)), pg_(std::move(pg)) {}
 
   // Counts committed ballots (any polls, any number), one round trip. Ballots already
-  // counted are skipped. Throws when Redis is unreachable.
-  boost::asio::awaitable<void> count(const std::vector<Ballot>& ballots);
+  // counted are skipped; returns how many were new. Throws when Redis is unreachable.
+  boost::asio::awaitable<std::int64_t> count(const std::vector<Ballot>& ballots);
   // A new poll has nothing to rebuild: its tally starts complete.
   boost::asio::awaitable<void> start(const std::string& poll_id);
   // The stored selection if Redis knows it; nullopt means "ask PostgreSQL".

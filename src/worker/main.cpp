@@ -1,4 +1,4 @@
-// nimbus-worker: background jobs — the outbox relay now; thumbnails and email join it.
+// nimbus-worker: background jobs — the outbox relay, email, the tally reconciler.
 // Only main builds concrete clients; the worker serves /healthz, /readyz and /metrics
 // on its own port.
 #include <boost/asio/as_tuple.hpp>
@@ -16,6 +16,8 @@
 #include "runtime/service.hpp"
 #include "store/pg/migrate.hpp"
 #include "store/pg/pool.hpp"
+#include "store/redis/client.hpp"
+#include "voting/reconciler.hpp"
 #include "worker/email_job.hpp"
 
 namespace {
@@ -58,6 +60,14 @@ int run_worker(const runtime::ServiceConfig& config) {
   relay.export_metrics(metrics);
   asio::co_spawn(ioc, relay.run(), asio::detached);
 
+  auto redis = redis::Client::create(ioc.get_executor(), redis::Config::from_env());
+  redis->start();
+  readiness.add_check("redis", [redis] { return redis->ping(); });
+  voting::Reconciler reconciler(pg, redis, std::make_shared<voting::Tally>(redis, pg),
+                                voting::ReconcilerConfig::from_env());
+  reconciler.export_metrics(metrics);
+  asio::co_spawn(ioc, reconciler.run(), asio::detached);
+
   const auto smtp = mail::SmtpConfig::from_env();
   amqp::Consumer emails(amqp::Config::from_env(), std::string(amqp::topology::kEmailSend), 2,
                         [&smtp](const amqp::Delivery& d) { return worker::send_email(smtp, d); });
@@ -69,7 +79,11 @@ int run_worker(const runtime::ServiceConfig& config) {
   server.listen();
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   log::info("listening", {{"port", server.port()}, {"startup_ms", ms}});
-  const int code = runtime::run(ioc, server, readiness, config.lifecycle, [&relay] { return stop_relay(&relay); });
+  const int code = runtime::run(ioc, server, readiness, config.lifecycle, [&relay, &reconciler, redis] {
+    reconciler.stop();
+    redis->stop();
+    return stop_relay(&relay);
+  });
   // Unfinished jobs go back to the queue when the consumer's connection closes.
   emails.stop(config.lifecycle.shutdown_timeout);
   return code;

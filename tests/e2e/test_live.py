@@ -214,3 +214,20 @@ def test_tally_lost_from_redis_is_rebuilt_from_postgres():
     # "Did I vote?" answers from the rebuilt hash and from PostgreSQL alike.
     me = requests.get(f"{G}/v1/polls/{poll['id']}/votes/me", headers=bearer(voters[0]), timeout=5)
     assert me.status_code == 200 and me.json()["option_ids"] == [poll["options"][0]["id"]]
+
+
+def test_a_ballot_committed_but_never_counted_is_counted_by_the_reconciler():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    option = poll["options"][2]["id"]
+    (voter,) = mint_users(1)
+    user = jwt.decode(voter, options={"verify_signature": False})["sub"]
+    # What an API instance killed between COMMIT and counting leaves behind.
+    psql(f"INSERT INTO ballots (poll_id, user_id, option_ids) VALUES ('{poll['id']}', '{user}', '{{{option}}}');"
+         f"INSERT INTO ballot_choices VALUES ('{poll['id']}', '{user}', '{option}')")
+    stack.wait_until(lambda: results(token, poll["id"]).json()["total_votes"] == 1, timeout=15,
+                     what="the reconciler counted the ballot")
+    assert [o["votes"] for o in results(token, poll["id"]).json()["options"]] == [0, 0, 1]
+    me = requests.get(f"{G}/v1/polls/{poll['id']}/votes/me", headers=bearer(voter), timeout=5)
+    assert me.json()["option_ids"] == [option]

@@ -1,0 +1,52 @@
+// Counts in Redis the ballots a crash left uncounted.
+//
+// An API instance counts a ballot right after its commit; if the instance dies in
+// between, PostgreSQL has the ballot and the tally lacks it. The reconciler (run by
+// the workers) re-counts every ballot of the last `window` through the same
+// idempotent script every `interval`: ballots already counted are skipped, so the
+// only effect is to add the missing ones. One worker does it per interval (a Redis
+// lock); if none runs, tallies are still rebuilt on demand when Redis loses them.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <memory>
+
+#include "http/metrics.hpp"
+#include "store/pg/pool.hpp"
+#include "store/redis/client.hpp"
+#include "voting/tally.hpp"
+
+namespace nimbus::voting {
+
+struct ReconcilerConfig {
+  std::chrono::milliseconds interval{30'000};
+  std::chrono::milliseconds window{120'000};
+
+  // NIMBUS_TALLY_RECONCILE_INTERVAL, NIMBUS_TALLY_RECONCILE_WINDOW.
+  static ReconcilerConfig from_env();
+};
+
+class Reconciler {
+ public:
+  Reconciler(std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis, std::shared_ptr<Tally> tally,
+             ReconcilerConfig config)
+      : pg_(std::move(pg)), redis_(std::move(redis)), tally_(std::move(tally)), config_(config) {}
+
+  boost::asio::awaitable<void> run();
+  void stop() { stopping_ = true; }
+  // One pass; returns how many ballots were missing from the tallies.
+  boost::asio::awaitable<std::int64_t> pass();
+  void export_metrics(http::Metrics& metrics);
+
+ private:
+  std::shared_ptr<pg::Pool> pg_;
+  std::shared_ptr<redis::Client> redis_;
+  std::shared_ptr<Tally> tally_;
+  ReconcilerConfig config_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::int64_t> recounted_{0}, passes_{0};
+};
+
+}  // namespace nimbus::voting

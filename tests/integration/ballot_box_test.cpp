@@ -1,0 +1,160 @@
+// The ballot box (group commit) and the Redis tally against the stack's real
+// PostgreSQL and Redis: batches mix valid ballots, repeats of one user and ballots
+// that fail, and each one gets its own answer.
+#include "voting/ballot_box.hpp"
+
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "core/ids.hpp"
+#include "store/pg/migrate.hpp"
+#include "support/run.hpp"
+#include "voting/reconciler.hpp"
+
+namespace asio = boost::asio;
+using namespace nimbus;
+using namespace nimbus::voting;
+
+namespace {
+
+class BallotBoxTest : public ::testing::Test {
+ protected:
+  template <typename Fn>
+  auto run(Fn&& fn) {
+    return test::run(ioc_, std::forward<Fn>(fn));
+  }
+
+  void SetUp() override {
+    NIMBUS_REQUIRE_STACK("NIMBUS_TEST_DATABASE_URL");
+    NIMBUS_REQUIRE_STACK("NIMBUS_TEST_REDIS_URL");
+    pg::PoolConfig c;
+    c.url = test::stack_env("NIMBUS_TEST_DATABASE_URL");
+    c.size = 8;
+    pool_ = pg::Pool::create(ioc_.get_executor(), c);
+    redis_ =
+        redis::Client::create(ioc_.get_executor(), redis::Config::from_url(test::stack_env("NIMBUS_TEST_REDIS_URL")));
+    redis_->start();
+    tally_ = std::make_shared<Tally>(redis_, pool_);
+    // A small batch limit makes the burst below span several batches.
+    box_ = BallotBox::create(ioc_.get_executor(), pool_, tally_, BallotBoxConfig{.max_batch = 16, .flushers = 2});
+    poll_ = ids::uuid_v7();
+    for (int i = 0; i < 3; ++i) options_.push_back(ids::uuid_v7());
+    std::sort(options_.begin(), options_.end());
+    for (int i = 0; i < 40; ++i) users_.push_back(ids::uuid_v7());
+    run([&]() -> asio::awaitable<void> {
+      co_await pg::migrate(*pool_, pg::embedded_migrations());
+      auto db = co_await pool_->acquire();
+      co_await db.query("INSERT INTO users (id, email) SELECT u, u::text || '@example.com' FROM unnest($1::uuid[]) u",
+                        pg::params(pg::array_literal(users_)));
+      co_await db.query(
+          "INSERT INTO polls (id, owner_id, title, max_choices, results_visibility) VALUES ($1, $2, 'box', 2, "
+          "'always')",
+          pg::params(poll_, users_[0]));
+      co_await db.query(
+          "INSERT INTO poll_options (poll_id, id, position, text) "
+          "SELECT $1, o, n, 'option ' || n FROM unnest($2::uuid[]) WITH ORDINALITY AS t(o, n)",
+          pg::params(poll_, pg::array_literal(options_)));
+      co_await tally_->start(poll_);
+    });
+  }
+  void TearDown() override {
+    if (!pool_) return;
+    run([&]() -> asio::awaitable<void> {
+      auto db = co_await pool_->acquire();
+      co_await db.query("DELETE FROM users WHERE id = ANY($1::uuid[])", pg::params(pg::array_literal(users_)));
+      co_await tally_->forget(poll_);
+    });
+    redis_->stop();
+  }
+
+  // Casts every ballot at once and returns the outcomes in order.
+  std::vector<VoteResult> cast_all(const std::vector<Ballot>& ballots) {
+    return run([&]() -> asio::awaitable<std::vector<VoteResult>> {
+      std::vector<std::future<VoteResult>> all;
+      for (const auto& b : ballots) all.push_back(asio::co_spawn(ioc_, box_->cast(b), asio::use_future));
+      co_await test::wait_all(all);
+      std::vector<VoteResult> out;
+      for (auto& f : all) out.push_back(f.get());
+      co_return out;
+    });
+  }
+
+  std::map<std::string, std::int64_t> pg_counts() {
+    return run([&]() -> asio::awaitable<std::map<std::string, std::int64_t>> {
+      auto db = co_await pool_->acquire();
+      auto r = co_await db.query("SELECT option_id, count(*) FROM ballot_choices WHERE poll_id = $1 GROUP BY option_id",
+                                 pg::params(poll_));
+      std::map<std::string, std::int64_t> out;
+      for (int i = 0; i < r.rows(); ++i) out[std::string(r.get(i, 0))] = r.get_int(i, 1);
+      co_return out;
+    });
+  }
+
+  asio::io_context ioc_;
+  std::shared_ptr<pg::Pool> pool_;
+  std::shared_ptr<redis::Client> redis_;
+  std::shared_ptr<Tally> tally_;
+  std::shared_ptr<BallotBox> box_;
+  std::string poll_;
+  std::vector<std::string> options_, users_;
+};
+
+TEST_F(BallotBoxTest, EveryBallotOfABurstGetsItsOwnAnswerAndCountsOnce) {
+  std::vector<Ballot> ballots;
+  std::vector<std::string> sel_a{options_[0]}, sel_b{options_[1]}, both{options_[0], options_[2]};
+  for (int i = 0; i < 30; ++i) ballots.push_back({poll_, users_[i], i % 2 ? sel_a : both});
+  // User 0 again: the same selection (a retry) and another one.
+  ballots.push_back({poll_, users_[0], both});
+  ballots.push_back({poll_, users_[0], sel_b});
+  // Bad ballots mixed in: unknown poll, another poll's option, too many choices, and a
+  // user unknown to PostgreSQL (a foreign-key failure that must not sink the batch).
+  ballots.push_back({ids::uuid_v7(), users_[30], sel_a});
+  ballots.push_back({poll_, users_[31], {ids::uuid_v7()}});
+  ballots.push_back({poll_, users_[32], options_});
+  ballots.push_back({poll_, ids::uuid_v7(), sel_a});
+
+  auto results = cast_all(ballots);
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(results[i].outcome, VoteOutcome::created) << i;
+  EXPECT_EQ(results[30].outcome, VoteOutcome::same_again);
+  EXPECT_EQ(results[30].option_ids, both);
+  EXPECT_EQ(results[31].outcome, VoteOutcome::already_voted);
+  EXPECT_EQ(results[32].outcome, VoteOutcome::not_found);
+  EXPECT_EQ(results[33].outcome, VoteOutcome::invalid_options);
+  EXPECT_EQ(results[34].outcome, VoteOutcome::invalid_options);
+  EXPECT_EQ(results[35].outcome, VoteOutcome::not_found);
+
+  auto truth = pg_counts();
+  EXPECT_EQ(truth[options_[0]], 30);  // 15 × sel_a + 15 × both
+  EXPECT_EQ(truth[options_[2]], 15);
+  auto counted = run([&] { return tally_->counts(poll_); });
+  EXPECT_EQ(counted.total, 30);
+  for (const auto& [option, n] : truth) EXPECT_EQ(counted.by_option[option], n) << option;
+}
+
+TEST_F(BallotBoxTest, TalliesRebuildAndReconcileToTheSameCounts) {
+  std::vector<Ballot> ballots;
+  for (int i = 0; i < 20; ++i) ballots.push_back({poll_, users_[i], {options_[i % 3]}});
+  cast_all(ballots);
+  const auto truth = pg_counts();
+
+  // Redis loses the tally: readers get PostgreSQL's counts, and a rebuild restores it.
+  run([&]() -> asio::awaitable<void> {
+    co_await redis_->command("DEL", "poll:{" + poll_ + "}:tally", "poll:{" + poll_ + "}:ballots");
+  });
+  auto from_pg = run([&] { return tally_->counts(poll_); });
+  EXPECT_EQ(from_pg.total, 20);
+  run([&] { return tally_->rebuild(poll_); });
+  auto rebuilt = run([&] { return tally_->counts(poll_); });
+  EXPECT_EQ(rebuilt.total, 20);
+  for (const auto& [option, n] : truth) EXPECT_EQ(rebuilt.by_option[option], n);
+
+  // Counting again (a reconciler pass over the recent ballots, a retried vote) adds
+  // nothing to this poll.
+  Reconciler reconciler(pool_, redis_, tally_, ReconcilerConfig{});
+  run([&] { return reconciler.pass(); });
+  run([&] { return tally_->count(ballots); });
+  EXPECT_EQ(run([&] { return tally_->counts(poll_); }).total, 20);
+}
+
+}  // namespace
