@@ -163,7 +163,7 @@ app_env() {
     "NIMBUS_AUTH_COOKIE_SECURE=0"
     "NIMBUS_SMTP_HOST=127.0.0.1"
     "NIMBUS_SMTP_PORT=$SMTP_PORT"
-    "NIMBUS_THREADS=2"
+    "NIMBUS_THREADS=1"  # 3 API instances and 2 workers share the machine: one event loop each
     "NIMBUS_DRAIN_DELAY=1500ms"
     "NIMBUS_SHUTDOWN_TIMEOUT=15s"
     "NIMBUS_DEBUG_ROUTES=$debug"

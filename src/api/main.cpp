@@ -63,7 +63,15 @@ int run_api(const runtime::ServiceConfig& config) {
   http::add_ops_routes(router, readiness, metrics);
   auth::add_routes(router, accounts);
   auto tally = std::make_shared<voting::Tally>(redis, pg);
-  auto ballot_box = voting::BallotBox::create(ioc.get_executor(), pg, tally, voting::BallotBoxConfig::from_env());
+  // Votes are written on their own few connections (one per flusher), with generic
+  // plans: the batch statement costs more to plan than to run, and its plan does not
+  // depend on the values.
+  const auto box_config = voting::BallotBoxConfig::from_env();
+  auto votes_pg_config = pg::PoolConfig::from_env();
+  votes_pg_config.size = box_config.flushers;
+  votes_pg_config.settings.emplace_back("plan_cache_mode", "force_generic_plan");
+  auto votes_pg = pg::Pool::create(ioc.get_executor(), votes_pg_config);
+  auto ballot_box = voting::BallotBox::create(ioc.get_executor(), votes_pg, tally, box_config);
   auto polls = std::make_shared<voting::Service>(pg, tally, ballot_box);
   auto live = voting::LiveResults::create(
       ioc.get_executor(), redis::Config::from_env(),

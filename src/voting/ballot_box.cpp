@@ -148,7 +148,33 @@ asio::awaitable<void> BallotBox::flush_loop(std::shared_ptr<BallotBox> self) {
   }
 }
 
+// Polls of the batch not marked active by this instance in the last few seconds.
+std::vector<std::string> BallotBox::unmarked(const std::vector<Pending>& batch) {
+  constexpr auto kRemark = std::chrono::seconds(5);
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::string> out;
+  std::lock_guard lock(mutex_);
+  if (marked_.size() > 100'000) marked_.clear();
+  for (const auto& p : batch) {
+    auto [it, fresh] = marked_.try_emplace(p.ballot.poll_id, now);
+    if (fresh || now - it->second > kRemark) {
+      it->second = now;
+      out.push_back(p.ballot.poll_id);
+    }
+  }
+  return out;
+}
+
 asio::awaitable<std::vector<VoteResult>> BallotBox::write(const std::vector<Pending>& batch) {
+  // Before the commit: if this process dies between commit and counting, the
+  // reconciler knows which polls to check.
+  if (auto polls = unmarked(batch); !polls.empty()) {
+    try {
+      co_await tally_->mark_active(polls);
+    } catch (const std::exception& e) {
+      log::warn("marking polls active failed", {{"error", e.what()}});
+    }
+  }
   try {
     co_return co_await write_batch(batch);
   } catch (const pg::Error& e) {

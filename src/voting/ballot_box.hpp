@@ -16,7 +16,9 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <chrono>
 #include <deque>
+#include <map>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -70,6 +72,10 @@ class BallotBox : public std::enable_shared_from_this<BallotBox> {
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<Tally> tally_;
   BallotBoxConfig config_;
+
+  // Polls this instance marked active, and when (see Tally::mark_active).
+  std::vector<std::string> unmarked(const std::vector<Pending>& batch);
+  std::map<std::string, std::chrono::steady_clock::time_point> marked_;
 
   std::mutex mutex_;
   std::deque<Pending> queue_;

@@ -14,14 +14,7 @@ namespace asio = boost::asio;
 
 namespace {
 
-// Keyset pages in (created_at, poll_id, user_id) order over the window.
-constexpr std::string_view kRecent = R"(
-SELECT poll_id, user_id, array_to_string(option_ids, ','), created_at::text
-  FROM ballots
- WHERE created_at >= now() - make_interval(secs => $1::double precision)
-   AND (created_at, poll_id, user_id) > ($2::timestamptz, $3::uuid, $4::uuid)
- ORDER BY created_at, poll_id, user_id
- LIMIT 2000)";
+constexpr std::string_view kCount = "SELECT count(*) FROM ballots WHERE poll_id = $1";
 
 }  // namespace
 
@@ -29,39 +22,42 @@ ReconcilerConfig ReconcilerConfig::from_env() {
   ReconcilerConfig c;
   c.interval = env::duration("NIMBUS_TALLY_RECONCILE_INTERVAL", c.interval);
   c.window = env::duration("NIMBUS_TALLY_RECONCILE_WINDOW", c.window);
+  c.settle = env::duration("NIMBUS_TALLY_RECONCILE_SETTLE", c.settle);
   if (c.window < c.interval) throw env::ConfigError("NIMBUS_TALLY_RECONCILE_WINDOW must cover the interval");
   return c;
 }
 
 void Reconciler::export_metrics(http::Metrics& metrics) {
-  metrics.counter_fn("nimbus_tally_recounted_total", "Committed ballots the reconciler found uncounted in Redis.",
+  metrics.counter_fn("nimbus_tally_recounted_total", "Polls whose Redis tally had lost ballots and was re-counted.",
                      [this] { return static_cast<double>(recounted_.load()); });
   metrics.counter_fn("nimbus_tally_reconcile_passes_total", "Reconciler passes completed by this worker.",
                      [this] { return static_cast<double>(passes_.load()); });
 }
 
 asio::awaitable<std::int64_t> Reconciler::pass() {
-  const double window_s = std::chrono::duration<double>(config_.window).count();
-  std::string after_time = "-infinity", after_poll = "00000000-0000-0000-0000-000000000000", after_user = after_poll;
-  std::int64_t added = 0;
-  for (;;) {
-    pg::Result page;
-    {
-      auto db = co_await pg_->acquire();
-      page = co_await db.query(kRecent, pg::params(window_s, after_time, after_poll, after_user));
-    }
-    if (page.rows() == 0) break;
-    std::vector<Ballot> ballots;
-    for (int i = 0; i < page.rows(); ++i) {
-      ballots.push_back(Ballot{std::string(page.get(i, 0)), std::string(page.get(i, 1)), split_ids(page.get(i, 2))});
-    }
-    const int last = page.rows() - 1;
-    after_time = page.get(last, 3);
-    after_poll = page.get(last, 0);
-    after_user = page.get(last, 1);
-    added += co_await tally_->count(ballots);
+  const auto now = std::chrono::system_clock::now();
+  const auto since = std::chrono::duration_cast<std::chrono::seconds>((now - config_.window).time_since_epoch()).count();
+  auto polls = co_await tally_->active_since(since);
+  // Counts first, tallies after the settle time: every ballot in a count committed
+  // before it was taken, so a live writer has counted it by the time we look.
+  std::vector<std::pair<std::string, std::int64_t>> committed;
+  for (const auto& poll : polls) {
+    auto db = co_await pg_->acquire();
+    auto r = co_await db.query(kCount, pg::params(poll));
+    committed.emplace_back(poll, r.get_int(0, 0));
   }
-  co_return added;
+  if (committed.empty()) co_return 0;
+  asio::steady_timer settle(co_await asio::this_coro::executor, config_.settle);
+  co_await settle.async_wait(asio::as_tuple(asio::use_awaitable));
+  std::int64_t repaired = 0;
+  for (const auto& [poll, count] : committed) {
+    auto counted = co_await tally_->counted_total(poll);
+    if (!counted || *counted >= count) continue;  // complete, or being rebuilt anyway
+    log::warn("tally lost ballots: re-counting", {{"poll_id", poll}, {"committed", count}, {"counted", *counted}});
+    co_await tally_->rebuild(poll);
+    ++repaired;
+  }
+  co_return repaired;
 }
 
 asio::awaitable<void> Reconciler::run() {
@@ -75,10 +71,8 @@ asio::awaitable<void> Reconciler::run() {
       const auto ms = std::to_string(std::max<std::int64_t>(1000, config_.interval.count() - 1000));
       auto lock = co_await redis_->command("SET", "tally:reconcile", "1", "NX", "PX", ms);
       if (lock.type != redis::Reply::Type::status) continue;
-      auto added = co_await pass();
+      recounted_ += co_await pass();
       ++passes_;
-      recounted_ += added;
-      if (added > 0) log::warn("tally reconciler counted missed ballots", {{"ballots", added}});
     } catch (const std::exception& e) {
       log::warn("tally reconcile failed", {{"error", e.what()}});
     }

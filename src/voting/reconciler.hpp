@@ -1,11 +1,14 @@
 // Counts in Redis the ballots a crash left uncounted.
 //
 // An API instance counts a ballot right after its commit; if the instance dies in
-// between, PostgreSQL has the ballot and the tally lacks it. The reconciler (run by
-// the workers) re-counts every ballot of the last `window` through the same
-// idempotent script every `interval`: ballots already counted are skipped, so the
-// only effect is to add the missing ones. One worker does it per interval (a Redis
-// lock); if none runs, tallies are still rebuilt on demand when Redis loses them.
+// between, PostgreSQL has the ballot and the tally lacks it. Before writing, the ballot
+// box marks the poll active (tally.hpp). Every `interval` one worker (a Redis lock)
+// takes the polls marked within `window`, counts each one's ballots in PostgreSQL, waits
+// `settle` — longer than any live instance takes from COMMIT to counting — and reads
+// the tally: a tally below the count taken earlier has lost a ballot, and that poll is
+// re-counted through the same idempotent script (ballots already counted are skipped).
+// The cost is one index-only count per recently active poll per interval; a re-count
+// happens only after a loss.
 #pragma once
 
 #include <atomic>
@@ -23,8 +26,9 @@ namespace nimbus::voting {
 struct ReconcilerConfig {
   std::chrono::milliseconds interval{30'000};
   std::chrono::milliseconds window{120'000};
+  std::chrono::milliseconds settle{2'000};
 
-  // NIMBUS_TALLY_RECONCILE_INTERVAL, NIMBUS_TALLY_RECONCILE_WINDOW.
+  // NIMBUS_TALLY_RECONCILE_INTERVAL, NIMBUS_TALLY_RECONCILE_WINDOW, NIMBUS_TALLY_RECONCILE_SETTLE.
   static ReconcilerConfig from_env();
 };
 
@@ -36,7 +40,7 @@ class Reconciler {
 
   boost::asio::awaitable<void> run();
   void stop() { stopping_ = true; }
-  // One pass; returns how many ballots were missing from the tallies.
+  // One pass; returns how many polls had lost counts and were re-counted.
   boost::asio::awaitable<std::int64_t> pass();
   void export_metrics(http::Metrics& metrics);
 

@@ -97,6 +97,35 @@ asio::awaitable<std::int64_t> Tally::count(const std::vector<Ballot>& ballots) {
   co_return added;
 }
 
+asio::awaitable<void> Tally::mark_active(const std::vector<std::string>& poll_ids) {
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  redis::Command cmd{"ZADD", "tally:active"};
+  for (const auto& id : poll_ids) {
+    cmd.push_back(std::to_string(now));
+    cmd.push_back(id);
+  }
+  auto r = co_await redis_->command(std::move(cmd));
+  if (r.is_error()) throw redis::Error("marking active polls failed: " + r.str);
+}
+
+asio::awaitable<std::vector<std::string>> Tally::active_since(std::int64_t since) {
+  std::vector<redis::Command> cmds;
+  cmds.push_back({"ZREMRANGEBYSCORE", "tally:active", "-inf", "(" + std::to_string(since)});
+  cmds.push_back({"ZRANGEBYSCORE", "tally:active", std::to_string(since), "+inf"});
+  auto replies = co_await redis_->pipeline(std::move(cmds));
+  std::vector<std::string> out;
+  for (const auto& e : replies[1].elements) out.push_back(e.str);
+  co_return out;
+}
+
+asio::awaitable<std::optional<std::int64_t>> Tally::counted_total(std::string poll_id) {
+  auto r = co_await redis_->command("HMGET", key(poll_id, "tally"), "_total", "_ready");
+  if (r.elements.size() != 2 || r.elements[1].is_nil()) co_return std::nullopt;
+  co_return r.elements[0].is_nil() ? 0 : std::stoll(r.elements[0].str);
+}
+
 asio::awaitable<void> Tally::start(const std::string& poll_id) {
   co_await redis_->command("HSET", key(poll_id, "tally"), "_total", "0", "_ready", "1");
 }

@@ -9,6 +9,8 @@
 //   poll:{<id>}:ballots  hash user → "opt1,opt2"
 //   poll:{<id>}:tally    hash option → votes, "_total", "_ready" (complete, built from PG)
 //   poll:{<id>}:changed  pub/sub channel, a message per counted batch (the new total)
+//   tally:active         sorted set poll → last time a vote was about to be written
+//                        (the reconciler checks these polls)
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -44,6 +46,13 @@ class Tally : public std::enable_shared_from_this<Tally> {
   // Counts committed ballots (any polls, any number), one round trip. Ballots already
   // counted are skipped; returns how many were new. Throws when Redis is unreachable.
   boost::asio::awaitable<std::int64_t> count(const std::vector<Ballot>& ballots);
+  // Notes polls that are about to receive ballots (before the commit), so that the
+  // reconciler checks them even if the writer dies before counting.
+  boost::asio::awaitable<void> mark_active(const std::vector<std::string>& poll_ids);
+  // Polls marked since `since` (seconds since the epoch); forgets older marks.
+  boost::asio::awaitable<std::vector<std::string>> active_since(std::int64_t since);
+  // The counted total, or nullopt when the tally is incomplete (being rebuilt).
+  boost::asio::awaitable<std::optional<std::int64_t>> counted_total(std::string poll_id);
   // A new poll has nothing to rebuild: its tally starts complete.
   boost::asio::awaitable<void> start(const std::string& poll_id);
   // The stored selection if Redis knows it; nullopt means "ask PostgreSQL".

@@ -223,7 +223,9 @@ def test_a_ballot_committed_but_never_counted_is_counted_by_the_reconciler():
     option = poll["options"][2]["id"]
     (voter,) = mint_users(1)
     user = jwt.decode(voter, options={"verify_signature": False})["sub"]
-    # What an API instance killed between COMMIT and counting leaves behind.
+    # What an API instance killed between COMMIT and counting leaves behind: the poll
+    # marked active (done before writing), the ballot committed, no count.
+    redis_cli("ZADD", "tally:active", str(int(time.time())), poll["id"])
     psql(f"INSERT INTO ballots (poll_id, user_id, option_ids) VALUES ('{poll['id']}', '{user}', '{{{option}}}');"
          f"INSERT INTO ballot_choices VALUES ('{poll['id']}', '{user}', '{option}')")
     stack.wait_until(lambda: results(token, poll["id"]).json()["total_votes"] == 1, timeout=15,

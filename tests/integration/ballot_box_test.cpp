@@ -149,12 +149,24 @@ TEST_F(BallotBoxTest, TalliesRebuildAndReconcileToTheSameCounts) {
   EXPECT_EQ(rebuilt.total, 20);
   for (const auto& [option, n] : truth) EXPECT_EQ(rebuilt.by_option[option], n);
 
-  // Counting again (a reconciler pass over the recent ballots, a retried vote) adds
-  // nothing to this poll.
-  Reconciler reconciler(pool_, redis_, tally_, ReconcilerConfig{});
-  run([&] { return reconciler.pass(); });
-  run([&] { return tally_->count(ballots); });
+  // Counting again (a retried vote) adds nothing.
+  EXPECT_EQ(run([&] { return tally_->count(ballots); }), 0);
   EXPECT_EQ(run([&] { return tally_->counts(poll_); }).total, 20);
+
+  // A writer died between COMMIT and counting: the reconciler finds the poll (marked
+  // active before the write) short of PostgreSQL's count and re-counts it.
+  run([&]() -> asio::awaitable<void> {
+    const std::string ballots_key = "poll:{" + poll_ + "}:ballots", tally_key = "poll:{" + poll_ + "}:tally";
+    co_await redis_->command("HDEL", ballots_key, users_[0]);
+    co_await redis_->command("HINCRBY", tally_key, options_[0], "-1");
+    co_await redis_->command("HINCRBY", tally_key, "_total", "-1");
+  });
+  EXPECT_EQ(run([&] { return tally_->counts(poll_); }).total, 19);
+  Reconciler reconciler(pool_, redis_, tally_, ReconcilerConfig{.settle = std::chrono::milliseconds(50)});
+  EXPECT_GE(run([&] { return reconciler.pass(); }), 1);
+  auto repaired = run([&] { return tally_->counts(poll_); });
+  EXPECT_EQ(repaired.total, 20);
+  for (const auto& [option, n] : truth) EXPECT_EQ(repaired.by_option[option], n);
 }
 
 }  // namespace

@@ -56,12 +56,17 @@ Pool::Pool(asio::any_io_executor executor, PoolConfig config)
   conninfo_ = config_.url;
   const auto sep =
       conninfo_.find("://") != std::string::npos ? (conninfo_.find('?') == std::string::npos ? "?" : "&") : " ";
+  std::vector<std::pair<std::string, std::string>> settings = {
+      {"statement_timeout", std::to_string(config_.statement_timeout.count())}};
+  settings.insert(settings.end(), config_.settings.begin(), config_.settings.end());
   if (conninfo_.find("://") != std::string::npos) {
-    conninfo_ += sep + std::string("options=-c%20statement_timeout%3D") +
-                 std::to_string(config_.statement_timeout.count()) + "&application_name=nimbus" + kLiveness;
+    std::string options;
+    for (const auto& [name, value] : settings) options += (options.empty() ? "-c%20" : "%20-c%20") + name + "%3D" + value;
+    conninfo_ += sep + std::string("options=") + options + "&application_name=nimbus" + kLiveness;
   } else {
-    conninfo_ += " options='-c statement_timeout=" + std::to_string(config_.statement_timeout.count()) +
-                 "' application_name=nimbus" + kLivenessKeywords;
+    std::string options;
+    for (const auto& [name, value] : settings) options += (options.empty() ? "-c " : " -c ") + name + "=" + value;
+    conninfo_ += " options='" + options + "' application_name=nimbus" + kLivenessKeywords;
   }
 }
 

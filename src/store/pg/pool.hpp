@@ -32,6 +32,8 @@ struct PoolConfig {
   std::chrono::milliseconds acquire_timeout{2'000};
   std::chrono::milliseconds connect_timeout{3'000};
   std::chrono::milliseconds statement_timeout{5'000};  // client deadline and server-side limit
+  // Further server settings for this pool's sessions (name → value, plain words).
+  std::vector<std::pair<std::string, std::string>> settings;
 
   // NIMBUS_DATABASE_URL (required), NIMBUS_PG_POOL_SIZE, NIMBUS_PG_ACQUIRE_TIMEOUT,
   // NIMBUS_PG_CONNECT_TIMEOUT, NIMBUS_PG_STATEMENT_TIMEOUT.
