@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -36,6 +38,28 @@ class Headers {
   std::vector<std::pair<std::string, std::string>> items_;
 };
 
+// The body of a request whose route streams it (RouteOptions::stream_body).
+class BodyReader {
+ public:
+  virtual ~BodyReader() = default;
+  // Appends up to `max` more bytes of the body to `out`; returns how many, 0 at the
+  // end of the body. Throws BodyError when the client fails to send it.
+  virtual boost::asio::awaitable<std::size_t> read(std::string& out, std::size_t max) = 0;
+  virtual std::optional<std::uint64_t> content_length() const = 0;
+};
+
+// A streamed body could not be read: the client went away, stalled past the body
+// timeout, sent more than the route's limit, or broke the framing. `status` is what
+// to answer if anything can still be answered (408, 413 or 400).
+class BodyError : public std::runtime_error {
+ public:
+  BodyError(unsigned status, const std::string& what) : std::runtime_error(what), status_(status) {}
+  unsigned status() const { return status_; }
+
+ private:
+  unsigned status_;
+};
+
 struct Request {
   Method method = Method::get;
   std::string target;  // as received: path plus query
@@ -48,6 +72,7 @@ struct Request {
   std::string route;                                        // the matched route pattern, for logs and metrics
   std::vector<std::pair<std::string, std::string>> params;  // path parameters
   std::chrono::steady_clock::time_point received_at{};
+  BodyReader* body_reader = nullptr;  // streamed routes only; valid during the handler
 
   std::string_view param(std::string_view name) const;
   std::optional<std::string_view> header(std::string_view name) const { return headers.get(name); }

@@ -23,6 +23,9 @@ using Handler = std::function<boost::asio::awaitable<Response>(Request&)>;
 struct RouteOptions {
   // Largest request body this route accepts; 0 means the server default.
   std::size_t body_limit = 0;
+  // The handler reads the body itself, piece by piece (Request::body_reader), instead
+  // of receiving it whole: uploads stream through with bounded memory.
+  bool stream_body = false;
 };
 
 struct Route {

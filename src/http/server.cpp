@@ -96,6 +96,55 @@ class ChunkWriter final : public StreamWriter {
   std::chrono::milliseconds timeout_;
 };
 
+// Reads a request body piece by piece for a streamed route. Each read must make
+// progress within `timeout`; the parser enforces the route's limit and the framing.
+class StreamedBody final : public BodyReader {
+ public:
+  StreamedBody(beast::tcp_stream& stream, beast::flat_buffer& buffer, bhttp::request_parser<bhttp::buffer_body>& parser,
+               std::chrono::milliseconds timeout, std::size_t limit)
+      : stream_(stream), buffer_(buffer), parser_(parser), timeout_(timeout), limit_(limit) {}
+
+  asio::awaitable<std::size_t> read(std::string& out, std::size_t max) override {
+    if (parser_.is_done() || max == 0) co_return 0;
+    const auto old = out.size();
+    out.resize(old + max);
+    std::size_t got = 0;
+    while (got == 0 && !parser_.is_done()) {
+      auto& body = parser_.get().body();
+      body.data = out.data() + old;
+      body.size = max;
+      stream_.expires_after(timeout_);
+      auto [ec, n] = co_await bhttp::async_read(stream_, buffer_, parser_, use_tuple);
+      got = max - body.size;
+      if (ec == bhttp::error::need_buffer) ec = {};
+      if (ec) {
+        out.resize(old);
+        failed_ = true;
+        if (ec == bhttp::error::body_limit) throw BodyError(413, "body over " + std::to_string(limit_) + " bytes");
+        if (ec == beast::error::timeout) throw BodyError(408, "body timeout");
+        throw BodyError(400, "body not received: " + ec.message());
+      }
+    }
+    out.resize(old + got);
+    co_return got;
+  }
+
+  std::optional<std::uint64_t> content_length() const override {
+    auto n = parser_.content_length();
+    if (!n) return std::nullopt;
+    return *n;
+  }
+  bool failed() const { return failed_; }
+
+ private:
+  beast::tcp_stream& stream_;
+  beast::flat_buffer& buffer_;
+  bhttp::request_parser<bhttp::buffer_body>& parser_;
+  std::chrono::milliseconds timeout_;
+  std::size_t limit_;
+  bool failed_ = false;
+};
+
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
@@ -118,6 +167,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   asio::awaitable<Response> respond(Request& req, MatchResult matched);
   asio::awaitable<void> write_error(beast::tcp_stream& stream, Request& req, Response res, unsigned version);
   asio::awaitable<void> write_stream(beast::tcp_stream& stream, Connection& conn, Response& res, unsigned version);
+  static asio::awaitable<void> linger(beast::tcp_stream& stream);
   Response finish(Request& req, Response res, std::size_t slot);
   asio::awaitable<void> reject_connection(tcp::socket socket);
   const std::string too_many_connections = canned_too_many_connections();
@@ -293,6 +343,17 @@ asio::awaitable<Response> Server::Impl::respond(Request& req, MatchResult matche
   Response res;
   try {
     res = co_await route->handler(req);
+  } catch (const BodyError& e) {
+    // A streamed body the client did not deliver; the connection cannot be reused.
+    log::info("request body failed", {{"request_id", req.request_id}, {"error", e.what()}});
+    if (e.status() == 413) {
+      res = problem(413, "payload_too_large", "Payload too large", e.what());
+    } else if (e.status() == 408) {
+      res = problem(408, "request_timeout", "Request timeout", "The request body did not arrive in time.");
+    } else {
+      res = bad_request("malformed_request", "The request body could not be read.");
+    }
+    res.close = true;
   } catch (const DependencyUnavailable& e) {
     // Fail fast while a dependency is down; clients and the gateway may retry.
     log::warn("dependency unavailable",
@@ -338,12 +399,12 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
     Request req;
     req.remote_addr = remote_addr;
     req.received_at = Clock::now();
-    bhttp::request_parser<bhttp::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(config.header_limit));
-    parser.body_limit(boost::none);  // the route decides, once the head is read
+    // The head first, with no body type; the route then decides how the body is read.
+    bhttp::request_parser<bhttp::empty_body> head_parser;
+    head_parser.header_limit(static_cast<std::uint32_t>(config.header_limit));
 
     stream.expires_after(config.header_timeout);
-    auto [head_ec, head_n] = co_await bhttp::async_read_header(stream, buffer, parser, use_tuple);
+    auto [head_ec, head_n] = co_await bhttp::async_read_header(stream, buffer, head_parser, use_tuple);
     if (head_ec) {
       if (head_ec == bhttp::error::end_of_stream || head_ec == asio::error::eof ||
           head_ec == asio::error::operation_aborted || head_ec == asio::error::connection_reset) {
@@ -360,7 +421,7 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
       break;
     }
 
-    const auto& head = parser.get();
+    const auto& head = head_parser.get();
     const unsigned version = head.version();
     auto id_header = head["X-Request-ID"];
     req.request_id = valid_request_id(id_header) ? std::string(id_header) : random::hex(16);
@@ -377,18 +438,42 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
     if (!route_match) limit = std::min<std::size_t>(limit, 64 * 1024);
 
     // Refuse a declared oversized body before reading a byte of it.
-    if (auto length = parser.content_length(); length && *length > limit) {
+    if (auto length = head_parser.content_length(); length && *length > limit) {
       co_await write_error(stream, req, payload_too_large(limit), version);
       break;
     }
+    if (!head_parser.is_done() && beast::iequals(head[bhttp::field::expect], "100-continue")) {
+      bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, version};
+      stream.expires_after(config.write_timeout);
+      auto [cont_ec, cont_n] = co_await bhttp::async_write(stream, cont, use_tuple);
+      if (cont_ec) break;
+    }
+
+    if (route_match && route_match->route->options.stream_body) {
+      bhttp::request_parser<bhttp::buffer_body> body_parser(std::move(head_parser));
+      body_parser.body_limit(limit);
+      const bool client_keep_alive = body_parser.get().keep_alive();
+      StreamedBody body(stream, buffer, body_parser, config.body_timeout, limit);
+      req.body_reader = &body;
+      Response res = co_await respond(req, std::move(matched));
+      req.body_reader = nullptr;
+      const bool body_done = body_parser.is_done();
+      const bool keep_alive = client_keep_alive && body_done && !res.close && !draining.load();
+      auto out = to_beast(res, version, false);
+      out.keep_alive(keep_alive);
+      stream.expires_after(config.write_timeout);
+      auto [write_ec, write_n] = co_await bhttp::async_write(stream, out, use_tuple);
+      if (write_ec) break;
+      // An answer before the whole body (a refusal): let the client finish sending for
+      // a moment so our answer is not destroyed by a reset.
+      if (!body_done && !body.failed()) co_await linger(stream);
+      if (!keep_alive) break;
+      continue;
+    }
+
+    bhttp::request_parser<bhttp::string_body> parser(std::move(head_parser));
     parser.body_limit(limit);
     if (!parser.is_done()) {
-      if (beast::iequals(head[bhttp::field::expect], "100-continue")) {
-        bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, version};
-        stream.expires_after(config.write_timeout);
-        auto [cont_ec, cont_n] = co_await bhttp::async_write(stream, cont, use_tuple);
-        if (cont_ec) break;
-      }
       stream.expires_after(config.body_timeout);
       auto [body_ec, body_n] = co_await bhttp::async_read(stream, buffer, parser, use_tuple);
       if (body_ec) {
@@ -456,9 +541,14 @@ asio::awaitable<void> Server::Impl::write_error(beast::tcp_stream& stream, Reque
   stream.expires_after(config.write_timeout);
   auto [ec, n] = co_await bhttp::async_write(stream, out, use_tuple);
   if (ec) co_return;
-  // Lingering close: the client (or a proxy) may still be sending the body we refused.
-  // Closing now would reset the connection and destroy our answer in flight, so read
-  // and discard for a moment (bounded in time and bytes), as nginx does.
+  co_await linger(stream);
+}
+
+// Lingering close: the client (or a proxy) may still be sending the body we refused.
+// Closing now would reset the connection and destroy our answer in flight, so read
+// and discard for a moment (bounded in time and bytes), as nginx does.
+asio::awaitable<void> Server::Impl::linger(beast::tcp_stream& stream) {
+  boost::system::error_code ec;
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
   stream.expires_after(std::chrono::seconds(1));
   std::array<char, 16 * 1024> sink;

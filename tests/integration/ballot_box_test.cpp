@@ -4,6 +4,7 @@
 #include "voting/ballot_box.hpp"
 
 #include <map>
+#include <set>
 
 #include <gtest/gtest.h>
 
@@ -115,8 +116,11 @@ TEST_F(BallotBoxTest, EveryBallotOfABurstGetsItsOwnAnswerAndCountsOnce) {
   ballots.push_back({poll_, ids::uuid_v7(), sel_a});
 
   auto results = cast_all(ballots);
-  for (int i = 0; i < 30; ++i) EXPECT_EQ(results[i].outcome, VoteOutcome::created) << i;
-  EXPECT_EQ(results[30].outcome, VoteOutcome::same_again);
+  for (int i = 1; i < 30; ++i) EXPECT_EQ(results[i].outcome, VoteOutcome::created) << i;
+  // User 0's first two ballots may land in two batches in flight at once: either one
+  // is the ballot, the other its retry.
+  std::multiset<VoteOutcome> first_two{results[0].outcome, results[30].outcome};
+  EXPECT_EQ(first_two, (std::multiset<VoteOutcome>{VoteOutcome::created, VoteOutcome::same_again}));
   EXPECT_EQ(results[30].option_ids, both);
   EXPECT_EQ(results[31].outcome, VoteOutcome::already_voted);
   EXPECT_EQ(results[32].outcome, VoteOutcome::not_found);
