@@ -17,7 +17,7 @@ APT_PACKAGES=(
   postgresql-15 postgresql-client-15 redis-server redis-tools rabbitmq-server memcached nginx supervisor
   swift swift-proxy swift-account swift-container swift-object python3-lxml
   # tools for tests, benchmarks and the simulation
-  curl jq gettext-base iproute2 openssl wrk python3 python3-pytest python3-requests python3-jwt python3-cryptography
+  curl jq gettext-base iproute2 openssl wrk python3 python3-pytest python3-requests python3-jwt python3-cryptography python3-pil libvips-tools
   python3-pika s3cmd
 )
 

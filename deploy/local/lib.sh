@@ -164,6 +164,7 @@ app_env() {
     "NIMBUS_SMTP_HOST=127.0.0.1"
     "NIMBUS_SMTP_PORT=$SMTP_PORT"
     "NIMBUS_THREADS=1"  # 3 API instances and 2 workers share the machine: one event loop each
+    "NIMBUS_S3_THREADS=64"  # a streamed upload holds one storage thread while it lasts
     "NIMBUS_DRAIN_DELAY=1500ms"
     "NIMBUS_SHUTDOWN_TIMEOUT=15s"
     "NIMBUS_DEBUG_ROUTES=$debug"
@@ -171,7 +172,7 @@ app_env() {
   # The test stack proves timeouts without waiting for the real ones, and takes every
   # sign-in from one address (the tests), so its per-IP limits are high.
   if [[ $debug == 1 ]]; then
-    vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s" "NIMBUS_LIVE_HEARTBEAT=1s" "NIMBUS_TALLY_RECONCILE_INTERVAL=1s" "NIMBUS_AUTH_CODE_TTL=6s" "NIMBUS_AUTH_RESEND_COOLDOWN=2s"
+    vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s" "NIMBUS_LIVE_HEARTBEAT=1s" "NIMBUS_TALLY_RECONCILE_INTERVAL=1s" "NIMBUS_IMAGE_SWEEP_INTERVAL=1s" "NIMBUS_IMAGE_STUCK_AFTER=30s" "NIMBUS_AUTH_CODE_TTL=6s" "NIMBUS_AUTH_RESEND_COOLDOWN=2s"
       "NIMBUS_AUTH_REFRESH_GRACE=3s" "NIMBUS_AUTH_IP_START_PER_MINUTE=100000" "NIMBUS_AUTH_IP_VERIFY_PER_MINUTE=100000")
   fi
   local out="" v

@@ -11,6 +11,7 @@
 #include "auth/service.hpp"
 #include "core/env.hpp"
 #include "http/ops.hpp"
+#include "images/routes.hpp"
 #include "runtime/service.hpp"
 #include "storage/s3/client.hpp"
 #include "store/pg/migrate.hpp"
@@ -78,6 +79,9 @@ int run_api(const runtime::ServiceConfig& config) {
       [polls](std::string poll_id) { return read_results(polls, std::move(poll_id)); }, voting::LiveConfig::from_env());
   live->start();
   voting::add_routes(router, polls, live, accounts);
+  auto image_service = std::make_shared<images::Service>(
+      pg, s3, std::chrono::duration_cast<std::chrono::seconds>(env::duration("NIMBUS_IMAGE_URL_TTL", std::chrono::minutes(5))));
+  images::add_routes(router, image_service, accounts, images::UploadLimits::from_env());
   if (debug_routes) api::add_debug_routes(router);
 
   http::Server server(ioc, config.http, router, metrics);

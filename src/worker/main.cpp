@@ -1,4 +1,5 @@
-// nimbus-worker: background jobs — the outbox relay, email, the tally reconciler.
+// nimbus-worker: background jobs — the outbox relay, email, thumbnails (with the
+// stuck-image sweeper), the tally reconciler.
 // Only main builds concrete clients; the worker serves /healthz, /readyz and /metrics
 // on its own port.
 #include <boost/asio/as_tuple.hpp>
@@ -18,7 +19,9 @@
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
 #include "voting/reconciler.hpp"
+#include "storage/s3/client.hpp"
 #include "worker/email_job.hpp"
+#include "worker/image_job.hpp"
 
 namespace {
 
@@ -37,6 +40,23 @@ asio::awaitable<void> stop_relay(outbox::Relay* relay) {
   for (int i = 0; i < 250 && relay->running(); ++i) {
     tick.expires_after(std::chrono::milliseconds(20));
     co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
+
+asio::awaitable<void> sweep_images(std::shared_ptr<pg::Pool> pg, worker::ImageJobConfig config,
+                                   const std::atomic<bool>* running) {
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  while (running->load()) {
+    tick.expires_after(config.sweep_interval);
+    co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (!running->load()) break;
+    try {
+      if (auto n = co_await worker::requeue_stuck(pg, config.stuck_after); n > 0) {
+        log::warn("re-queued stuck images", {{"images", n}});
+      }
+    } catch (const std::exception& e) {
+      log::warn("image sweep failed", {{"error", e.what()}});
+    }
   }
 }
 
@@ -68,6 +88,17 @@ int run_worker(const runtime::ServiceConfig& config) {
   reconciler.export_metrics(metrics);
   asio::co_spawn(ioc, reconciler.run(), asio::detached);
 
+  auto s3 = std::make_shared<s3::Client>(s3::Config::from_env());
+  readiness.add_check("s3", [s3] { return s3->ping(); });
+  const auto image_config = worker::ImageJobConfig::from_env();
+  worker::init_vips("nimbus-worker");
+  worker::ImageJobs image_jobs(ioc, pg, s3, publisher, image_config);
+  amqp::Consumer images(amqp::Config::from_env(), std::string(amqp::topology::kImageProcess), image_config.threads,
+                        [&image_jobs](const amqp::Delivery& d) { return image_jobs.handle(d); });
+  images.start();
+  std::atomic<bool> sweeping{true};
+  asio::co_spawn(ioc, sweep_images(pg, image_config, &sweeping), asio::detached);
+
   const auto smtp = mail::SmtpConfig::from_env();
   amqp::Consumer emails(amqp::Config::from_env(), std::string(amqp::topology::kEmailSend), 2,
                         [&smtp](const amqp::Delivery& d) { return worker::send_email(smtp, d); });
@@ -79,13 +110,15 @@ int run_worker(const runtime::ServiceConfig& config) {
   server.listen();
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   log::info("listening", {{"port", server.port()}, {"startup_ms", ms}});
-  const int code = runtime::run(ioc, server, readiness, config.lifecycle, [&relay, &reconciler, redis] {
+  const int code = runtime::run(ioc, server, readiness, config.lifecycle, [&relay, &reconciler, &sweeping, redis] {
+    sweeping = false;
     reconciler.stop();
     redis->stop();
     return stop_relay(&relay);
   });
   // Unfinished jobs go back to the queue when the consumer's connection closes.
   emails.stop(config.lifecycle.shutdown_timeout);
+  images.stop(config.lifecycle.shutdown_timeout);
   return code;
 }
 

@@ -69,9 +69,10 @@ struct Part {
   std::string etag;
 };
 
-// Pulls the next bytes of a streamed upload into `buf`; returns how many (0 = end).
-// Runs on a pool thread.
+// Pulls the next bytes of a streamed upload into `buf`; returns how many (0 = end,
+// kReadAbort = fail the upload). Runs on a pool thread.
 using Reader = std::function<std::size_t(char* buf, std::size_t size)>;
+inline constexpr std::size_t kReadAbort = 0x10000000;  // CURL_READFUNC_ABORT
 // Receives the next bytes of a download; returns false to abort. Runs on a pool thread.
 using Writer = std::function<bool(const char* data, std::size_t size)>;
 

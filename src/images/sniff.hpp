@@ -1,0 +1,41 @@
+// What an upload is, from its own bytes: the format from the magic bytes (never from
+// the name or the client's Content-Type), the dimensions from the header alone (no
+// pixel is decoded), and whether the file ends as its format says it must (a cheap
+// truncation check). Plain functions over bytes, unit-tested.
+//
+// Accepted: JPEG, PNG, GIF, WebP. Anything else — SVG (scripts, external references),
+// TIFF, PDF, HEIC/AVIF, text — is refused.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace nimbus::images {
+
+enum class Format { jpeg, png, gif, webp };
+
+// Needs the first 12 bytes; nullopt for anything not accepted.
+std::optional<Format> sniff(std::string_view head);
+std::string_view content_type(Format f);
+
+struct Dimensions {
+  std::uint32_t width = 0, height = 0;
+};
+
+enum class HeaderState { ok, need_more, corrupt };
+struct Header {
+  HeaderState state = HeaderState::need_more;
+  Dimensions size;
+};
+
+// Reads the dimensions from the start of the file. need_more: the header continues
+// past `head` (JPEG metadata segments can be long); corrupt: not a valid header.
+Header read_header(Format f, std::string_view head);
+
+// Whether the file ends as a whole file of its format does, given its last bytes
+// (at least 32, or the whole file if shorter) and its total size.
+bool ends_complete(Format f, std::string_view tail, std::uint64_t total_size, std::string_view head);
+
+}  // namespace nimbus::images

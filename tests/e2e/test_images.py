@@ -1,0 +1,246 @@
+"""Images end to end: streamed uploads through nginx, thumbnails by the workers,
+hostile files, a worker killed mid-batch, the stuck-image sweeper."""
+import io
+import os
+import signal
+import struct
+import subprocess
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from PIL import Image
+
+import stack
+from test_accounts import bearer, sign_in
+from test_live import mint_users, psql
+
+G = stack.GATEWAY
+
+
+def jpeg(width, height, color=(200, 30, 30), mode="RGB", exif_orientation=None, quality=90):
+    img = Image.new(mode, (width, height), color if mode == "RGB" else (0, 200, 200, 0))
+    # A gradient, so the encoder has real work and the variants real content.
+    for x in range(0, width, max(1, width // 64)):
+        img.paste((x * 255 // width, 120, 40) if mode == "RGB" else (x * 255 // width, 0, 0, 0),
+                  (x, 0, min(width, x + max(1, width // 64)), height))
+    out = io.BytesIO()
+    kwargs = {"quality": quality}
+    if exif_orientation:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        kwargs["exif"] = exif.tobytes()
+    img.save(out, "JPEG", **kwargs)
+    return out.getvalue()
+
+
+def png_with_alpha(width, height):
+    img = Image.new("RGBA", (width, height), (0, 120, 255, 128))
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
+def png_bomb(width, height):
+    """A tiny PNG that claims huge dimensions (the IDAT is a few bytes of zeros)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+            + chunk(b"IEND", b""))
+
+
+def upload_raw(token, data, content_type="image/jpeg", base=G):
+    return requests.post(f"{base}/v1/images", data=data, headers={**bearer(token), "Content-Type": content_type},
+                         timeout=60)
+
+
+def upload_form(token, data, filename="photo.jpg", base=G):
+    return requests.post(f"{base}/v1/images", files={"file": (filename, data, "application/octet-stream")},
+                         headers=bearer(token), timeout=60)
+
+
+def image(token, image_id):
+    return requests.get(f"{G}/v1/images/{image_id}", headers=bearer(token), timeout=10)
+
+
+def wait_final(token, ids, timeout=120):
+    final = {}
+
+    def done():
+        for i in ids:
+            if i not in final:
+                body = image(token, i).json()
+                if body["status"] in ("ready", "failed"):
+                    final[i] = body
+        return len(final) == len(ids)
+
+    stack.wait_until(done, timeout=timeout, interval=0.5, what=f"{len(ids) - len(final)} images final")
+    return final
+
+
+def fetch(url):
+    r = requests.get(url, timeout=10)
+    assert r.status_code == 200, (url, r.status_code, r.text[:200])
+    return r.content
+
+
+def test_upload_process_download_and_delete():
+    _, who = sign_in()
+    token = who["access_token"]
+    original = jpeg(1600, 1200)
+    r = upload_form(token, original)
+    assert r.status_code == 202, r.text
+    image_id = r.json()["id"]
+    assert r.headers["Location"] == f"/v1/images/{image_id}" and r.json()["status"] == "queued"
+    body = wait_final(token, [image_id])[image_id]
+    assert body["status"] == "ready", body
+    assert (body["width"], body["height"], body["bytes"]) == (1600, 1200, len(original))
+    assert body["content_type"] == "image/jpeg"
+    import hashlib
+    assert body["sha256"] == hashlib.sha256(original).hexdigest()
+    variants = {v["name"]: v for v in body["variants"]}
+    thumb = Image.open(io.BytesIO(fetch(variants["thumb"]["url"])))
+    preview = Image.open(io.BytesIO(fetch(variants["preview"]["url"])))
+    assert (thumb.format, thumb.size) == ("WEBP", (256, 256))
+    assert (preview.format, preview.size) == ("JPEG", (1280, 960))
+    assert (variants["preview"]["width"], variants["preview"]["height"]) == (1280, 960)
+    # Downloads are redirects to short-lived presigned URLs, for the owner only.
+    r = requests.get(f"{G}/v1/images/{image_id}/original", headers=bearer(token), allow_redirects=False, timeout=10)
+    assert r.status_code == 302 and fetch(r.headers["Location"]) == original
+    r = requests.get(f"{G}/v1/images/{image_id}/variants/thumb", headers=bearer(token), allow_redirects=False,
+                     timeout=10)
+    assert r.status_code == 302
+    _, other = sign_in()
+    assert image(other["access_token"], image_id).status_code == 404
+    assert requests.get(f"{G}/v1/images/{image_id}/original", headers=bearer(other["access_token"]),
+                        allow_redirects=False, timeout=10).status_code == 404
+    # History, newest first.
+    second = upload_raw(token, jpeg(300, 200)).json()["id"]
+    mine = requests.get(f"{G}/v1/me/images", headers=bearer(token), timeout=10).json()["items"]
+    assert [i["id"] for i in mine[:2]] == [second, image_id]
+    # Delete: row and objects gone.
+    assert requests.delete(f"{G}/v1/images/{image_id}", headers=bearer(token), timeout=10).status_code == 204
+    assert image(token, image_id).status_code == 404
+    assert requests.get(variants["thumb"]["url"], timeout=10).status_code == 404
+
+
+def test_100_parallel_uploads_of_many_kinds_all_become_ready():
+    tokens = mint_users(10)
+    kinds = [
+        ("photo", jpeg(2400, 1600), (2400, 1600), (1280, 853)),
+        ("small", jpeg(320, 240), (320, 240), (320, 240)),
+        ("alpha", png_with_alpha(800, 600), (800, 600), (1280, 960)),
+        ("rotated", jpeg(1200, 800, exif_orientation=6), (1200, 800), (800, 1200)),
+        ("cmyk", None, (1000, 700), (1000, 700)),
+    ]
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (1000, 700), (0, 255, 255, 0)).save(cmyk, "JPEG")
+    kinds[4] = ("cmyk", cmyk.getvalue(), (1000, 700), (1000, 700))
+
+    def send(i):
+        name, data, _, _ = kinds[i % len(kinds)]
+        token = tokens[i % len(tokens)]
+        r = upload_form(token, data, f"{name}.jpg") if i % 2 else upload_raw(
+            token, data, "image/png" if name == "alpha" else "image/jpeg")
+        assert r.status_code == 202, r.text
+        return token, r.json()["id"], i % len(kinds)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        sent = list(pool.map(send, range(100)))
+    by_token = {}
+    for token, image_id, kind in sent:
+        by_token.setdefault(token, []).append((image_id, kind))
+    for token, items in by_token.items():
+        final = wait_final(token, [i for i, _ in items], timeout=240)
+        for image_id, kind in items:
+            name, _, size, preview_size = kinds[kind]
+            body = final[image_id]
+            assert body["status"] == "ready", (name, body)
+            assert (body["width"], body["height"]) == size, name
+            v = {x["name"]: x for x in body["variants"]}
+            assert (v["thumb"]["width"], v["thumb"]["height"]) == (256, 256), name
+            preview = Image.open(io.BytesIO(fetch(v["preview"]["url"])))
+            # EXIF orientation 6 (rotate 90°) is applied: the preview is portrait.
+            expected = preview_size if name != "small" else size
+            assert preview.size == expected, (name, preview.size)
+            assert preview.mode == "RGB", (name, preview.mode)
+    assert psql("SELECT count(*) FROM image_variants WHERE image_id IN ("
+                + ",".join(f"'{i}'" for _, i, _ in sent) + ")") == "200", "one row per variant, no duplicates"
+
+
+def test_hostile_uploads_are_refused_and_leave_nothing():
+    _, who = sign_in()
+    token = who["access_token"]
+    before = psql("SELECT count(*) FROM images")
+    truncated = jpeg(800, 600)[:-2000]
+    cases = [
+        ("decompression bomb", upload_raw(token, png_bomb(100_000, 100_000), "image/png"), 422, "too_many_pixels"),
+        ("truncated jpeg", upload_raw(token, truncated), 422, "corrupt_image"),
+        ("not an image", upload_form(token, b"MZ\x90\x00" + b"\x00" * 5000, "cat.jpg"), 415, "unsupported_image_type"),
+        ("svg", upload_raw(token, b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+                           "image/svg+xml"), 415, "unsupported_image_type"),
+        ("empty", upload_raw(token, b""), 422, "empty_file"),
+        ("30 MB", upload_raw(token, b"\xff\xd8\xff" + b"\0" * (30 * 1024 * 1024)), 413, "payload_too_large"),
+        ("no file field", requests.post(f"{G}/v1/images", files={"photo": ("a.jpg", jpeg(10, 10))},
+                                        headers=bearer(token), timeout=10), 400, "missing_file"),
+        ("text body", upload_raw(token, b"hello", "text/plain"), 415, "unsupported_media_type"),
+    ]
+    for name, r, status, code in cases:
+        assert r.status_code == status, (name, r.status_code, r.text[:300])
+        assert r.headers["Content-Type"].startswith("application/problem+json"), name
+        if code:
+            assert r.json()["code"] == code, (name, r.text)
+    assert psql("SELECT count(*) FROM images") == before, "a refused upload leaves no row"
+    assert requests.post(f"{G}/v1/images", data=jpeg(10, 10), headers={"Content-Type": "image/jpeg"},
+                         timeout=10).status_code == 401
+    # Still serving.
+    assert upload_raw(token, jpeg(64, 64)).status_code == 202
+
+
+def test_undecodable_image_fails_with_a_reason():
+    _, who = sign_in()
+    token = who["access_token"]
+    # A valid frame header and ending, but a Huffman table no decoder accepts: only
+    # decoding can tell.
+    good = bytearray(jpeg(640, 480))
+    dht = good.find(b"\xff\xc4")
+    good[dht + 5:dht + 21] = b"\xff" * 16
+    broken = bytes(good)
+    r = upload_raw(token, broken)
+    assert r.status_code == 202, r.text
+    body = wait_final(token, [r.json()["id"]])[r.json()["id"]]
+    assert body["status"] == "failed" and body["error"], body
+    assert upload_raw(token, jpeg(64, 64)).status_code == 202, "the worker is still up"
+
+
+def test_worker_killed_mid_batch_every_image_still_ends_ready():
+    tokens = mint_users(4)
+    photo = jpeg(3000, 2000)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        sent = list(pool.map(lambda i: (tokens[i % 4], upload_raw(tokens[i % 4], photo).json()["id"]), range(40)))
+    victim = "workers:worker-1"
+    pid = stack.pid_of(victim)
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    stack.wait_running(victim, pid)
+    by_token = {}
+    for token, image_id in sent:
+        by_token.setdefault(token, []).append(image_id)
+    for token, ids in by_token.items():
+        final = wait_final(token, ids, timeout=240)
+        assert all(b["status"] == "ready" for b in final.values()), [b for b in final.values() if b["status"] != "ready"]
+    ids = ",".join(f"'{i}'" for _, i in sent)
+    assert psql(f"SELECT count(*) FROM image_variants WHERE image_id IN ({ids})") == str(2 * len(sent))
+
+
+def test_sweeper_requeues_an_image_stuck_in_queue():
+    _, who = sign_in()
+    token = who["access_token"]
+    image_id = upload_raw(token, jpeg(400, 300)).json()["id"]
+    wait_final(token, [image_id])
+    # As if its message had been lost: queued, untouched for an hour, no job anywhere.
+    psql(f"UPDATE images SET status = 'queued', updated_at = now() - interval '1 hour' WHERE id = '{image_id}'")
+    stack.wait_until(lambda: image(token, image_id).json()["status"] == "ready", timeout=30,
+                     what="the sweeper re-queued the image")
