@@ -25,7 +25,8 @@ class BytePipe {
  public:
   static constexpr std::size_t kAborted = static_cast<std::size_t>(-1);
 
-  BytePipe(boost::asio::any_io_executor executor, std::size_t capacity) : room_(std::move(executor), 1), capacity_(capacity) {}
+  BytePipe(boost::asio::any_io_executor executor, std::size_t capacity)
+      : room_(std::move(executor), 1), capacity_(capacity) {}
 
   // Waits for room, then queues `bytes`. False if the reader has gone (aborted).
   boost::asio::awaitable<bool> write(std::string bytes) {

@@ -51,7 +51,8 @@ FilePart find_file_part(std::string_view body, std::string_view boundary) {
   const std::string dash = "--" + std::string(boundary);
   // The first delimiter may follow a preamble; later ones follow a CRLF.
   auto at = body.find(dash);
-  if (at == std::string_view::npos) return {body.size() > 4096 ? FilePart::State::malformed : FilePart::State::need_more, 0};
+  if (at == std::string_view::npos)
+    return {body.size() > 4096 ? FilePart::State::malformed : FilePart::State::need_more, 0};
   for (;;) {
     const auto line_end = at + dash.size();
     if (body.size() < line_end + 2) return {};

@@ -1,10 +1,10 @@
 #include "images/routes.hpp"
 
-#include <openssl/evp.h>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/json/serialize.hpp>
+#include <ctime>
+#include <openssl/evp.h>
 
 #include "auth/jwt.hpp"
 #include "auth/routes.hpp"
@@ -30,8 +30,18 @@ namespace {
 
 constexpr std::size_t kChunk = 64 * 1024;
 constexpr std::size_t kPipeCapacity = 256 * 1024;
-constexpr std::size_t kHeadLimit = 1024 * 1024;  // header bytes read before deciding
+constexpr std::size_t kHeadLimit = 1024 * 1024;   // header bytes read before deciding
 constexpr std::size_t kFormOverhead = 64 * 1024;  // multipart framing allowed on top of the file
+constexpr std::chrono::seconds kDirectUploadTtl{600};
+
+std::string format_time(std::chrono::system_clock::time_point t) {
+  const auto secs = std::chrono::system_clock::to_time_t(t);
+  std::tm utc{};
+  gmtime_r(&secs, &utc);
+  char out[32];
+  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return out;
+}
 
 class Sha256 {
  public:
@@ -140,6 +150,37 @@ class Upload {
   std::optional<DelimiterScan> scan_;
 };
 
+struct NeedMore {};
+struct Accepted {
+  Format format;
+  Dimensions size;
+};
+using Judged = std::variant<NeedMore, Accepted, Response>;
+
+// The verdict on a file from its first bytes (`at_end`: there are no more): its
+// format from the magic bytes, its dimensions from the header, within the limits.
+Judged judge_head(std::string_view head, bool at_end, const UploadLimits& limits) {
+  auto unsupported = [] { return refuse(415, "unsupported_image_type", "Upload a JPEG, PNG, GIF or WebP image."); };
+  if (head.size() < 12 && !at_end) return NeedMore{};
+  auto format = sniff(head);
+  if (!format) {
+    if (head.size() < 12 && sniff(std::string(head) + std::string(12, '\0'))) {
+      return refuse(422, "corrupt_image", "The file is truncated.");
+    }
+    return unsupported();
+  }
+  auto header = read_header(*format, head);
+  if (header.state == HeaderState::need_more && !at_end && head.size() <= kHeadLimit) return NeedMore{};
+  if (header.state != HeaderState::ok) return refuse(422, "corrupt_image", "The image header is not valid.");
+  const auto pixels = static_cast<std::uint64_t>(header.size.width) * header.size.height;
+  if (pixels > limits.max_pixels) {
+    return refuse(422, "too_many_pixels",
+                  "The image has " + std::to_string(header.size.width) + "x" + std::to_string(header.size.height) +
+                      " pixels; the limit is " + std::to_string(limits.max_pixels / 1'000'000) + " megapixels.");
+  }
+  return Accepted{*format, header.size};
+}
+
 struct Streamed {
   std::string sha256;
   bool complete = false;  // the format's ending was there
@@ -156,7 +197,8 @@ asio::awaitable<Streamed> stream_to_s3(Upload& upload, std::string first, Format
     auto n = pipe->read(buf, size, std::chrono::seconds(60));
     return n == BytePipe::kAborted ? s3::kReadAbort : n;
   };
-  asio::co_spawn(executor, s3.put_object_stream(key, upload.size(), std::move(reader), std::string(content_type(format))),
+  asio::co_spawn(executor,
+                 s3.put_object_stream(key, upload.size(), std::move(reader), std::string(content_type(format))),
                  [put_done](std::exception_ptr e, std::string) { put_done->set(e); });
 
   Sha256 hash;
@@ -193,12 +235,12 @@ asio::awaitable<void> forget_object(s3::Client& s3, const std::string& key) {
 }
 
 // POST /v1/images: a raw image/* body or a multipart form with a "file" field.
-asio::awaitable<Response> upload(std::shared_ptr<Service> images, UploadLimits limits, Request& req,
-                                 auth::Claims who) {
+asio::awaitable<Response> upload(std::shared_ptr<Service> images, UploadLimits limits, Request& req, auth::Claims who) {
   const auto type = std::string(req.header("Content-Type").value_or(""));
   auto boundary = form_boundary(type);
   if (!boundary && type.rfind("image/", 0) != 0) {
-    co_return refuse(415, "unsupported_media_type", "Send multipart/form-data with a \"file\" field, or an image/* body.");
+    co_return refuse(415, "unsupported_media_type",
+                     "Send multipart/form-data with a \"file\" field, or an image/* body.");
   }
   auto length = req.body_reader->content_length();
   if (!length) co_return http::problem(411, "length_required", "Length required", "Send a Content-Length.");
@@ -211,43 +253,26 @@ asio::awaitable<Response> upload(std::shared_ptr<Service> images, UploadLimits l
 
   // Enough of the start to know the format and the dimensions, before storing a byte.
   std::string first;
-  std::optional<Format> format;
-  Header header;
+  Judged judged = NeedMore{};
   for (;;) {
     auto more = co_await file.next();
-    if (more.empty()) break;
     first += more;
-    if (!format && first.size() >= 12) {
-      format = sniff(first);
-      if (!format) co_return refuse(415, "unsupported_image_type", "Upload a JPEG, PNG, GIF or WebP image.");
-    }
-    if (format) {
-      header = read_header(*format, first);
-      if (header.state != HeaderState::need_more) break;
-    }
-    if (first.size() > kHeadLimit) break;
+    judged = judge_head(first, more.empty(), limits);
+    if (!std::holds_alternative<NeedMore>(judged)) break;
   }
-  if (!format) {
-    if (first.size() < 12 && sniff(first)) co_return refuse(422, "corrupt_image", "The file is truncated.");
-    co_return refuse(415, "unsupported_image_type", "Upload a JPEG, PNG, GIF or WebP image.");
-  }
-  if (header.state != HeaderState::ok) co_return refuse(422, "corrupt_image", "The image header is not valid.");
-  const auto pixels = static_cast<std::uint64_t>(header.size.width) * header.size.height;
-  if (pixels > limits.max_pixels) {
-    co_return refuse(422, "too_many_pixels",
-                     "The image has " + std::to_string(header.size.width) + "x" + std::to_string(header.size.height) +
-                         " pixels; the limit is " + std::to_string(limits.max_pixels / 1'000'000) + " megapixels.");
-  }
+  if (auto* refusal = std::get_if<Response>(&judged)) co_return std::move(*refusal);
+  const auto [format, size] = std::get<Accepted>(judged);
+  const auto& header_size = size;
 
-  NewImage image{ids::uuid_v7(), who.sub, std::string(content_type(*format)), {}, file.size(), header.size.width,
-                 header.size.height};
+  NewImage image{ids::uuid_v7(),    who.sub,           std::string(content_type(format)), {}, file.size(),
+                 header_size.width, header_size.height};
   const auto key = original_key(image.id);
   // (No co_await inside a catch handler: the failure is kept and handled after it.)
   Streamed streamed;
   std::exception_ptr failure;
   bool layout = false;
   try {
-    streamed = co_await stream_to_s3(file, std::move(first), *format, key, images->storage());
+    streamed = co_await stream_to_s3(file, std::move(first), format, key, images->storage());
     if (streamed.complete) {
       image.sha256 = streamed.sha256;
       co_await images->create(image);
@@ -273,6 +298,101 @@ std::optional<std::string> image_id(const Request& req) {
   std::string id(req.param("id"));
   if (!ids::is_uuid(id)) return std::nullopt;
   return id;
+}
+
+// POST /v1/images/uploads {content_type, bytes}: a presigned PUT straight to storage.
+asio::awaitable<Response> create_upload(std::shared_ptr<Service> images, UploadLimits limits, Request& req,
+                                        auth::Claims who) {
+  auto parsed = http::json_object_body(req);
+  if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
+  const auto& body = std::get<json::object>(parsed);
+  auto type = http::string_field(body, "content_type", 100);
+  if (!type || (*type != "image/jpeg" && *type != "image/png" && *type != "image/gif" && *type != "image/webp")) {
+    co_return http::invalid_field("invalid_content_type",
+                                  "content_type is image/jpeg, image/png, image/gif or image/webp.");
+  }
+  const auto* bytes = body.if_contains("bytes");
+  if (bytes == nullptr || !bytes->is_int64() || bytes->as_int64() < 1) {
+    co_return http::invalid_field("invalid_bytes", "bytes is the file's size, a positive integer.");
+  }
+  if (static_cast<std::uint64_t>(bytes->as_int64()) > limits.max_bytes)
+    co_return http::payload_too_large(limits.max_bytes);
+  const auto id = ids::uuid_v7();
+  co_await images->reserve(id, who.sub, *type, static_cast<std::uint64_t>(bytes->as_int64()));
+  const auto expires = std::chrono::system_clock::now() + kDirectUploadTtl;
+  json::object out{{"id", id},
+                   {"upload_url", images->storage().presign_put(original_key(id), kDirectUploadTtl)},
+                   {"method", "PUT"},
+                   {"expires_at", format_time(expires)}};
+  auto res = http::json(201, json::serialize(out));
+  res.headers.set("Location", "/v1/images/" + id);
+  co_return res;
+}
+
+// What a stored object turned out to be, read through once from storage.
+struct Inspected {
+  std::string head, tail;
+  std::uint64_t size = 0;
+  Sha256 hash;
+};
+
+// POST /v1/images/{id}/complete: the object must be there, of the declared size, and a
+// real image within the limits; then the image is queued like a streamed upload.
+asio::awaitable<Response> complete(std::shared_ptr<Service> images, UploadLimits limits, Request& req,
+                                   auth::Claims who) {
+  const auto id = image_id(req).value_or("");
+  if (id.empty()) co_return image_not_found();
+  auto reserved = co_await images->reserved(id, who.sub);
+  if (!reserved)
+    co_return http::problem(409, "not_uploading", "Not waiting for an upload",
+                            "No upload of yours is waiting under this id (completed, or unknown).");
+  auto& s3 = images->storage();
+  const auto key = original_key(id);
+  auto info = co_await s3.head_object(key);
+  if (!info) co_return refuse(409, "upload_missing", "Nothing was uploaded to the URL yet.");
+  std::optional<Response> refusal;
+  NewImage image{id, who.sub, "", "", info->size, 0, 0};
+  if (info->size != reserved->bytes) {
+    refusal = refuse(422, "upload_mismatch", "The uploaded object's size is not the declared one.");
+  } else {
+    auto seen = std::make_shared<Inspected>();
+    // Read through once (on a storage thread), keeping only the head and the tail.
+    s3::Writer inspect = [seen](const char* data, std::size_t n) {
+      std::string_view bytes(data, n);
+      if (seen->head.size() < kHeadLimit) seen->head.append(bytes.substr(0, kHeadLimit - seen->head.size()));
+      seen->hash.update(bytes);
+      seen->tail.append(bytes.substr(n > 32 ? n - 32 : 0));
+      if (seen->tail.size() > 32) seen->tail.erase(0, seen->tail.size() - 32);
+      seen->size += n;
+      return true;
+    };
+    co_await s3.get_object_to(key, std::move(inspect));
+    auto judged = judge_head(seen->head, true, limits);
+    if (auto* r = std::get_if<Response>(&judged)) {
+      refusal = std::move(*r);
+    } else {
+      const auto accepted = std::get<Accepted>(judged);
+      if (!ends_complete(accepted.format, seen->tail, seen->size, seen->head)) {
+        refusal = refuse(422, "corrupt_image", "The image is truncated: it does not end as a whole file does.");
+      }
+      image.content_type = std::string(content_type(accepted.format));
+      image.width = accepted.size.width;
+      image.height = accepted.size.height;
+      image.sha256 = seen->hash.hex();
+    }
+  }
+  if (refusal) {
+    // Refused: the object and the reservation go; the client may start again.
+    co_await forget_object(s3, key);
+    co_await images->remove(id, who.sub);
+    co_return std::move(*refusal);
+  }
+  if (!co_await images->queue_reserved(image)) {
+    co_return http::problem(409, "not_uploading", "Not waiting for an upload", "This upload was already completed.");
+  }
+  auto res = http::json(202, json::serialize(json::object{{"id", id}, {"status", "queued"}}));
+  res.headers.set("Location", "/v1/images/" + id);
+  co_return res;
 }
 
 asio::awaitable<Response> get(std::shared_ptr<Service> images, Request& req, auth::Claims who) {
@@ -310,8 +430,7 @@ asio::awaitable<Response> list(std::shared_ptr<Service> images, Request& req, au
   co_return http::json(200, json::serialize(body));
 }
 
-asio::awaitable<Response> download(std::shared_ptr<Service> images, Request& req, auth::Claims who,
-                                   bool original) {
+asio::awaitable<Response> download(std::shared_ptr<Service> images, Request& req, auth::Claims who, bool original) {
   const auto id = image_id(req).value_or("");
   if (id.empty()) co_return image_not_found();
   std::optional<std::string> variant;
@@ -338,19 +457,27 @@ void add_routes(http::Router& router, std::shared_ptr<Service> images, std::shar
   using Claims = auth::Claims;
   const http::RouteOptions streamed{.body_limit = limits.max_bytes + kFormOverhead, .stream_body = true};
   router.add(http::Method::post, "/v1/images",
-             auth::authenticated(accounts,
-                                 [images, limits](Request& r, const Claims& c) { return upload(images, limits, r, c); }),
+             auth::authenticated(
+                 accounts, [images, limits](Request& r, const Claims& c) { return upload(images, limits, r, c); }),
              streamed);
+  router.add(
+      http::Method::post, "/v1/images/uploads",
+      auth::authenticated(
+          accounts, [images, limits](Request& r, const Claims& c) { return create_upload(images, limits, r, c); }),
+      http::RouteOptions{.body_limit = 16 * 1024});
+  router.add(http::Method::post, "/v1/images/{id}/complete",
+             auth::authenticated(
+                 accounts, [images, limits](Request& r, const Claims& c) { return complete(images, limits, r, c); }));
   router.add(http::Method::get, "/v1/images/{id}",
              auth::authenticated(accounts, [images](Request& r, const Claims& c) { return get(images, r, c); }));
   router.add(http::Method::get, "/v1/me/images",
              auth::authenticated(accounts, [images](Request& r, const Claims& c) { return list(images, r, c); }));
-  router.add(http::Method::get, "/v1/images/{id}/original",
-             auth::authenticated(accounts,
-                                 [images](Request& r, const Claims& c) { return download(images, r, c, true); }));
-  router.add(http::Method::get, "/v1/images/{id}/variants/{name}",
-             auth::authenticated(accounts,
-                                 [images](Request& r, const Claims& c) { return download(images, r, c, false); }));
+  router.add(
+      http::Method::get, "/v1/images/{id}/original",
+      auth::authenticated(accounts, [images](Request& r, const Claims& c) { return download(images, r, c, true); }));
+  router.add(
+      http::Method::get, "/v1/images/{id}/variants/{name}",
+      auth::authenticated(accounts, [images](Request& r, const Claims& c) { return download(images, r, c, false); }));
   router.add(http::Method::del, "/v1/images/{id}",
              auth::authenticated(accounts, [images](Request& r, const Claims& c) { return remove(images, r, c); }));
 }

@@ -17,10 +17,10 @@ constexpr std::string_view kInsert = R"(
 INSERT INTO images (id, owner_id, status, content_type, bytes, width, height, sha256)
 VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7))";
 
-#define NIMBUS_IMAGE_COLUMNS                                                                           \
-  "i.id, i.status, i.content_type, i.bytes, i.width, i.height, i.sha256, i.error, "                    \
-  "to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "                    \
-  "(SELECT json_agg(json_build_object('name', v.name, 'width', v.width, 'height', v.height, "           \
+#define NIMBUS_IMAGE_COLUMNS                                                                  \
+  "i.id, i.status, i.content_type, i.bytes, i.width, i.height, i.sha256, i.error, "           \
+  "to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "           \
+  "(SELECT json_agg(json_build_object('name', v.name, 'width', v.width, 'height', v.height, " \
   "'content_type', v.content_type, 'bytes', v.bytes) ORDER BY v.name) FROM image_variants v WHERE v.image_id = i.id)"
 
 constexpr std::string_view kGet = "SELECT " NIMBUS_IMAGE_COLUMNS " FROM images i WHERE i.id = $1 AND i.owner_id = $2";
@@ -33,6 +33,14 @@ constexpr std::string_view kList = "SELECT " NIMBUS_IMAGE_COLUMNS R"( FROM image
  LIMIT $3)";
 
 #undef NIMBUS_IMAGE_COLUMNS
+
+constexpr std::string_view kReserve = R"(
+INSERT INTO images (id, owner_id, status, content_type, bytes) VALUES ($1, $2, 'uploading', $3, $4))";
+constexpr std::string_view kReserved =
+    "SELECT content_type, bytes FROM images WHERE id = $1 AND owner_id = $2 AND status = 'uploading'";
+constexpr std::string_view kQueueReserved = R"(
+UPDATE images SET status = 'queued', content_type = $2, width = $3, height = $4, sha256 = $5, updated_at = now()
+ WHERE id = $1 AND status = 'uploading')";
 
 constexpr std::string_view kVariantExists = R"(
 SELECT EXISTS (SELECT 1 FROM images WHERE id = $1 AND owner_id = $2),
@@ -57,15 +65,46 @@ asio::awaitable<void> Service::create(NewImage image) {
   outbox::Message job{"nimbus", "image.process", json::serialize(json::object{{"image_id", image.id}}), false};
   try {
     co_await db.execute_script("BEGIN");
-    co_await db.query(kInsert, pg::params(image.id, image.owner_id, image.content_type,
-                                          static_cast<std::int64_t>(image.bytes), static_cast<int>(image.width),
-                                          static_cast<int>(image.height), image.sha256));
+    co_await db.query(kInsert,
+                      pg::params(image.id, image.owner_id, image.content_type, static_cast<std::int64_t>(image.bytes),
+                                 static_cast<int>(image.width), static_cast<int>(image.height), image.sha256));
     co_await outbox::enqueue(db, job);
     co_await db.execute_script("COMMIT");
   } catch (...) {
     db.discard();  // a connection left inside a failed transaction is not reused
     throw;
   }
+}
+
+asio::awaitable<void> Service::reserve(std::string id, std::string owner_id, std::string content_type,
+                                       std::uint64_t bytes) {
+  auto db = co_await pg_->acquire();
+  co_await db.query(kReserve, pg::params(id, owner_id, content_type, static_cast<std::int64_t>(bytes)));
+}
+
+asio::awaitable<std::optional<Service::Reserved>> Service::reserved(std::string id, std::string owner_id) {
+  auto db = co_await pg_->acquire();
+  auto r = co_await db.query(kReserved, pg::params(id, owner_id));
+  if (r.rows() == 0) co_return std::nullopt;
+  co_return Reserved{std::string(r.get(0, 0)), static_cast<std::uint64_t>(r.get_int(0, 1))};
+}
+
+asio::awaitable<bool> Service::queue_reserved(NewImage image) {
+  auto db = co_await pg_->acquire();
+  outbox::Message job{"nimbus", "image.process", json::serialize(json::object{{"image_id", image.id}}), false};
+  bool queued = false;
+  try {
+    co_await db.execute_script("BEGIN");
+    auto r = co_await db.query(kQueueReserved, pg::params(image.id, image.content_type, static_cast<int>(image.width),
+                                                          static_cast<int>(image.height), image.sha256));
+    queued = r.affected() == 1;
+    if (queued) co_await outbox::enqueue(db, job);
+    co_await db.execute_script("COMMIT");
+  } catch (...) {
+    db.discard();
+    throw;
+  }
+  co_return queued;
 }
 
 json::object Service::to_json(const pg::Result& r, int i, const json::array& variants) const {

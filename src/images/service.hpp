@@ -39,6 +39,18 @@ class Service {
 
   // The record (queued) and its processing job, in one transaction.
   boost::asio::awaitable<void> create(NewImage image);
+  // Direct upload, step 1: a record waiting for its object (status `uploading`).
+  boost::asio::awaitable<void> reserve(std::string id, std::string owner_id, std::string content_type,
+                                       std::uint64_t bytes);
+  // Direct upload, step 2: what was declared, if this owner's image is still waiting.
+  struct Reserved {
+    std::string content_type;
+    std::uint64_t bytes = 0;
+  };
+  boost::asio::awaitable<std::optional<Reserved>> reserved(std::string id, std::string owner_id);
+  // Direct upload, checked: queued with its job, in one transaction. False if it was
+  // no longer waiting (completed twice at once, or deleted).
+  boost::asio::awaitable<bool> queue_reserved(NewImage image);
   // The image as its owner sees it; nullopt if it does not exist or is not theirs.
   boost::asio::awaitable<std::optional<boost::json::object>> get(std::string id, std::string owner_id);
   boost::asio::awaitable<ImagePage> list(std::string owner_id, std::optional<std::string> after, int limit);

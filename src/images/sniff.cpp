@@ -5,8 +5,7 @@ namespace nimbus::images {
 namespace {
 
 std::uint32_t be16(std::string_view s, std::size_t at) {
-  return (static_cast<std::uint32_t>(static_cast<unsigned char>(s[at])) << 8) |
-         static_cast<unsigned char>(s[at + 1]);
+  return (static_cast<std::uint32_t>(static_cast<unsigned char>(s[at])) << 8) | static_cast<unsigned char>(s[at + 1]);
 }
 std::uint32_t be32(std::string_view s, std::size_t at) {
   return (be16(s, at) << 16) | be16(s, at + 2);

@@ -1,10 +1,9 @@
 #include "worker/image_job.hpp"
 
-#include <vips/vips8>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/json/parse.hpp>
+#include <vips/vips8>
 
 #include "core/env.hpp"
 #include "core/ids.hpp"
@@ -22,7 +21,8 @@ void init_vips(const char* argv0) {
   vips_concurrency_set(1);
   vips_block_untrusted_set(TRUE);
   vips_operation_block_set("VipsForeignLoad", TRUE);
-  for (const char* allowed : {"VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadNsgif", "VipsForeignLoadWebp"}) {
+  for (const char* allowed :
+       {"VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadNsgif", "VipsForeignLoadWebp"}) {
     vips_operation_block_set(allowed, FALSE);
   }
 }
@@ -75,12 +75,15 @@ std::vector<Variant> make_variants(const std::string& original, std::uint64_t ma
                             take(thumb.webpsave_buffer(VImage::option()->set("Q", 80)->set("strip", true))),
                             thumb.width(), thumb.height()});
       auto preview = thumbnail(blob, 1280, false);
-      if (preview.has_alpha()) preview = preview.flatten(VImage::option()->set("background", std::vector<double>{255.0}));
-      out.push_back(Variant{
-          "preview", "image/jpeg",
-          take(preview.jpegsave_buffer(
-              VImage::option()->set("Q", 82)->set("strip", true)->set("optimize_coding", true)->set("interlace", true))),
-          preview.width(), preview.height()});
+      if (preview.has_alpha())
+        preview = preview.flatten(VImage::option()->set("background", std::vector<double>{255.0}));
+      out.push_back(Variant{"preview", "image/jpeg",
+                            take(preview.jpegsave_buffer(VImage::option()
+                                                             ->set("Q", 82)
+                                                             ->set("strip", true)
+                                                             ->set("optimize_coding", true)
+                                                             ->set("interlace", true))),
+                            preview.width(), preview.height()});
     } catch (...) {
       vips_area_unref(VIPS_AREA(blob));
       throw;
@@ -123,6 +126,21 @@ queued AS (
 SELECT count(*) FROM queued)";
 
 }  // namespace
+
+asio::awaitable<std::int64_t> purge_abandoned_uploads(std::shared_ptr<pg::Pool> pg, std::shared_ptr<s3::Client> s3,
+                                                      std::chrono::milliseconds older_than) {
+  pg::Result r;
+  {
+    auto db = co_await pg->acquire();
+    r = co_await db.query(
+        "DELETE FROM images WHERE status = 'uploading' AND created_at < now() - make_interval(secs => $1::double "
+        "precision) "
+        "RETURNING id",
+        pg::params(std::chrono::duration<double>(older_than).count()));
+  }
+  for (int i = 0; i < r.rows(); ++i) co_await s3->delete_object(images::original_key(std::string(r.get(i, 0))));
+  co_return r.rows();
+}
 
 asio::awaitable<std::int64_t> requeue_stuck(std::shared_ptr<pg::Pool> pg, std::chrono::milliseconds stuck_after) {
   auto db = co_await pg->acquire();
@@ -192,9 +210,10 @@ asio::awaitable<bool> finish(std::shared_ptr<pg::Pool> pg, std::shared_ptr<s3::C
   std::int64_t updated = 0;
   {
     auto db = co_await pg->acquire();
-    auto r = co_await db.query(kFinish, pg::params(id, pg::array_literal(names), join_numbers(variants, &Variant::width),
-                                                   join_numbers(variants, &Variant::height), pg::array_literal(types),
-                                                   pg::array_literal(bytes)));
+    auto r =
+        co_await db.query(kFinish, pg::params(id, pg::array_literal(names), join_numbers(variants, &Variant::width),
+                                              join_numbers(variants, &Variant::height), pg::array_literal(types),
+                                              pg::array_literal(bytes)));
     updated = r.get_int(0, 0);
   }
   if (updated == 1) co_return true;
@@ -274,8 +293,8 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     retry.exchange = amqp::topology::retry_exchange(delay);
     retry.routing_key = std::string(amqp::topology::kImageProcess);
     retry.headers["x-nimbus-attempt"] = std::to_string(attempt + 1);
-    log::warn("image job failed; retrying", {{"image_id", id}, {"attempt", attempt + 1}, {"delay_s", delay},
-                                             {"error", e.what()}});
+    log::warn("image job failed; retrying",
+              {{"image_id", id}, {"attempt", attempt + 1}, {"delay_s", delay}, {"error", e.what()}});
     try {
       await(publish(publisher_, std::move(retry)));
     } catch (const std::exception&) {

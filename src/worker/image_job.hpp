@@ -60,6 +60,12 @@ struct ImageJobConfig {
 // how many were re-queued.
 boost::asio::awaitable<std::int64_t> requeue_stuck(std::shared_ptr<pg::Pool> pg, std::chrono::milliseconds stuck_after);
 
+// Removes direct uploads reserved but never completed within `older_than` (the
+// presigned URL has long expired): their objects, then their rows.
+boost::asio::awaitable<std::int64_t> purge_abandoned_uploads(std::shared_ptr<pg::Pool> pg,
+                                                             std::shared_ptr<s3::Client> s3,
+                                                             std::chrono::milliseconds older_than);
+
 class ImageJobs {
  public:
   ImageJobs(boost::asio::io_context& ioc, std::shared_ptr<pg::Pool> pg, std::shared_ptr<s3::Client> s3,

@@ -15,11 +15,11 @@
 #include "queue/amqp/consumer.hpp"
 #include "queue/amqp/publisher.hpp"
 #include "runtime/service.hpp"
+#include "storage/s3/client.hpp"
 #include "store/pg/migrate.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
 #include "voting/reconciler.hpp"
-#include "storage/s3/client.hpp"
 #include "worker/email_job.hpp"
 #include "worker/image_job.hpp"
 
@@ -43,8 +43,8 @@ asio::awaitable<void> stop_relay(outbox::Relay* relay) {
   }
 }
 
-asio::awaitable<void> sweep_images(std::shared_ptr<pg::Pool> pg, worker::ImageJobConfig config,
-                                   const std::atomic<bool>* running) {
+asio::awaitable<void> sweep_images(std::shared_ptr<pg::Pool> pg, std::shared_ptr<s3::Client> s3,
+                                   worker::ImageJobConfig config, const std::atomic<bool>* running) {
   asio::steady_timer tick(co_await asio::this_coro::executor);
   while (running->load()) {
     tick.expires_after(config.sweep_interval);
@@ -53,6 +53,10 @@ asio::awaitable<void> sweep_images(std::shared_ptr<pg::Pool> pg, worker::ImageJo
     try {
       if (auto n = co_await worker::requeue_stuck(pg, config.stuck_after); n > 0) {
         log::warn("re-queued stuck images", {{"images", n}});
+      }
+      // Direct-upload URLs live 10 minutes; a reservation an hour old is abandoned.
+      if (auto n = co_await worker::purge_abandoned_uploads(pg, s3, std::chrono::hours(1)); n > 0) {
+        log::info("removed abandoned direct uploads", {{"images", n}});
       }
     } catch (const std::exception& e) {
       log::warn("image sweep failed", {{"error", e.what()}});
@@ -97,7 +101,7 @@ int run_worker(const runtime::ServiceConfig& config) {
                         [&image_jobs](const amqp::Delivery& d) { return image_jobs.handle(d); });
   images.start();
   std::atomic<bool> sweeping{true};
-  asio::co_spawn(ioc, sweep_images(pg, image_config, &sweeping), asio::detached);
+  asio::co_spawn(ioc, sweep_images(pg, s3, image_config, &sweeping), asio::detached);
 
   const auto smtp = mail::SmtpConfig::from_env();
   amqp::Consumer emails(amqp::Config::from_env(), std::string(amqp::topology::kEmailSend), 2,

@@ -131,7 +131,7 @@ def test_100_parallel_uploads_of_many_kinds_all_become_ready():
     kinds = [
         ("photo", jpeg(2400, 1600), (2400, 1600), (1280, 853)),
         ("small", jpeg(320, 240), (320, 240), (320, 240)),
-        ("alpha", png_with_alpha(800, 600), (800, 600), (1280, 960)),
+        ("alpha", png_with_alpha(800, 600), (800, 600), (800, 600)),
         ("rotated", jpeg(1200, 800, exif_orientation=6), (1200, 800), (800, 1200)),
         ("cmyk", None, (1000, 700), (1000, 700)),
     ]
@@ -244,3 +244,45 @@ def test_sweeper_requeues_an_image_stuck_in_queue():
     psql(f"UPDATE images SET status = 'queued', updated_at = now() - interval '1 hour' WHERE id = '{image_id}'")
     stack.wait_until(lambda: image(token, image_id).json()["status"] == "ready", timeout=30,
                      what="the sweeper re-queued the image")
+
+
+def test_direct_upload_with_a_presigned_url():
+    _, who = sign_in()
+    token = who["access_token"]
+    data = jpeg(900, 600)
+
+    def reserve(size=len(data), content_type="image/jpeg"):
+        return requests.post(f"{G}/v1/images/uploads", json={"content_type": content_type, "bytes": size},
+                             headers=bearer(token), timeout=10)
+
+    r = reserve()
+    assert r.status_code == 201, r.text
+    up = r.json()
+    assert image(token, up["id"]).json()["status"] == "uploading"
+    missing = requests.post(f"{G}/v1/images/{up['id']}/complete", headers=bearer(token), timeout=10)
+    assert missing.status_code == 409 and missing.json()["code"] == "upload_missing"
+    assert requests.put(up["upload_url"], data=data, timeout=30).status_code == 200
+    done = requests.post(f"{G}/v1/images/{up['id']}/complete", headers=bearer(token), timeout=10)
+    assert done.status_code == 202, done.text
+    again = requests.post(f"{G}/v1/images/{up['id']}/complete", headers=bearer(token), timeout=10)
+    assert again.status_code == 409
+    body = wait_final(token, [up["id"]])[up["id"]]
+    assert body["status"] == "ready" and (body["width"], body["height"]) == (900, 600)
+
+    # Declared one size, sent another: refused, and nothing stays.
+    wrong = reserve(size=len(data) + 1).json()
+    requests.put(wrong["upload_url"], data=data, timeout=30)
+    r = requests.post(f"{G}/v1/images/{wrong['id']}/complete", headers=bearer(token), timeout=10)
+    assert r.status_code == 422 and r.json()["code"] == "upload_mismatch"
+    assert image(token, wrong["id"]).status_code == 404
+    # Not an image behind an image type: refused after reading the object.
+    fake = reserve(size=5000).json()
+    requests.put(fake["upload_url"], data=b"<svg>" + b" " * 4995, timeout=30)
+    r = requests.post(f"{G}/v1/images/{fake['id']}/complete", headers=bearer(token), timeout=10)
+    assert r.status_code == 415
+    assert requests.get(f"{G}/v1/images/{fake['id']}/original", headers=bearer(token), allow_redirects=False,
+                        timeout=10).status_code == 404
+    for bad in ({"content_type": "image/svg+xml", "bytes": 10}, {"content_type": "image/png", "bytes": -1},
+                {"content_type": "image/png", "bytes": "10"}):
+        assert requests.post(f"{G}/v1/images/uploads", json=bad, headers=bearer(token), timeout=10).status_code == 422
+    assert reserve(size=26 * 1024 * 1024).status_code == 413

@@ -86,8 +86,9 @@ TEST(Multipart, FindsTheFileFieldAfterOtherFields) {
   EXPECT_EQ(body.size() - part.data_offset - closing_trailer("XyZ").size(), 4U);
   EXPECT_EQ(find_file_part(body.substr(0, 60), "XyZ").state, FilePart::State::need_more);
   EXPECT_EQ(find_file_part("--XyZ--\r\n", "XyZ").state, FilePart::State::missing);
-  EXPECT_EQ(find_file_part("--XyZ\r\nContent-Disposition: form-data; name=\"filex\"\r\n\r\n1\r\n--XyZ--\r\n", "XyZ").state,
-            FilePart::State::missing);
+  EXPECT_EQ(
+      find_file_part("--XyZ\r\nContent-Disposition: form-data; name=\"filex\"\r\n\r\n1\r\n--XyZ--\r\n", "XyZ").state,
+      FilePart::State::missing);
   EXPECT_EQ(find_file_part("--XyZ garbage", "XyZ").state, FilePart::State::malformed);
 }
 
