@@ -402,6 +402,7 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
     // The head first, with no body type; the route then decides how the body is read.
     bhttp::request_parser<bhttp::empty_body> head_parser;
     head_parser.header_limit(static_cast<std::uint32_t>(config.header_limit));
+    head_parser.body_limit(boost::none);  // the route decides, once the head is read
 
     stream.expires_after(config.header_timeout);
     auto [head_ec, head_n] = co_await bhttp::async_read_header(stream, buffer, head_parser, use_tuple);

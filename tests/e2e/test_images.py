@@ -35,6 +35,13 @@ def jpeg(width, height, color=(200, 30, 30), mode="RGB", exif_orientation=None, 
     return out.getvalue()
 
 
+def noisy_jpeg(width, height):
+    """A JPEG of several megabytes (noise does not compress)."""
+    out = io.BytesIO()
+    Image.effect_noise((width, height), 60).convert("RGB").save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
 def png_with_alpha(width, height):
     img = Image.new("RGBA", (width, height), (0, 120, 255, 128))
     out = io.BytesIO()
@@ -116,10 +123,17 @@ def test_upload_process_download_and_delete():
     assert image(other["access_token"], image_id).status_code == 404
     assert requests.get(f"{G}/v1/images/{image_id}/original", headers=bearer(other["access_token"]),
                         allow_redirects=False, timeout=10).status_code == 404
+    # Several megabytes, straight to one instance and through the gateway.
+    big = noisy_jpeg(3000, 2000)
+    assert len(big) > 3 * 1024 * 1024
+    for base in (stack.api_url(1), G):
+        r = upload_raw(token, big, base=base)
+        assert r.status_code == 202, r.text
+        assert wait_final(token, [r.json()["id"]])[r.json()["id"]]["status"] == "ready"
     # History, newest first.
     second = upload_raw(token, jpeg(300, 200)).json()["id"]
     mine = requests.get(f"{G}/v1/me/images", headers=bearer(token), timeout=10).json()["items"]
-    assert [i["id"] for i in mine[:2]] == [second, image_id]
+    assert mine[0]["id"] == second and mine[3]["id"] == image_id, "newest first"
     # Delete: row and objects gone.
     assert requests.delete(f"{G}/v1/images/{image_id}", headers=bearer(token), timeout=10).status_code == 204
     assert image(token, image_id).status_code == 404
@@ -183,6 +197,8 @@ def test_hostile_uploads_are_refused_and_leave_nothing():
                            "image/svg+xml"), 415, "unsupported_image_type"),
         ("empty", upload_raw(token, b""), 422, "empty_file"),
         ("30 MB", upload_raw(token, b"\xff\xd8\xff" + b"\0" * (30 * 1024 * 1024)), 413, "payload_too_large"),
+        ("30 MB direct", upload_raw(token, b"\xff\xd8\xff" + b"\0" * (30 * 1024 * 1024), base=stack.api_url(2)), 413,
+         "payload_too_large"),
         ("no file field", requests.post(f"{G}/v1/images", files={"photo": ("a.jpg", jpeg(10, 10))},
                                         headers=bearer(token), timeout=10), 400, "missing_file"),
         ("text body", upload_raw(token, b"hello", "text/plain"), 415, "unsupported_media_type"),
