@@ -21,33 +21,16 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import jwt
 import requests
 from PIL import Image
 
-
-def load_env():
-    path = os.environ.get("NIMBUS_STACK_ENV") or os.path.join(os.path.dirname(__file__), "..", ".run/local/stack.env")
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            key, _, value = line.strip().partition("=")
-            os.environ.setdefault(key, value)
-
-
-def psql(sql):
-    return subprocess.run(["psql", "-qtA", os.environ["NIMBUS_TEST_DATABASE_URL"], "-c", sql], check=True,
-                          capture_output=True, text=True).stdout.strip()
+from stack_env import access_tokens, load_env, psql
 
 
 def token():
     user = str(uuid.uuid4())
     psql(f"INSERT INTO users (id, email) VALUES ('{user}', 'bench-{user}@example.com')")
-    with open(os.environ["NIMBUS_TEST_JWT_KEY"], "rb") as f:
-        key = f.read()
-    now = int(time.time())
-    return jwt.encode({"iss": os.environ["NIMBUS_TEST_AUTH_ISSUER"], "aud": "nimbus-api", "sub": user,
-                       "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now, "exp": now + 3600},
-                      key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"})
+    return access_tokens([user], lifetime=3600)[0]
 
 
 def photo(width, height, seed, quality=90, noise=12):

@@ -14,24 +14,15 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
-import jwt
+from stack_env import access_tokens, load_env, psql
 
 USERS = 4000        # each user votes once in each poll
 PGBENCH_POLLS = 200  # polls 1..200 for pgbench, 201..400 for the gateway run
 GATEWAY_POLLS = 200
 THINK_MS = int(os.environ.get("THINK_MS", "100"))     # paced run: each voter waits this long between votes
 TAG = f"{uuid.uuid4().int % 65536:04x}"  # fresh ids every run: no ballot exists yet
-
-
-def load_env():
-    path = os.environ.get("NIMBUS_STACK_ENV") or os.path.join(os.path.dirname(__file__), "..", ".run/local/stack.env")
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            key, _, value = line.strip().partition("=")
-            os.environ.setdefault(key, value)
 
 
 def uid(kind, n):
@@ -44,11 +35,6 @@ SQL_UID = "('00000000-{tag}-4{kind:03x}-8000-' || lpad(({n})::text, 12, '0'))::u
 
 def sql_uid(kind, n):
     return SQL_UID.format(tag=TAG, kind=kind, n=n)
-
-
-def psql(sql):
-    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", os.environ["NIMBUS_TEST_DATABASE_URL"], "-c", sql],
-                   check=True, stdout=subprocess.DEVNULL)
 
 
 def setup():
@@ -136,15 +122,7 @@ end
 
 
 def mint_tokens():
-    with open(os.environ["NIMBUS_TEST_JWT_KEY"], "rb") as f:
-        key = f.read()
-    now = int(time.time())
-    tokens = []
-    for n in range(1, USERS + 1):
-        claims = {"iss": os.environ["NIMBUS_TEST_AUTH_ISSUER"], "aud": "nimbus-api", "sub": uid(1, n),
-                  "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now, "exp": now + 900}
-        tokens.append(jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"}))
-    return tokens
+    return access_tokens([uid(1, n) for n in range(1, USERS + 1)])
 
 
 def wrk(tokens, seconds, voters, think_ms, base):
@@ -163,11 +141,8 @@ def wrk(tokens, seconds, voters, think_ms, base):
 
 
 def count_ballots(first_poll, polls):
-    out = subprocess.run(["psql", "-qtA", os.environ["NIMBUS_TEST_DATABASE_URL"], "-c",
-                          f"SELECT count(*) FROM ballots WHERE poll_id IN (SELECT {sql_uid(2, 'n')} "
-                          f"FROM generate_series({first_poll}, {first_poll + polls - 1}) n)"],
-                         check=True, capture_output=True, text=True).stdout
-    return int(out.strip())
+    return int(psql(f"SELECT count(*) FROM ballots WHERE poll_id IN (SELECT {sql_uid(2, 'n')} "
+                    f"FROM generate_series({first_poll}, {first_poll + polls - 1}) n)"))
 
 
 def main():

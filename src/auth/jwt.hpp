@@ -16,10 +16,12 @@
 #include <string_view>
 #include <vector>
 
+#include "core/base64url.hpp"
+
 namespace nimbus::auth {
 
-std::string base64url_encode(std::string_view data);
-std::optional<std::string> base64url_decode(std::string_view text);
+using nimbus::base64url_decode;
+using nimbus::base64url_encode;
 
 // One Ed25519 key pair (the private half may be absent: verify-only).
 class Key {

@@ -14,6 +14,7 @@
 #include "core/log.hpp"
 #include "core/oneshot.hpp"
 #include "http/json_body.hpp"
+#include "http/paging.hpp"
 #include "http/problem.hpp"
 #include "images/byte_pipe.hpp"
 #include "images/multipart.hpp"
@@ -405,28 +406,14 @@ asio::awaitable<Response> get(std::shared_ptr<Service> images, Request& req, aut
 
 // GET /v1/me/images?limit=&cursor=
 asio::awaitable<Response> list(std::shared_ptr<Service> images, Request& req, auth::Claims who) {
-  int limit = 20;
-  if (auto l = req.query_param("limit")) {
-    try {
-      std::size_t used = 0;
-      limit = std::stoi(*l, &used);
-      if (used != l->size()) limit = 0;
-    } catch (const std::exception&) {
-      limit = 0;
-    }
-    if (limit < 1 || limit > 100) co_return http::invalid_field("invalid_limit", "limit is an integer from 1 to 100.");
-  }
-  std::optional<std::string> after;
-  if (auto c = req.query_param("cursor")) {
-    auto decoded = auth::base64url_decode(*c);
-    if (!decoded || !ids::is_uuid(*decoded)) co_return http::invalid_field("invalid_cursor", "cursor is not valid.");
-    after = *decoded;
-  }
+  auto paging = http::page_request(req);
+  if (auto* problem = std::get_if<Response>(&paging)) co_return std::move(*problem);
+  const auto [limit, after] = std::get<http::PageRequest>(paging);
   auto page = co_await images->list(who.sub, after, limit);
   json::array items;
   for (auto& i : page.items) items.push_back(std::move(i));
   json::object body{{"items", std::move(items)}, {"next_cursor", nullptr}};
-  if (page.next_after) body["next_cursor"] = auth::base64url_encode(*page.next_after);
+  if (page.next_after) body["next_cursor"] = http::page_cursor(*page.next_after);
   co_return http::json(200, json::serialize(body));
 }
 

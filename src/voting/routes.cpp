@@ -6,6 +6,7 @@
 #include "auth/routes.hpp"
 #include "core/ids.hpp"
 #include "http/json_body.hpp"
+#include "http/paging.hpp"
 #include "http/problem.hpp"
 
 namespace nimbus::voting {
@@ -68,23 +69,9 @@ asio::awaitable<Response> list(std::shared_ptr<Service> polls, std::shared_ptr<a
   if (status != "open" && status != "closed" && status != "all") {
     co_return http::invalid_field("invalid_status", "status is open, closed or all.");
   }
-  int limit = 20;
-  if (auto l = req.query_param("limit")) {
-    try {
-      std::size_t used = 0;
-      limit = std::stoi(*l, &used);
-      if (used != l->size()) limit = 0;
-    } catch (const std::exception&) {
-      limit = 0;
-    }
-    if (limit < 1 || limit > 100) co_return http::invalid_field("invalid_limit", "limit is an integer from 1 to 100.");
-  }
-  std::optional<std::string> after;
-  if (auto c = req.query_param("cursor")) {
-    auto decoded = auth::base64url_decode(*c);
-    if (!decoded || !ids::is_uuid(*decoded)) co_return http::invalid_field("invalid_cursor", "cursor is not valid.");
-    after = *decoded;
-  }
+  auto paging = http::page_request(req);
+  if (auto* problem = std::get_if<Response>(&paging)) co_return std::move(*problem);
+  const auto [limit, after] = std::get<http::PageRequest>(paging);
   std::optional<std::string> owner;
   if (req.query_param("mine").value_or("false") == "true") {
     // (an if, not a conditional expression: GCC 12 mis-compiles co_await inside ?:)
@@ -104,7 +91,7 @@ asio::awaitable<Response> list(std::shared_ptr<Service> polls, std::shared_ptr<a
   json::array items;
   for (auto& p : page.items) items.push_back(std::move(p));
   json::object body{{"items", std::move(items)}, {"next_cursor", nullptr}};
-  if (page.next_after) body["next_cursor"] = auth::base64url_encode(*page.next_after);
+  if (page.next_after) body["next_cursor"] = http::page_cursor(*page.next_after);
   co_return http::json(200, json::serialize(body));
 }
 

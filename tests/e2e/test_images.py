@@ -4,7 +4,6 @@ import io
 import os
 import signal
 import struct
-import subprocess
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
