@@ -234,6 +234,19 @@ asio::awaitable<void> publish(amqp::Publisher& publisher, amqp::Message message)
 
 }  // namespace
 
+void ImageJobs::export_metrics(http::Metrics& metrics) {
+  metrics.counter_fn("nimbus_image_jobs_ready_total", "Images this worker made ready.",
+                     [this] { return static_cast<double>(ready_.load()); });
+  metrics.counter_fn("nimbus_image_jobs_failed_total", "Images this worker marked failed.",
+                     [this] { return static_cast<double>(failed_.load()); });
+  metrics.counter_fn("nimbus_image_jobs_retried_total", "Image jobs sent back for a delayed retry.",
+                     [this] { return static_cast<double>(retried_.load()); });
+  metrics.counter_fn("nimbus_image_jobs_skipped_total", "Image jobs with nothing to do (ready or deleted).",
+                     [this] { return static_cast<double>(skipped_.load()); });
+  metrics.counter_fn("nimbus_image_jobs_seconds_total", "Time spent on image jobs that made variants.",
+                     [this] { return static_cast<double>(busy_ms_.load()) / 1000.0; });
+}
+
 template <typename T>
 T ImageJobs::await(asio::awaitable<T> work) {
   return asio::co_spawn(ioc_, std::move(work), asio::use_future).get();
@@ -257,6 +270,7 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     auto found = await(begin_job(pg_, id));
     if (found != Found::process) {
       log::info("image job without work", {{"image_id", id}, {"reason", found == Found::gone ? "deleted" : "done"}});
+      ++skipped_;
       return amqp::Outcome::ack;
     }
     auto original = await(fetch(s3_, id));
@@ -266,6 +280,8 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     const bool kept = await(finish(pg_, s3_, id, std::move(variants)));
     const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
     log::info(kept ? "image ready" : "image deleted while processing", {{"image_id", id}, {"duration_ms", ms}});
+    ++(kept ? ready_ : skipped_);
+    busy_ms_ += static_cast<std::uint64_t>(ms);
     return amqp::Outcome::ack;
   } catch (const UndecodableImage& e) {
     log::warn("image cannot be processed", {{"image_id", id}, {"reason", e.what()}});
@@ -275,6 +291,7 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
       log::warn("marking an image failed did not work; requeued", {{"image_id", id}, {"error", db.what()}});
       return amqp::Outcome::requeue;
     }
+    ++failed_;
     return amqp::Outcome::dead_letter;
   } catch (const std::exception& e) {
     if (attempt + 1 >= config_.max_attempts) {
@@ -284,6 +301,7 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
       } catch (const std::exception&) {
         return amqp::Outcome::requeue;
       }
+      ++failed_;
       return amqp::Outcome::dead_letter;
     }
     // Back off through a delay exchange; this delivery is done with.
@@ -300,6 +318,7 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     } catch (const std::exception&) {
       return amqp::Outcome::requeue;
     }
+    ++retried_;
     return amqp::Outcome::ack;
   }
 }

@@ -9,6 +9,7 @@
 // failed and dead-letters the job.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "http/metrics.hpp"
 #include "queue/amqp/consumer.hpp"
 #include "queue/amqp/publisher.hpp"
 #include "storage/s3/client.hpp"
@@ -74,6 +76,7 @@ class ImageJobs {
 
   // Runs on a consumer thread (blocking is fine there); I/O goes through the io_context.
   amqp::Outcome handle(const amqp::Delivery& delivery);
+  void export_metrics(http::Metrics& metrics);
 
  private:
   template <typename T>
@@ -84,6 +87,8 @@ class ImageJobs {
   std::shared_ptr<s3::Client> s3_;
   amqp::Publisher& publisher_;
   ImageJobConfig config_;
+  std::atomic<std::uint64_t> ready_{0}, failed_{0}, retried_{0}, skipped_{0};
+  std::atomic<std::uint64_t> busy_ms_{0};  // time spent on jobs that made variants
 };
 
 }  // namespace nimbus::worker

@@ -97,6 +97,7 @@ int run_worker(const runtime::ServiceConfig& config) {
   const auto image_config = worker::ImageJobConfig::from_env();
   worker::init_vips("nimbus-worker");
   worker::ImageJobs image_jobs(ioc, pg, s3, publisher, image_config);
+  image_jobs.export_metrics(metrics);
   amqp::Consumer images(amqp::Config::from_env(), std::string(amqp::topology::kImageProcess), image_config.threads,
                         [&image_jobs](const amqp::Delivery& d) { return image_jobs.handle(d); });
   images.start();

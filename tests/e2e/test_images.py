@@ -301,3 +301,29 @@ def test_direct_upload_with_a_presigned_url():
                 {"content_type": "image/png", "bytes": "10"}):
         assert requests.post(f"{G}/v1/images/uploads", json=bad, headers=bearer(token), timeout=10).status_code == 422
     assert reserve(size=26 * 1024 * 1024).status_code == 413
+
+
+def test_worker_sigterm_mid_batch_finishes_or_returns_jobs_and_exits_zero():
+    tokens = mint_users(3)
+    photo = jpeg(3000, 2000)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        sent = list(pool.map(lambda i: (tokens[i % 3], upload_raw(tokens[i % 3], photo).json()["id"]), range(30)))
+    victim = "workers:worker-2"
+    pid = stack.pid_of(victim)
+    log_offset = len(stack.supervisor_log())
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGTERM)
+    stack.wait_until(lambda: stack.exit_status_logged("worker-2", log_offset) is not None, timeout=40,
+                     what="worker-2 exit logged")
+    assert stack.exit_status_logged("worker-2", log_offset) == 0
+    stack.wait_running(victim, pid)
+    by_token = {}
+    for token, image_id in sent:
+        by_token.setdefault(token, []).append(image_id)
+    for token, ids in by_token.items():
+        final = wait_final(token, ids, timeout=240)
+        assert all(b["status"] == "ready" for b in final.values())
+    # Its metrics count the work (on the private port of the worker that stayed up).
+    metrics = requests.get(f"http://127.0.0.1:{int(os.environ['NIMBUS_STACK_WORKER_BASE_PORT']) + 1}/metrics",
+                           timeout=5).text
+    assert "nimbus_image_jobs_ready_total" in metrics
