@@ -89,7 +89,6 @@ class Upload {
         if (part.data_offset + trailer > length_) co_return layout_error();
         size_ = length_ - part.data_offset - trailer;
         pending_ = head.substr(part.data_offset);
-        consumed_ = head.size();
         if (pending_.size() > size_) {
           tail_extra_ = pending_.substr(size_);
           pending_.resize(size_);
@@ -146,7 +145,7 @@ class Upload {
   http::BodyReader& body_;
   std::uint64_t length_;
   std::optional<std::string> boundary_;
-  std::uint64_t size_ = 0, delivered_ = 0, consumed_ = 0;
+  std::uint64_t size_ = 0, delivered_ = 0;
   std::string pending_, tail_extra_;
   std::optional<DelimiterScan> scan_;
 };
@@ -255,12 +254,18 @@ asio::awaitable<Response> upload(std::shared_ptr<Service> images, UploadLimits l
   // Enough of the start to know the format and the dimensions, before storing a byte.
   std::string first;
   Judged judged = NeedMore{};
-  for (;;) {
-    auto more = co_await file.next();
-    first += more;
-    judged = judge_head(first, more.empty(), limits);
-    if (!std::holds_alternative<NeedMore>(judged)) break;
+  bool bad_layout = false;
+  try {
+    for (;;) {
+      auto more = co_await file.next();
+      first += more;
+      judged = judge_head(first, more.empty(), limits);
+      if (!std::holds_alternative<NeedMore>(judged)) break;
+    }
+  } catch (const Upload::LayoutError&) {
+    bad_layout = true;
   }
+  if (bad_layout) co_return Upload::layout_error();
   if (auto* refusal = std::get_if<Response>(&judged)) co_return std::move(*refusal);
   const auto [format, size] = std::get<Accepted>(judged);
   const auto& header_size = size;
