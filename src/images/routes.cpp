@@ -199,7 +199,12 @@ asio::awaitable<Streamed> stream_to_s3(Upload& upload, std::string first, Format
   };
   asio::co_spawn(executor,
                  s3.put_object_stream(key, upload.size(), std::move(reader), std::string(content_type(format))),
-                 [put_done](std::exception_ptr e, std::string) { put_done->set(e); });
+                 [put_done, pipe](std::exception_ptr e, std::string) {
+                   // Once the PUT is over (all bytes taken, or failed early) the writer
+                   // must not wait for room that will never come.
+                   pipe->abort();
+                   put_done->set(e);
+                 });
 
   Sha256 hash;
   const std::string head = first.substr(0, 64);
