@@ -193,6 +193,22 @@ TEST_F(PgTest, ConcurrentMigratorsApplyEachMigrationOnce) {
   EXPECT_EQ(rows, 1);
 }
 
+TEST_F(PgTest, ADatabaseMigratedByAnotherBuildIsRefused) {
+  const std::string data = table_ + "_other";
+  const std::string create = "CREATE TABLE " + data + " (n int)";
+  const std::vector<pg::Migration> ours = {{1, "create", create}};
+  const std::vector<pg::Migration> theirs = {{1, "something_else", "SELECT 1"}};
+  auto pool = make_pool(1);
+  run([&] { return pg::migrate(*pool, theirs, table_); });
+  EXPECT_THROW(run([&] { return pg::migrate(*pool, ours, table_); }), std::runtime_error);
+  run([&]() -> asio::awaitable<void> {
+    auto db = co_await pool->acquire();
+    auto exists = co_await db.query("SELECT to_regclass($1) IS NOT NULL", pg::params(data));
+    EXPECT_FALSE(exists.get_bool(0, 0)) << "nothing of ours was applied";
+    co_await db.execute_script("DROP TABLE " + table_);
+  });
+}
+
 TEST_F(PgTest, PoolRecoversAfterPostgresRestarts) {
   NIMBUS_REQUIRE_STACK("NIMBUS_STACK_SUPERVISOR_CONF");
   auto pool = make_pool(4);

@@ -1,5 +1,6 @@
 #include "store/pg/migrate.hpp"
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <stdexcept>
@@ -27,7 +28,7 @@ boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& mi
       throw std::invalid_argument("bad migrations table name");
     }
   }
-  const std::string applied_sql = "SELECT version FROM " + table + " ORDER BY version";
+  const std::string applied_sql = "SELECT version, name FROM " + table + " ORDER BY version";
   const std::string record_sql = "INSERT INTO " + table + " (version, name) VALUES ($1, $2)";
   auto lease = co_await pool.acquire();
   // Session-level lock: held across the per-migration transactions below; released
@@ -39,6 +40,17 @@ boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& mi
     co_await lease.execute_script(create_table(table));
     auto done = co_await lease.query(applied_sql);
     int current = done.rows() > 0 ? static_cast<int>(done.get_int(done.rows() - 1, 0)) : 0;
+    // A database migrated by another build (a migration renamed, replaced or removed
+    // since) must not be taken for this one's: refuse to start against it.
+    for (int i = 0; i < done.rows(); ++i) {
+      const auto version = static_cast<int>(done.get_int(i, 0));
+      auto known = std::find_if(migrations.begin(), migrations.end(),
+                                [version](const Migration& m) { return m.version == version; });
+      if (known != migrations.end() && known->name != done.get(i, 1)) {
+        throw std::runtime_error("migration " + std::to_string(version) + " is '" + std::string(known->name) +
+                                 "' in this build but '" + std::string(done.get(i, 1)) + "' in the database");
+      }
+    }
     for (const auto& m : migrations) {
       if (m.version <= current) continue;
       co_await lease.execute_script("BEGIN");
