@@ -5,6 +5,7 @@
 #include <boost/json/serialize.hpp>
 #include <ctime>
 #include <openssl/evp.h>
+#include <set>
 
 #include "auth/jwt.hpp"
 #include "auth/routes.hpp"
@@ -160,7 +161,9 @@ using Judged = std::variant<NeedMore, Accepted, Response>;
 // The verdict on a file from its first bytes (`at_end`: there are no more): its
 // format from the magic bytes, its dimensions from the header, within the limits.
 Judged judge_head(std::string_view head, bool at_end, const UploadLimits& limits) {
-  auto unsupported = [] { return refuse(415, "unsupported_image_type", "Upload a JPEG, PNG, GIF or WebP image."); };
+  auto unsupported = [] {
+    return refuse(415, "unsupported_image_type", "Upload a JPEG, PNG, GIF, WebP, AVIF or HEIC image.");
+  };
   if (head.size() < 12 && !at_end) return NeedMore{};
   auto format = sniff(head);
   if (!format) {
@@ -207,7 +210,7 @@ asio::awaitable<Streamed> stream_to_s3(Upload& upload, std::string first, Format
                  });
 
   Sha256 hash;
-  const std::string head = first.substr(0, 64);
+  const std::string head = first.substr(0, 64 * 1024);  // the ending check of HEIF walks its boxes
   std::string tail;
   std::exception_ptr failure;
   try {
@@ -318,9 +321,12 @@ asio::awaitable<Response> create_upload(std::shared_ptr<Service> images, UploadL
   if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
   const auto& body = std::get<json::object>(parsed);
   auto type = http::string_field(body, "content_type", 100);
-  if (!type || (*type != "image/jpeg" && *type != "image/png" && *type != "image/gif" && *type != "image/webp")) {
-    co_return http::invalid_field("invalid_content_type",
-                                  "content_type is image/jpeg, image/png, image/gif or image/webp.");
+  static const std::set<std::string, std::less<>> kTypes = {"image/jpeg", "image/png",  "image/gif",
+                                                            "image/webp", "image/avif", "image/heic"};
+  if (!type || !kTypes.contains(*type)) {
+    co_return http::invalid_field(
+        "invalid_content_type",
+        "content_type is image/jpeg, image/png, image/gif, image/webp, image/avif or image/heic.");
   }
   const auto* bytes = body.if_contains("bytes");
   if (bytes == nullptr || !bytes->is_int64() || bytes->as_int64() < 1) {

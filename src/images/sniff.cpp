@@ -1,5 +1,8 @@
 #include "images/sniff.hpp"
 
+#include <algorithm>
+#include <vector>
+
 namespace nimbus::images {
 
 namespace {
@@ -85,6 +88,78 @@ Header webp_header(std::string_view s) {
   return kCorrupt;
 }
 
+// ISO BMFF boxes (HEIF): size (32-bit, or 1 = 64-bit follows, 0 = to the end), type.
+struct Box {
+  std::uint64_t size = 0;  // whole box; 0 when it runs to the end of the file
+  std::size_t header = 8;
+  std::string_view type;
+};
+std::optional<Box> box_at(std::string_view s, std::size_t at) {
+  if (at + 8 > s.size()) return std::nullopt;
+  Box b{be32(s, at), 8, s.substr(at + 4, 4)};
+  if (b.size == 1) {
+    if (at + 16 > s.size()) return std::nullopt;
+    b.size = (static_cast<std::uint64_t>(be32(s, at + 8)) << 32) | be32(s, at + 12);
+    b.header = 16;
+  }
+  return b;
+}
+
+// The largest `ispe` (image spatial extents) under meta/iprp/ipco: the primary image
+// is the largest one (the others are thumbnails or grid tiles).
+Header heif_header(std::string_view s) {
+  // Descends into the container boxes on the way to ispe; `full` boxes carry 4 more
+  // bytes (version, flags) before their children.
+  struct Frame {
+    std::size_t at, end;
+  };
+  std::uint32_t best_w = 0, best_h = 0;
+  bool meta_seen = false, meta_complete = false;
+  std::vector<Frame> stack{{0, s.size()}};
+  while (!stack.empty()) {
+    auto& f = stack.back();
+    auto box = box_at(s, f.at);
+    if (!box || f.at >= f.end) {
+      stack.pop_back();
+      continue;
+    }
+    const std::size_t size = box->size == 0 ? f.end - f.at : static_cast<std::size_t>(box->size);
+    if (size < box->header) return kCorrupt;
+    const std::size_t start = f.at, end = start + size;
+    f.at = end;
+    if (box->type == "meta") {
+      meta_seen = true;
+      meta_complete = end <= s.size();
+      stack.push_back({start + box->header + 4, std::min(end, s.size())});
+    } else if (box->type == "iprp" || box->type == "ipco") {
+      stack.push_back({start + box->header, std::min(end, s.size())});
+    } else if (box->type == "ispe" && start + box->header + 12 <= s.size()) {
+      const auto w = be32(s, start + box->header + 4), h = be32(s, start + box->header + 8);
+      if (static_cast<std::uint64_t>(w) * h > static_cast<std::uint64_t>(best_w) * best_h) {
+        best_w = w;
+        best_h = h;
+      }
+    } else if (box->type == "mdat" && !meta_seen && stack.size() == 1) {
+      return kMore;  // pixels first, description later: it is past the bytes at hand
+    }
+  }
+  if (!meta_seen || !meta_complete) return kMore;
+  return ok(best_w, best_h);
+}
+
+// A HEIF file whose top-level boxes, as far as the head shows them, claim more bytes
+// than the file has was cut short.
+bool heif_complete(std::string_view head, std::uint64_t total) {
+  std::uint64_t at = 0;
+  while (at < head.size()) {
+    auto box = box_at(head, static_cast<std::size_t>(at));
+    if (!box) return true;  // the next header is past the head: cannot tell
+    if (box->size == 0) return true;
+    at += box->size;
+  }
+  return at <= total && (at == total || at >= head.size());
+}
+
 }  // namespace
 
 std::optional<Format> sniff(std::string_view h) {
@@ -92,6 +167,15 @@ std::optional<Format> sniff(std::string_view h) {
   if (h.size() >= 8 && h.substr(0, 8) == std::string_view("\x89PNG\r\n\x1a\n", 8)) return Format::png;
   if (h.size() >= 6 && (h.substr(0, 6) == "GIF87a" || h.substr(0, 6) == "GIF89a")) return Format::gif;
   if (h.size() >= 12 && h.substr(0, 4) == "RIFF" && h.substr(8, 4) == "WEBP") return Format::webp;
+  if (h.size() >= 16 && h.substr(4, 4) == "ftyp") {
+    // The major brand, then the compatible ones.
+    const auto ftyp = std::min<std::size_t>(be32(h, 0), h.size());
+    for (std::size_t at = 8; at + 4 <= ftyp; at += at == 8 ? 8 : 4) {
+      const auto brand = h.substr(at, 4);
+      if (brand == "avif" || brand == "avis") return Format::avif;
+      if (brand == "heic" || brand == "heix" || brand == "heim" || brand == "heis") return Format::heic;
+    }
+  }
   return std::nullopt;
 }
 
@@ -105,6 +189,10 @@ std::string_view content_type(Format f) {
       return "image/gif";
     case Format::webp:
       return "image/webp";
+    case Format::avif:
+      return "image/avif";
+    case Format::heic:
+      return "image/heic";
   }
   return "application/octet-stream";
 }
@@ -119,6 +207,9 @@ Header read_header(Format f, std::string_view head) {
       return gif_header(head);
     case Format::webp:
       return webp_header(head);
+    case Format::avif:
+    case Format::heic:
+      return heif_header(head);
   }
   return kCorrupt;
 }
@@ -134,6 +225,9 @@ bool ends_complete(Format f, std::string_view tail, std::uint64_t total_size, st
       return !tail.empty() && tail.back() == ';';
     case Format::webp:
       return head.size() >= 8 && le32(head, 4) + 8ULL == total_size;
+    case Format::avif:
+    case Format::heic:
+      return heif_complete(head, total_size);
   }
   return false;
 }

@@ -3,8 +3,8 @@
 // pixel is decoded), and whether the file ends as its format says it must (a cheap
 // truncation check). Plain functions over bytes, unit-tested.
 //
-// Accepted: JPEG, PNG, GIF, WebP. Anything else — SVG (scripts, external references),
-// TIFF, PDF, HEIC/AVIF, text — is refused.
+// Accepted: JPEG, PNG, GIF, WebP, and the HEIF family (AVIF, HEIC). Anything else —
+// SVG (scripts, external references), TIFF, PDF, text — is refused.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +14,7 @@
 
 namespace nimbus::images {
 
-enum class Format { jpeg, png, gif, webp };
+enum class Format { jpeg, png, gif, webp, avif, heic };
 
 // Needs the first 12 bytes; nullopt for anything not accepted.
 std::optional<Format> sniff(std::string_view head);

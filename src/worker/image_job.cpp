@@ -21,8 +21,8 @@ void init_vips(const char* argv0) {
   vips_concurrency_set(1);
   vips_block_untrusted_set(TRUE);
   vips_operation_block_set("VipsForeignLoad", TRUE);
-  for (const char* allowed :
-       {"VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadNsgif", "VipsForeignLoadWebp"}) {
+  for (const char* allowed : {"VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadNsgif",
+                              "VipsForeignLoadWebp", "VipsForeignLoadHeif"}) {
     vips_operation_block_set(allowed, FALSE);
   }
 }

@@ -36,7 +36,7 @@ class UndecodableImage : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Once per process, before any job: loaders limited to JPEG, PNG, GIF and WebP,
+// Once per process, before any job: loaders limited to JPEG, PNG, GIF, WebP and HEIF,
 // untrusted loaders blocked, operation cache off, one libvips thread per job.
 void init_vips(const char* argv0);
 

@@ -4,6 +4,8 @@ import io
 import os
 import signal
 import struct
+import subprocess
+import tempfile
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -359,3 +361,28 @@ def test_storage_outage_during_processing_is_retried_until_ready():
         retried += sum(float(line.split()[1]) for line in text.splitlines()
                        if line.startswith("nimbus_image_jobs_retried_total"))
     assert retried >= 1, "the outage was met by delayed retries"
+
+
+def avif(width, height):
+    """An AVIF made by libvips (libvips-tools), from a JPEG of the given size."""
+    with tempfile.TemporaryDirectory() as d:
+        with open(f"{d}/in.jpg", "wb") as f:
+            f.write(jpeg(width, height))
+        subprocess.run(["vips", "copy", f"{d}/in.jpg", f"{d}/out.avif[Q=50]"], check=True)
+        with open(f"{d}/out.avif", "rb") as f:
+            return f.read()
+
+
+def test_avif_is_accepted_and_a_truncated_one_refused():
+    _, who = sign_in()
+    token = who["access_token"]
+    data = avif(1200, 800)
+    r = upload_form(token, data, "photo.avif")
+    assert r.status_code == 202, r.text
+    body = wait_final(token, [r.json()["id"]])[r.json()["id"]]
+    assert body["status"] == "ready", body
+    assert (body["content_type"], body["width"], body["height"]) == ("image/avif", 1200, 800)
+    v = {x["name"]: x for x in body["variants"]}
+    assert Image.open(io.BytesIO(fetch(v["preview"]["url"]))).size == (1200, 800)
+    cut = upload_raw(token, data[:-500], "image/avif")
+    assert cut.status_code == 422 and cut.json()["code"] == "corrupt_image", cut.text

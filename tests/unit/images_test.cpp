@@ -31,6 +31,34 @@ std::string jpeg_head(int w, int h, int app_len) {
   return s;
 }
 
+std::string box(std::string_view type, const std::string& body, bool full = false) {
+  const std::string payload = (full ? std::string(4, '\0') : std::string()) + body;
+  return be32(static_cast<std::uint32_t>(8 + payload.size())) + std::string(type) + payload;
+}
+
+// ftyp, then meta → iprp → ipco with a thumbnail's and the primary image's ispe, then mdat.
+std::string heif(std::string_view brand, std::uint32_t w, std::uint32_t h, std::size_t pixels_bytes) {
+  const std::string ispe_small = box("ispe", be32(160) + be32(120), true);
+  const std::string ispe = box("ispe", be32(w) + be32(h), true);
+  return box("ftyp", std::string(brand) + be32(0) + "mif1" + "miaf") +
+         box("meta", box("hdlr", std::string(20, '\0'), true) + box("iprp", box("ipco", ispe_small + ispe)), true) +
+         box("mdat", std::string(pixels_bytes, 'p'));
+}
+
+TEST(Sniff, KnowsTheHeifFamilyAndReadsItsPrimarySize) {
+  const auto avif = heif("avif", 8000, 6000, 100);
+  EXPECT_EQ(sniff(avif), Format::avif);
+  EXPECT_EQ(sniff(heif("heic", 1, 1, 1)), Format::heic);
+  EXPECT_EQ(sniff(heif("mp42", 1, 1, 1)), std::nullopt) << "a video is not an image";
+  auto header = read_header(Format::avif, avif);
+  ASSERT_EQ(header.state, HeaderState::ok);
+  EXPECT_EQ(header.size.width, 8000U);
+  EXPECT_EQ(header.size.height, 6000U);
+  EXPECT_EQ(read_header(Format::avif, avif.substr(0, 40)).state, HeaderState::need_more);
+  EXPECT_TRUE(ends_complete(Format::avif, "", avif.size(), avif));
+  EXPECT_FALSE(ends_complete(Format::avif, "", avif.size() - 10, avif.substr(0, avif.size() - 10)));
+}
+
 TEST(Sniff, KnowsTheFourFormatsByTheirBytesAlone) {
   EXPECT_EQ(sniff(jpeg_head(1, 1, 4)), Format::jpeg);
   EXPECT_EQ(sniff(png_head(1, 1)), Format::png);
