@@ -55,8 +55,10 @@ VoteResult against_stored(const std::vector<std::string>& stored, const std::vec
 
 BallotBoxConfig BallotBoxConfig::from_env() {
   BallotBoxConfig c;
-  c.max_batch = static_cast<std::size_t>(env::integer("NIMBUS_VOTE_MAX_BATCH", 256, 1, 10'000));
-  c.flushers = static_cast<std::size_t>(env::integer("NIMBUS_VOTE_FLUSHERS", 4, 1, 64));
+  c.max_batch = static_cast<std::size_t>(
+      env::integer("NIMBUS_VOTE_MAX_BATCH", static_cast<std::int64_t>(c.max_batch), 1, 10'000));
+  c.flushers =
+      static_cast<std::size_t>(env::integer("NIMBUS_VOTE_FLUSHERS", static_cast<std::int64_t>(c.flushers), 1, 64));
   return c;
 }
 

@@ -18,8 +18,8 @@
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <deque>
-#include <map>
 #include <exception>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <variant>
@@ -39,7 +39,9 @@ struct VoteResult {
 
 struct BallotBoxConfig {
   std::size_t max_batch = 256;
-  std::size_t flushers = 4;  // batches in flight at once, per instance
+  // Batches in flight at once, per instance. Two measured best on the 2-core machine
+  // (bench/README.md): more concurrent transactions only contend for the same cores.
+  std::size_t flushers = 2;
 
   // NIMBUS_VOTE_MAX_BATCH, NIMBUS_VOTE_FLUSHERS.
   static BallotBoxConfig from_env();
