@@ -80,7 +80,8 @@ int run_api(const runtime::ServiceConfig& config) {
   live->start();
   voting::add_routes(router, polls, live, accounts);
   auto image_service = std::make_shared<images::Service>(
-      pg, s3, std::chrono::duration_cast<std::chrono::seconds>(env::duration("NIMBUS_IMAGE_URL_TTL", std::chrono::minutes(5))));
+      pg, s3,
+      std::chrono::duration_cast<std::chrono::seconds>(env::duration("NIMBUS_IMAGE_URL_TTL", std::chrono::minutes(5))));
   images::add_routes(router, image_service, accounts, images::UploadLimits::from_env());
   if (debug_routes) api::add_debug_routes(router);
 

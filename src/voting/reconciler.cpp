@@ -36,7 +36,8 @@ void Reconciler::export_metrics(http::Metrics& metrics) {
 
 asio::awaitable<std::int64_t> Reconciler::pass() {
   const auto now = std::chrono::system_clock::now();
-  const auto since = std::chrono::duration_cast<std::chrono::seconds>((now - config_.window).time_since_epoch()).count();
+  const auto since =
+      std::chrono::duration_cast<std::chrono::seconds>((now - config_.window).time_since_epoch()).count();
   auto polls = co_await tally_->active_since(since);
   // Counts first, tallies after the settle time: every ballot in a count committed
   // before it was taken, so a live writer has counted it by the time we look.

@@ -61,7 +61,8 @@ Pool::Pool(asio::any_io_executor executor, PoolConfig config)
   settings.insert(settings.end(), config_.settings.begin(), config_.settings.end());
   if (conninfo_.find("://") != std::string::npos) {
     std::string options;
-    for (const auto& [name, value] : settings) options += (options.empty() ? "-c%20" : "%20-c%20") + name + "%3D" + value;
+    for (const auto& [name, value] : settings)
+      options += (options.empty() ? "-c%20" : "%20-c%20") + name + "%3D" + value;
     conninfo_ += sep + std::string("options=") + options + "&application_name=nimbus" + kLiveness;
   } else {
     std::string options;
