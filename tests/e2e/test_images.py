@@ -88,6 +88,26 @@ def wait_final(token, ids, timeout=120):
     return final
 
 
+def upload_batch(users, count, data):
+    """`count` uploads of `data` by `users` fresh users, 10 at a time: [(token, image id)]."""
+    tokens = mint_users(users)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        return list(pool.map(lambda i: (tokens[i % users], upload_raw(tokens[i % users], data).json()["id"]),
+                             range(count)))
+
+
+def assert_all_ready(sent):
+    """Every image of the batch ends `ready`, with exactly one row per variant."""
+    by_token = {}
+    for token, image_id in sent:
+        by_token.setdefault(token, []).append(image_id)
+    for token, ids in by_token.items():
+        final = wait_final(token, ids, timeout=240)
+        assert all(b["status"] == "ready" for b in final.values()), [b for b in final.values() if b["status"] != "ready"]
+    ids = ",".join(f"'{i}'" for _, i in sent)
+    assert psql(f"SELECT count(*) FROM image_variants WHERE image_id IN ({ids})") == str(2 * len(sent))
+
+
 def fetch(url):
     r = requests.get(url, timeout=10)
     assert r.status_code == 200, (url, r.status_code, r.text[:200])
@@ -243,23 +263,13 @@ def test_undecodable_image_fails_with_a_reason():
 
 
 def test_worker_killed_mid_batch_every_image_still_ends_ready():
-    tokens = mint_users(4)
-    photo = jpeg(3000, 2000)
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        sent = list(pool.map(lambda i: (tokens[i % 4], upload_raw(tokens[i % 4], photo).json()["id"]), range(100)))
+    sent = upload_batch(4, 100, jpeg(3000, 2000))
     victim = "workers:worker-1"
     pid = stack.pid_of(victim)
     time.sleep(0.5)
     os.kill(pid, signal.SIGKILL)
     stack.wait_running(victim, pid)
-    by_token = {}
-    for token, image_id in sent:
-        by_token.setdefault(token, []).append(image_id)
-    for token, ids in by_token.items():
-        final = wait_final(token, ids, timeout=240)
-        assert all(b["status"] == "ready" for b in final.values()), [b for b in final.values() if b["status"] != "ready"]
-    ids = ",".join(f"'{i}'" for _, i in sent)
-    assert psql(f"SELECT count(*) FROM image_variants WHERE image_id IN ({ids})") == str(2 * len(sent))
+    assert_all_ready(sent)
 
 
 def test_sweeper_requeues_an_image_stuck_in_queue():
@@ -316,10 +326,7 @@ def test_direct_upload_with_a_presigned_url():
 
 
 def test_worker_sigterm_mid_batch_finishes_or_returns_jobs_and_exits_zero():
-    tokens = mint_users(3)
-    photo = jpeg(3000, 2000)
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        sent = list(pool.map(lambda i: (tokens[i % 3], upload_raw(tokens[i % 3], photo).json()["id"]), range(30)))
+    sent = upload_batch(3, 30, jpeg(3000, 2000))
     victim = "workers:worker-2"
     pid = stack.pid_of(victim)
     log_offset = len(stack.supervisor_log())
@@ -329,12 +336,7 @@ def test_worker_sigterm_mid_batch_finishes_or_returns_jobs_and_exits_zero():
                      what="worker-2 exit logged")
     assert stack.exit_status_logged("worker-2", log_offset) == 0
     stack.wait_running(victim, pid)
-    by_token = {}
-    for token, image_id in sent:
-        by_token.setdefault(token, []).append(image_id)
-    for token, ids in by_token.items():
-        final = wait_final(token, ids, timeout=240)
-        assert all(b["status"] == "ready" for b in final.values())
+    assert_all_ready(sent)
     # Its metrics count the work (on the private port of the worker that stayed up).
     metrics = requests.get(f"http://127.0.0.1:{int(os.environ['NIMBUS_STACK_WORKER_BASE_PORT']) + 1}/metrics",
                            timeout=5).text
