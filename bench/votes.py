@@ -48,6 +48,11 @@ INSERT INTO poll_options (poll_id, id, position, text)
   SELECT {sql_uid(2, 'n')}, {sql_uid(3, 'n * 10 + k')}, k, 'option ' || k
     FROM generate_series(1, {polls}) n, generate_series(1, 2) k;
 ANALYZE ballots; ANALYZE ballot_choices;""")
+    # What POST /v1/polls does besides the rows: an empty, complete tally in Redis.
+    commands = "".join(f"HSET poll:{{{uid(2, n)}}}:tally _total 0 _ready 1\n"
+                       for n in range(PGBENCH_POLLS + 1, polls + 1))
+    subprocess.run(["redis-cli", "-u", os.environ["NIMBUS_TEST_REDIS_URL"]], input=commands, check=True,
+                   capture_output=True, text=True)
 
 
 # The statement of voting/service.cpp (kVote), with pgbench variables for the ids.
@@ -171,6 +176,25 @@ def main():
     stored = count_ballots(PGBENCH_POLLS + 1 + third, 2 * third)
     print(f"ballots stored by the two measured runs: {stored}")
     print(f"ratio gateway (saturated) / pgbench: {saturated / tps:.2f}  (budget >= 0.5)")
+
+    # Reads under load: the results of the poll the saturated run filled, read by
+    # `voters` clients at once (token check, poll row, Redis tally), next to /healthz
+    # through the same gateway in the same run (the cheapest request there is).
+    poll = uid(2, PGBENCH_POLLS + 1 + third)
+    header = f"Authorization: Bearer {tokens[0]}"
+    reads = {}
+    for label, path, extra in (("GET /healthz", "/healthz", []),
+                               ("GET results", f"/v1/polls/{poll}/results", ["-H", header])):
+        out = subprocess.run(["wrk", "-t2", f"-c{voters}", f"-d{seconds}s", "--latency", *extra,
+                              os.environ["NIMBUS_TEST_GATEWAY"] + path], check=True, capture_output=True,
+                             text=True).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)
+        errors = re.findall(r"(Non-2xx.*|Socket errors.*)", out)
+        reads[label] = rps
+        print(f"{label:14s} {voters} connections: {rps:8.0f} req/s  p99 {p99}  "
+              f"errors: {', '.join(errors) if errors else 'none'}")
+    print(f"ratio results / healthz: {reads['GET results'] / reads['GET /healthz']:.2f}")
 
 
 if __name__ == "__main__":

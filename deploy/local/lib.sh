@@ -369,7 +369,7 @@ wait_ready() {
   wait_for "Redis :$REDIS_PORT" 30 redis-cli -p "$REDIS_PORT" ping
   wait_for "RabbitMQ :$AMQP_PORT" 90 tcp_open "$AMQP_PORT"
   wait_for "Swift s3api :$S3_PORT" 60 curl -fsS "http://127.0.0.1:$S3_PORT/healthcheck"
-  wait_for "bucket $S3_BUCKET" 30 provision_bucket
+  wait_for "bucket $S3_BUCKET" 90 provision_bucket  # Swift settles slowly on a loaded machine
   wait_for "maildev :$MAILDEV_WEB_PORT" 30 curl -fsS "http://127.0.0.1:$MAILDEV_WEB_PORT/email"
   wait_for "gateway :$GATEWAY_PORT with $apis API instances" 60 all_instances_answer "$apis"
 }

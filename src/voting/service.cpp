@@ -48,9 +48,9 @@ constexpr std::string_view kOwner = "SELECT owner_id FROM polls WHERE id = $1";
 constexpr std::string_view kClose = "UPDATE polls SET closed_at = coalesce(closed_at, now()) WHERE id = $1";
 constexpr std::string_view kDelete = "DELETE FROM polls WHERE id = $1";
 // What the results need besides the counts: who may see them, and the options' texts.
-constexpr std::string_view kResultsPoll = R"(
-SELECT p.results_visibility, coalesce(p.owner_id = $2::uuid, false),
-       p.closed_at IS NOT NULL OR (p.closes_at IS NOT NULL AND p.closes_at <= now()),
+constexpr std::string_view kPollFacts = R"(
+SELECT p.results_visibility, p.owner_id, p.closed_at IS NOT NULL,
+       (extract(epoch FROM p.closes_at) * 1000)::bigint,
        (SELECT json_agg(json_build_object('id', o.id, 'text', o.text) ORDER BY o.position)
           FROM poll_options o WHERE o.poll_id = p.id)
   FROM polls p WHERE p.id = $1)";
@@ -135,12 +135,14 @@ asio::awaitable<OwnerAction> Service::as_owner(std::string poll_id, std::string 
 
 asio::awaitable<OwnerAction> Service::close(std::string poll_id, std::string user_id) {
   auto done = co_await as_owner(poll_id, std::move(user_id), kClose);
+  forget_facts(poll_id);
   if (done == OwnerAction::done) co_await tally_->announce(poll_id);
   co_return done;
 }
 
 asio::awaitable<OwnerAction> Service::remove(std::string poll_id, std::string user_id) {
   auto done = co_await as_owner(poll_id, std::move(user_id), kDelete);
+  forget_facts(poll_id);
   if (done == OwnerAction::done) co_await tally_->forget(poll_id);
   co_return done;
 }
@@ -164,36 +166,73 @@ asio::awaitable<std::optional<std::vector<std::string>>> Service::my_ballot(std:
   co_return split_ids(r.get(0, 0));
 }
 
-asio::awaitable<Service::Results> Service::results(std::string poll_id, std::string user_id) {
-  pg::Result poll;
+bool Service::PollFacts::closed() const {
+  const auto now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  return closed_early || (closes_at_ms && *closes_at_ms <= now_ms);
+}
+
+asio::awaitable<std::optional<Service::PollFacts>> Service::facts(const std::string& poll_id) {
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(facts_mutex_);
+    auto it = facts_.find(poll_id);
+    if (it != facts_.end() && now - it->second.first < facts_ttl_) co_return it->second.second;
+  }
+  pg::Result r;
   {
     auto db = co_await pg_->acquire();
-    poll = co_await db.query(kResultsPoll, pg::params(poll_id, user_id));
+    r = co_await db.query(kPollFacts, pg::params(poll_id));
   }
-  if (poll.rows() == 0) co_return Results{};
-  const auto visibility = parse_visibility(poll.get(0, 0)).value_or(Visibility::always);
-  const bool owner = poll.get_bool(0, 1);
-  const bool closed = poll.get_bool(0, 2);
+  if (r.rows() == 0) co_return std::nullopt;
+  PollFacts f;
+  f.visibility = parse_visibility(r.get(0, 0)).value_or(Visibility::always);
+  f.owner_id = std::string(r.get(0, 1));
+  f.closed_early = r.get_bool(0, 2);
+  if (!r.is_null(0, 3)) f.closes_at_ms = r.get_int(0, 3);
+  f.options = json::parse(r.get(0, 4)).as_array();
+  std::lock_guard lock(facts_mutex_);
+  if (facts_.size() > 100'000) facts_.clear();  // bounded: a miss only costs a query
+  facts_.insert_or_assign(poll_id, std::make_pair(now, f));
+  co_return f;
+}
+
+void Service::forget_facts(const std::string& poll_id) {
+  std::lock_guard lock(facts_mutex_);
+  facts_.erase(poll_id);
+}
+
+asio::awaitable<Service::Results> Service::results(std::string poll_id, std::string user_id) {
+  auto poll = co_await facts(poll_id);
+  if (!poll) co_return Results{};
+  const bool owner = poll->owner_id == user_id;
+  bool closed = poll->closed();
   // Whether this user voted matters only for after_vote polls still open.
   bool voted = false;
-  if (!results_visible(visibility, false, closed, owner)) {
+  if (!results_visible(poll->visibility, false, closed, owner)) {
     auto mine = co_await my_ballot(poll_id, user_id);
     voted = mine.has_value();
   }
-  if (!results_visible(visibility, voted, closed, owner)) co_return Results{{}, true};
+  if (!results_visible(poll->visibility, voted, closed, owner)) {
+    // A refusal is decided on fresh facts: a cached "open" may be a poll closed a
+    // moment ago on another instance (closing is for good, so only this can be stale).
+    forget_facts(poll_id);
+    poll = co_await facts(poll_id);
+    if (!poll) co_return Results{};
+    closed = poll->closed();
+    if (!results_visible(poll->visibility, voted, closed, owner)) co_return Results{{}, true};
+  }
   auto counts = co_await tally_->counts(poll_id);
-  co_return Results{results_json(poll_id, json::parse(poll.get(0, 3)).as_array(), counts, closed), false};
+  co_return Results{results_json(poll_id, poll->options, counts, closed), false};
 }
 
 asio::awaitable<std::optional<json::object>> Service::snapshot(std::string poll_id) {
-  pg::Result poll;
-  {
-    auto db = co_await pg_->acquire();
-    poll = co_await db.query(kResultsPoll, pg::params(poll_id, std::optional<std::string>()));
-  }
-  if (poll.rows() == 0) co_return std::nullopt;
+  forget_facts(poll_id);  // a live update follows a change: read it fresh
+  auto poll = co_await facts(poll_id);
+  if (!poll) co_return std::nullopt;
   auto counts = co_await tally_->counts(poll_id);
-  co_return results_json(poll_id, json::parse(poll.get(0, 3)).as_array(), counts, poll.get_bool(0, 2));
+  co_return results_json(poll_id, poll->options, counts, poll->closed());
 }
 
 }  // namespace nimbus::voting

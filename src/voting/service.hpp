@@ -6,10 +6,14 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
+#include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -29,8 +33,12 @@ struct Page {
 
 class Service {
  public:
-  Service(std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally, std::shared_ptr<BallotBox> box)
-      : pg_(std::move(pg)), tally_(std::move(tally)), box_(std::move(box)) {}
+  // `facts_ttl`: how long an instance reuses what results need of a poll besides its
+  // counts (options, owner, visibility, times). Options and owner never change; a close
+  // reaches other instances' results within it. Votes always check PostgreSQL.
+  Service(std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally, std::shared_ptr<BallotBox> box,
+          std::chrono::milliseconds facts_ttl = std::chrono::seconds(1))
+      : pg_(std::move(pg)), tally_(std::move(tally)), box_(std::move(box)), facts_ttl_(facts_ttl) {}
 
   boost::asio::awaitable<boost::json::object> create(std::string owner_id, NewPoll poll);
   // The poll as the API shows it, or nullopt.
@@ -56,11 +64,25 @@ class Service {
   boost::asio::awaitable<std::optional<boost::json::object>> snapshot(std::string poll_id);
 
  private:
+  struct PollFacts {
+    Visibility visibility = Visibility::always;
+    std::string owner_id;
+    bool closed_early = false;                 // closed_at is set
+    std::optional<std::int64_t> closes_at_ms;  // since the epoch
+    boost::json::array options;                // [{id, text}] in order
+    bool closed() const;
+  };
+  boost::asio::awaitable<std::optional<PollFacts>> facts(const std::string& poll_id);
+  void forget_facts(const std::string& poll_id);
+
   // Runs `sql` ($1 = poll id) if `user_id` owns the poll.
   boost::asio::awaitable<OwnerAction> as_owner(std::string poll_id, std::string user_id, std::string_view sql);
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<Tally> tally_;
   std::shared_ptr<BallotBox> box_;
+  std::chrono::milliseconds facts_ttl_;
+  std::mutex facts_mutex_;
+  std::unordered_map<std::string, std::pair<std::chrono::steady_clock::time_point, PollFacts>> facts_;
 };
 
 }  // namespace nimbus::voting
