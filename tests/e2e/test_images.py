@@ -14,6 +14,7 @@ import requests
 from PIL import Image
 
 import stack
+import storage
 from test_accounts import bearer, sign_in
 from test_live import mint_users, psql
 
@@ -106,6 +107,9 @@ def assert_all_ready(sent):
         assert all(b["status"] == "ready" for b in final.values()), [b for b in final.values() if b["status"] != "ready"]
     ids = ",".join(f"'{i}'" for _, i in sent)
     assert psql(f"SELECT count(*) FROM image_variants WHERE image_id IN ({ids})") == str(2 * len(sent))
+    stored = set(storage.list_keys("variants/")) | set(storage.list_keys("originals/"))
+    for _, i in sent:
+        assert {f"originals/{i}", f"variants/{i}/thumb", f"variants/{i}/preview"} <= stored, i
 
 
 def fetch(url):
@@ -159,6 +163,7 @@ def test_upload_process_download_and_delete():
     assert requests.delete(f"{G}/v1/images/{image_id}", headers=bearer(token), timeout=10).status_code == 204
     assert image(token, image_id).status_code == 404
     assert requests.get(variants["thumb"]["url"], timeout=10).status_code == 404
+    assert not [k for k in storage.list_keys("") if image_id in k], "no object of a deleted image stays"
 
 
 def test_100_parallel_uploads_of_many_kinds_all_become_ready():
@@ -213,6 +218,7 @@ def test_hostile_uploads_are_refused_and_leave_nothing():
     _, who = sign_in()
     token = who["access_token"]
     before = psql("SELECT count(*) FROM images")
+    objects_before = set(storage.list_keys("originals/"))
     truncated = jpeg(800, 600)[:-2000]
     cases = [
         ("decompression bomb", upload_raw(token, png_bomb(100_000, 100_000), "image/png"), 422, "too_many_pixels"),
@@ -240,6 +246,7 @@ def test_hostile_uploads_are_refused_and_leave_nothing():
         if code:
             assert r.json()["code"] == code, (name, r.text)
     assert psql("SELECT count(*) FROM images") == before, "a refused upload leaves no row"
+    assert set(storage.list_keys("originals/")) == objects_before, "a refused upload leaves no object"
     assert requests.post(f"{G}/v1/images", data=jpeg(10, 10), headers={"Content-Type": "image/jpeg"},
                          timeout=10).status_code == 401
     # Still serving.
