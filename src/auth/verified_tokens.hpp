@@ -31,7 +31,7 @@ class VerifiedTokens {
   std::optional<Claims> find(std::string_view token, std::chrono::system_clock::time_point now) {
     auto& shard = shard_of(token);
     std::lock_guard lock(shard.mutex);
-    auto it = shard.entries.find(std::string(token));
+    auto it = shard.entries.find(token);  // no copy of the token to look it up
     if (it == shard.entries.end()) return std::nullopt;
     if (it->second.exp + leeway_.count() <= seconds(now)) {
       shard.entries.erase(it);
@@ -50,9 +50,13 @@ class VerifiedTokens {
 
  private:
   static constexpr std::size_t kShards = 16;
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   struct Shard {
     std::mutex mutex;
-    std::unordered_map<std::string, Claims> entries;
+    std::unordered_map<std::string, Claims, Hash, std::equal_to<>> entries;
   };
   static std::int64_t seconds(std::chrono::system_clock::time_point t) {
     return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();

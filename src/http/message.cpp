@@ -3,6 +3,8 @@
 #include <boost/url/decode_view.hpp>
 #include <boost/url/parse_query.hpp>
 
+#include "core/ids.hpp"
+
 namespace nimbus::http {
 
 std::string_view to_string(Method m) {
@@ -67,6 +69,12 @@ std::string_view Request::param(std::string_view name) const {
     if (k == name) return v;
   }
   return {};
+}
+
+std::optional<std::string> Request::uuid_param(std::string_view name) const {
+  auto value = param(name);
+  if (!ids::is_uuid(value)) return std::nullopt;
+  return std::string(value);
 }
 
 std::optional<std::string> Request::query_param(std::string_view name) const {

@@ -75,6 +75,9 @@ struct Request {
   BodyReader* body_reader = nullptr;  // streamed routes only; valid during the handler
 
   std::string_view param(std::string_view name) const;
+  // A path parameter that must be a UUID (a record's id): nullopt for anything else, so
+  // a malformed id is a plain 404 and never reaches a database.
+  std::optional<std::string> uuid_param(std::string_view name) const;
   std::optional<std::string_view> header(std::string_view name) const { return headers.get(name); }
   // First value of a query parameter, percent-decoded.
   std::optional<std::string> query_param(std::string_view name) const;
@@ -90,7 +93,6 @@ class StreamWriter {
   // `wake` runs once, on the connection's strand, when the server starts shutting
   // down (at once if it already has): the producer should finish promptly.
   virtual void on_stop(std::function<void()> wake) = 0;
-  virtual bool stopping() const = 0;
 };
 
 struct Response {

@@ -88,7 +88,6 @@ class ChunkWriter final : public StreamWriter {
       conn_.on_stop = std::move(wake);
     }
   }
-  bool stopping() const override { return conn_.stop_requested; }
 
  private:
   beast::tcp_stream& stream_;

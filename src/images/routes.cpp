@@ -4,16 +4,15 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/json/serialize.hpp>
 #include <ctime>
-#include <openssl/evp.h>
 #include <set>
 
 #include "auth/jwt.hpp"
 #include "auth/routes.hpp"
 #include "core/env.hpp"
-#include "core/hex.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/oneshot.hpp"
+#include "core/sha256.hpp"
 #include "http/json_body.hpp"
 #include "http/paging.hpp"
 #include "http/problem.hpp"
@@ -44,21 +43,6 @@ std::string format_time(std::chrono::system_clock::time_point t) {
   std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &utc);
   return out;
 }
-
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
-  void update(std::string_view bytes) { EVP_DigestUpdate(ctx_.get(), bytes.data(), bytes.size()); }
-  std::string hex() {
-    unsigned char out[32];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx_.get(), out, &len);
-    return to_hex(std::string_view(reinterpret_cast<const char*>(out), len));
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
-};
 
 Response refuse(unsigned status, std::string_view code, std::string_view detail) {
   return http::problem(status, code, status == 415 ? "Unsupported media type" : "Unacceptable upload", detail);
@@ -308,12 +292,6 @@ asio::awaitable<Response> upload(std::shared_ptr<Service> images, UploadLimits l
   co_return res;
 }
 
-std::optional<std::string> image_id(const Request& req) {
-  std::string id(req.param("id"));
-  if (!ids::is_uuid(id)) return std::nullopt;
-  return id;
-}
-
 // POST /v1/images/uploads {content_type, bytes}: a presigned PUT straight to storage.
 asio::awaitable<Response> create_upload(std::shared_ptr<Service> images, UploadLimits limits, Request& req,
                                         auth::Claims who) {
@@ -357,7 +335,7 @@ struct Inspected {
 // real image within the limits; then the image is queued like a streamed upload.
 asio::awaitable<Response> complete(std::shared_ptr<Service> images, UploadLimits limits, Request& req,
                                    auth::Claims who) {
-  const auto id = image_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return image_not_found();
   auto reserved = co_await images->reserved(id, who.sub);
   if (!reserved)
@@ -413,7 +391,7 @@ asio::awaitable<Response> complete(std::shared_ptr<Service> images, UploadLimits
 }
 
 asio::awaitable<Response> get(std::shared_ptr<Service> images, Request& req, auth::Claims who) {
-  const auto id = image_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return image_not_found();
   auto image = co_await images->get(id, who.sub);
   if (!image) co_return image_not_found();
@@ -434,7 +412,7 @@ asio::awaitable<Response> list(std::shared_ptr<Service> images, Request& req, au
 }
 
 asio::awaitable<Response> download(std::shared_ptr<Service> images, Request& req, auth::Claims who, bool original) {
-  const auto id = image_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return image_not_found();
   std::optional<std::string> variant;
   if (!original) variant = std::string(req.param("name"));
@@ -447,7 +425,7 @@ asio::awaitable<Response> download(std::shared_ptr<Service> images, Request& req
 }
 
 asio::awaitable<Response> remove(std::shared_ptr<Service> images, Request& req, auth::Claims who) {
-  const auto id = image_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return image_not_found();
   if (!co_await images->remove(id, who.sub)) co_return image_not_found();
   co_return http::empty(204);

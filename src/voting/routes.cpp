@@ -22,14 +22,6 @@ Response poll_not_found() {
   return http::not_found("No poll with this id.");
 }
 
-// The {id} of the path if it can name a poll at all; anything else is a 404 without a
-// query (and never reaches PostgreSQL as a malformed uuid).
-std::optional<std::string> poll_id(const Request& req) {
-  std::string id(req.param("id"));
-  if (!ids::is_uuid(id)) return std::nullopt;
-  return id;
-}
-
 Response owner_refusal(OwnerAction a) {
   if (a == OwnerAction::not_found) return poll_not_found();
   return http::problem(403, "not_owner", "Forbidden", "Only the poll's owner may do this.");
@@ -96,7 +88,7 @@ asio::awaitable<Response> list(std::shared_ptr<Service> polls, std::shared_ptr<a
 }
 
 asio::awaitable<Response> get(std::shared_ptr<Service> polls, Request& req) {
-  const auto id = poll_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto poll = co_await polls->get(id);
   if (!poll) co_return poll_not_found();
@@ -104,7 +96,7 @@ asio::awaitable<Response> get(std::shared_ptr<Service> polls, Request& req) {
 }
 
 asio::awaitable<Response> close(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const auto id = poll_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto done = co_await polls->close(id, who.sub);
   if (done != OwnerAction::done) co_return owner_refusal(done);
@@ -114,7 +106,7 @@ asio::awaitable<Response> close(std::shared_ptr<Service> polls, Request& req, au
 }
 
 asio::awaitable<Response> remove(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const auto id = poll_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto done = co_await polls->remove(id, who.sub);
   if (done != OwnerAction::done) co_return owner_refusal(done);
@@ -122,7 +114,7 @@ asio::awaitable<Response> remove(std::shared_ptr<Service> polls, Request& req, a
 }
 
 asio::awaitable<Response> vote(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const auto id = poll_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto parsed = http::json_object_body(req);
   if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
@@ -148,7 +140,7 @@ asio::awaitable<Response> vote(std::shared_ptr<Service> polls, Request& req, aut
 }
 
 asio::awaitable<Response> my_ballot(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const auto id = poll_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto ballot = co_await polls->my_ballot(id, who.sub);
   if (!ballot) co_return http::not_found("You have not voted in this poll.");
@@ -156,7 +148,7 @@ asio::awaitable<Response> my_ballot(std::shared_ptr<Service> polls, Request& req
 }
 
 asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
-  const auto id = poll_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto r = co_await polls->results(id, who.sub);
   if (r.hidden) co_return results_hidden();
@@ -195,7 +187,7 @@ asio::awaitable<void> stream_results(std::shared_ptr<LiveResults> live, std::str
 
 asio::awaitable<Response> results_stream(std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,
                                          Request& req, auth::Claims who) {
-  const auto id = poll_id(req).value_or("");
+  const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto r = co_await polls->results(id, who.sub);
   if (r.hidden) co_return results_hidden();

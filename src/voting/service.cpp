@@ -173,7 +173,7 @@ bool Service::PollFacts::closed() const {
   return closed_early || (closes_at_ms && *closes_at_ms <= now_ms);
 }
 
-asio::awaitable<std::optional<Service::PollFacts>> Service::facts(const std::string& poll_id) {
+asio::awaitable<std::shared_ptr<const Service::PollFacts>> Service::facts(const std::string& poll_id) {
   const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(facts_mutex_);
@@ -185,13 +185,13 @@ asio::awaitable<std::optional<Service::PollFacts>> Service::facts(const std::str
     auto db = co_await pg_->acquire();
     r = co_await db.query(kPollFacts, pg::params(poll_id));
   }
-  if (r.rows() == 0) co_return std::nullopt;
-  PollFacts f;
-  f.visibility = parse_visibility(r.get(0, 0)).value_or(Visibility::always);
-  f.owner_id = std::string(r.get(0, 1));
-  f.closed_early = r.get_bool(0, 2);
-  if (!r.is_null(0, 3)) f.closes_at_ms = r.get_int(0, 3);
-  f.options = json::parse(r.get(0, 4)).as_array();
+  if (r.rows() == 0) co_return nullptr;
+  auto f = std::make_shared<PollFacts>();
+  f->visibility = parse_visibility(r.get(0, 0)).value_or(Visibility::always);
+  f->owner_id = std::string(r.get(0, 1));
+  f->closed_early = r.get_bool(0, 2);
+  if (!r.is_null(0, 3)) f->closes_at_ms = r.get_int(0, 3);
+  f->options = json::parse(r.get(0, 4)).as_array();
   std::lock_guard lock(facts_mutex_);
   if (facts_.size() > 100'000) facts_.clear();  // bounded: a miss only costs a query
   facts_.insert_or_assign(poll_id, std::make_pair(now, f));

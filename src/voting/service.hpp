@@ -72,7 +72,8 @@ class Service {
     boost::json::array options;                // [{id, text}] in order
     bool closed() const;
   };
-  boost::asio::awaitable<std::optional<PollFacts>> facts(const std::string& poll_id);
+  // Shared, immutable: a cache hit copies a pointer, not the options.
+  boost::asio::awaitable<std::shared_ptr<const PollFacts>> facts(const std::string& poll_id);
   void forget_facts(const std::string& poll_id);
 
   // Runs `sql` ($1 = poll id) if `user_id` owns the poll.
@@ -82,7 +83,8 @@ class Service {
   std::shared_ptr<BallotBox> box_;
   std::chrono::milliseconds facts_ttl_;
   std::mutex facts_mutex_;
-  std::unordered_map<std::string, std::pair<std::chrono::steady_clock::time_point, PollFacts>> facts_;
+  std::unordered_map<std::string, std::pair<std::chrono::steady_clock::time_point, std::shared_ptr<const PollFacts>>>
+      facts_;
 };
 
 }  // namespace nimbus::voting

@@ -5,9 +5,9 @@
 #include <ctime>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/sha.h>
 
 #include "core/hex.hpp"
+#include "core/sha256.hpp"
 
 namespace nimbus::s3 {
 namespace {
@@ -64,9 +64,7 @@ std::string uri_encode(std::string_view text, bool keep_slash) {
 }
 
 std::string sha256_hex(std::string_view data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  return to_hex(digest, sizeof digest);
+  return Sha256::hex_of(data);
 }
 
 std::string amz_date(std::chrono::system_clock::time_point t) {

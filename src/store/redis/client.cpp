@@ -364,16 +364,11 @@ asio::awaitable<std::vector<Reply>> Client::pipeline(std::vector<Command> cmds) 
 
 asio::awaitable<Reply> Client::eval(const Script& script, std::vector<std::string> keys,
                                     std::vector<std::string> args) {
-  auto build = [&](const std::string& verb, const std::string& body) {
-    Command cmd{verb, body, std::to_string(keys.size())};
-    cmd.insert(cmd.end(), keys.begin(), keys.end());
-    cmd.insert(cmd.end(), args.begin(), args.end());
-    return cmd;
-  };
-  auto reply = co_await command(build("EVALSHA", script.sha1));
-  if (reply.is_error() && reply.str.starts_with("NOSCRIPT")) reply = co_await command(build("EVAL", script.source));
-  if (reply.is_error()) throw Error("script failed: " + reply.str);
-  co_return reply;
+  std::vector<Call> calls;
+  calls.push_back(Call{std::move(keys), std::move(args)});
+  auto replies = co_await eval_many(script, std::move(calls));
+  if (replies.front().is_error()) throw Error("script failed: " + replies.front().str);
+  co_return std::move(replies.front());
 }
 
 asio::awaitable<std::vector<Reply>> Client::eval_many(const Script& script, std::vector<Call> calls) {

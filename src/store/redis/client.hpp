@@ -81,7 +81,7 @@ class Client : public std::enable_shared_from_this<Client> {
   }
   // Several commands in one write and one round trip; replies in order.
   boost::asio::awaitable<std::vector<Reply>> pipeline(std::vector<Command> cmds);
-  // EVALSHA, falling back to EVAL once if the script is not cached (NOSCRIPT).
+  // EVALSHA, loading the script once if the server does not know it (NOSCRIPT).
   // Throws redis::Error on a script error.
   boost::asio::awaitable<Reply> eval(const Script& script, std::vector<std::string> keys,
                                      std::vector<std::string> args);
