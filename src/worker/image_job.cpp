@@ -153,7 +153,7 @@ namespace {
 constexpr std::string_view kStart = R"(
 UPDATE images SET status = 'processing', attempts = attempts + 1, updated_at = now()
  WHERE id = $1 AND status IN ('queued', 'processing')
-RETURNING status)";
+RETURNING attempts)";
 constexpr std::string_view kStatus = "SELECT status FROM images WHERE id = $1";
 
 // Variants and status in one statement, guarded: only an image still waiting for
@@ -183,13 +183,17 @@ std::string join_numbers(const std::vector<Variant>& vs, int Variant::*field) {
 }
 
 enum class Found { process, done, gone };
+struct Begun {
+  Found found;
+  int attempts = 0;  // processing starts of this image, this one included
+};
 
-asio::awaitable<Found> begin_job(std::shared_ptr<pg::Pool> pg, std::string id) {
+asio::awaitable<Begun> begin_job(std::shared_ptr<pg::Pool> pg, std::string id) {
   auto db = co_await pg->acquire();
   auto started = co_await db.query(kStart, pg::params(id));
-  if (started.rows() == 1) co_return Found::process;
+  if (started.rows() == 1) co_return Begun{Found::process, static_cast<int>(started.get_int(0, 0))};
   auto status = co_await db.query(kStatus, pg::params(id));
-  co_return status.rows() == 0 ? Found::gone : Found::done;  // ready or failed: nothing to do
+  co_return Begun{status.rows() == 0 ? Found::gone : Found::done, 0};  // ready or failed: nothing to do
 }
 
 asio::awaitable<std::optional<std::string>> fetch(std::shared_ptr<s3::Client> s3, std::string id) {
@@ -261,15 +265,17 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     return amqp::Outcome::dead_letter;
   }
   const std::string id(field->as_string());
-  int attempt = 0;
-  if (auto a = delivery.message.headers.find("x-nimbus-attempt"); a != delivery.message.headers.end()) {
-    attempt = std::atoi(a->second.c_str());
-  }
+  // Attempts are counted in the image's row (each processing start), so redeliveries
+  // after a crash, delayed retries and sweeper re-queues all count. 0: not known (the
+  // database did not answer), and then the job is retried without a limit.
+  int attempts = 0;
   const auto started = std::chrono::steady_clock::now();
   try {
-    auto found = await(begin_job(pg_, id));
-    if (found != Found::process) {
-      log::info("image job without work", {{"image_id", id}, {"reason", found == Found::gone ? "deleted" : "done"}});
+    auto begun = await(begin_job(pg_, id));
+    attempts = begun.attempts;
+    if (begun.found != Found::process) {
+      log::info("image job without work",
+                {{"image_id", id}, {"reason", begun.found == Found::gone ? "deleted" : "done"}});
       ++skipped_;
       return amqp::Outcome::ack;
     }
@@ -294,10 +300,10 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     ++failed_;
     return amqp::Outcome::dead_letter;
   } catch (const std::exception& e) {
-    if (attempt + 1 >= config_.max_attempts) {
-      log::error("image job gave up", {{"image_id", id}, {"attempts", attempt + 1}, {"error", e.what()}});
+    if (attempts >= config_.max_attempts) {
+      log::error("image job gave up", {{"image_id", id}, {"attempts", attempts}, {"error", e.what()}});
       try {
-        await(mark_failed(pg_, id, "processing failed " + std::to_string(attempt + 1) + " times: " + e.what()));
+        await(mark_failed(pg_, id, "processing failed " + std::to_string(attempts) + " times: " + e.what()));
       } catch (const std::exception&) {
         return amqp::Outcome::requeue;
       }
@@ -306,13 +312,13 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     }
     // Back off through a delay exchange; this delivery is done with.
     const auto& delays = amqp::topology::kRetryDelaysSeconds;
-    const int delay = delays[std::min<std::size_t>(static_cast<std::size_t>(attempt), std::size(delays) - 1)];
+    const auto step = static_cast<std::size_t>(attempts == 0 ? 1 : attempts - 1);
+    const int delay = delays[std::min(step, std::size(delays) - 1)];
     amqp::Message retry = delivery.message;
     retry.exchange = amqp::topology::retry_exchange(delay);
     retry.routing_key = std::string(amqp::topology::kImageProcess);
-    retry.headers["x-nimbus-attempt"] = std::to_string(attempt + 1);
     log::warn("image job failed; retrying",
-              {{"image_id", id}, {"attempt", attempt + 1}, {"delay_s", delay}, {"error", e.what()}});
+              {{"image_id", id}, {"attempts", attempts}, {"delay_s", delay}, {"error", e.what()}});
     try {
       await(publish(publisher_, std::move(retry)));
     } catch (const std::exception&) {

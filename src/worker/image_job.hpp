@@ -5,8 +5,8 @@
 //
 // Failures: an image libvips cannot decode fails at once (status `failed`, reason
 // kept, message dead-lettered). Anything else (S3, PostgreSQL) is retried through the
-// delay exchanges (1 s, 5 s, 30 s, 120 s); the 5th failed attempt marks the image
-// failed and dead-letters the job.
+// delay exchanges (1 s, 5 s, 30 s, 120 s); the 5th failed attempt (attempts are counted
+// in the image's row) marks the image failed and dead-letters the job.
 #pragma once
 
 #include <atomic>

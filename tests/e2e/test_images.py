@@ -395,3 +395,20 @@ def test_avif_is_accepted_and_a_truncated_one_refused():
     assert Image.open(io.BytesIO(fetch(v["preview"]["url"]))).size == (1200, 800)
     cut = upload_raw(token, data[:-500], "image/avif")
     assert cut.status_code == 422 and cut.json()["code"] == "corrupt_image", cut.text
+
+
+def test_the_fifth_failed_attempt_marks_the_image_failed():
+    (token,) = mint_users(1)
+    stack.ctl("stop", "workers:*")
+    try:
+        image_id = upload_raw(token, jpeg(400, 300)).json()["id"]
+        # Four attempts already spent (as after four failures); storage is down for the fifth.
+        psql(f"UPDATE images SET attempts = 4 WHERE id = '{image_id}'")
+        stack.ctl("stop", "swift-proxy")
+        stack.ctl("start", "workers:*")
+        body = wait_final(token, [image_id], timeout=60)[image_id]
+    finally:
+        stack.ctl("start", "swift-proxy")
+        stack.ctl("start", "workers:*")
+    assert body["status"] == "failed", body
+    assert "5 times" in body["error"], body
