@@ -98,6 +98,7 @@ class VoteLoad:
         self.hard_stop = threading.Event()
         self.acks = []  # (poll id, user id, option id, status, when)
         self.statuses = collections.Counter()
+        self.codes = collections.Counter()  # the problem codes of the 503s
         self.unexpected = []  # (status, body) of anything but 200, 201 and 503
         self.no_retry_after = []  # 503s without Retry-After
         self.connection_failures = []  # (when, error)
@@ -157,9 +158,11 @@ class VoteLoad:
                     if r.status_code in (200, 201):
                         self.acks.append((poll["id"], user, option, r.status_code, time.monotonic()))
                         break
-                    if r.status_code != 503:
+                    if r.status_code != 503 or not r.headers.get("Content-Type", "").startswith(
+                            "application/problem+json"):
                         self.unexpected.append((r.status_code, r.text[:200]))
                         break  # outcome unknown: not acknowledged, not retried
+                    self.codes[r.json().get("code")] += 1
                     self.error_times.append(time.monotonic())
                     if not r.headers.get("Retry-After"):
                         self.no_retry_after.append(r.text[:200])
@@ -174,7 +177,8 @@ class VoteLoad:
             if self.error_times and self.fault_at:
                 window = (f"errors from {self.error_times[0] - self.fault_at:+.1f}s to "
                           f"{self.error_times[-1] - self.fault_at:+.1f}s after the fault began, ")
-            return (f"{len(self.acks)} acknowledged, statuses {dict(self.statuses)}, {window}"
+            return (f"{len(self.acks)} acknowledged, statuses {dict(self.statuses)}, "
+                    f"503 codes {dict(self.codes)}, {window}"
                     f"{len(self.connection_failures)} connection failures, "
                     f"{len(self.unexpected)} unexpected")
 
