@@ -527,6 +527,18 @@ HTTP_CASES = [
     ("http-head-over-16KiB-many-headers-direct-to-an-instance", 431, "header_too_large", None,
      rawcase(raw_request("GET", "/healthz", [f"X-H{i}: " + "a" * 190 for i in range(100)]),
              address=instance_address(1))),
+    # Straight to an instance (defence in depth: what the gateway filters, an instance
+    # must refuse too; RFC 9112 3.2 and 6.3 say 400 for each).
+    ("http-transfer-encoding-not-chunked-direct-to-an-instance", *MALFORMED,
+     rawcase(raw_request("POST", START, [JSON_CT, "Transfer-Encoding: xchunked"], b"2\r\n{}\r\n0\r\n\r\n"),
+             address=instance_address(1))),
+    ("http-chunked-not-last-direct-to-an-instance", *MALFORMED,
+     rawcase(raw_request("POST", START, [JSON_CT, "Transfer-Encoding: chunked, gzip"], b"2\r\n{}\r\n0\r\n\r\n"),
+             address=instance_address(1))),
+    ("http-no-host-header-direct-to-an-instance", *MALFORMED,
+     rawcase(raw_request("GET", "/healthz", host=None), address=instance_address(1))),
+    ("http-two-host-headers-direct-to-an-instance", *MALFORMED,
+     rawcase(raw_request("GET", "/healthz", ["Host: other"]), address=instance_address(1))),
     ("http-path-traversal-raw", 404, "not_found", None, rawcase(raw_request("GET", "/v1/polls/../../etc/passwd"))),
     ("http-path-traversal-encoded", 404, "not_found", None,
      rawcase(raw_request("GET", "/v1/polls/%2e%2e/%2e%2e/etc/passwd"))),
@@ -829,6 +841,25 @@ def test_hostile_input(w, name, status, code, check, send):
     assert_problem(name, r, status, code)
     if check:
         check(r)
+
+
+def test_an_instance_answers_no_request_smuggled_behind_a_transfer_encoding_it_does_not_know(w):
+    """A body framed by a transfer coding other than chunked has no knowable length: the
+    answer is 400 and the connection closes (RFC 9112 6.3). Read as an empty body, the
+    bytes after the head would be taken for a second request."""
+    smuggled = raw_request("POST", START, [JSON_CT, "Transfer-Encoding: xchunked"]) + \
+        raw_request("GET", "/v1/no-such-thing-smuggled")
+    with socket.create_connection(instance_address(1), timeout=TIMEOUT) as s:
+        s.sendall(smuggled)
+        data = b""
+        try:
+            while got := s.recv(65536):
+                data += got
+        except (socket.timeout, ConnectionError):
+            pass
+    SEEN.append(("smuggled-request", int(data.split()[1]) if data.startswith(b"HTTP/") else None))
+    answers = data.count(b"HTTP/1.1 ")
+    assert data.startswith(b"HTTP/1.1 400") and b'"code":"malformed_request"' in data and answers == 1, data[:600]
 
 
 def test_a_revoked_token_is_refused(w, revoked):
