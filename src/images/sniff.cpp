@@ -1,9 +1,15 @@
 #include "images/sniff.hpp"
 
 #include <algorithm>
-#include <vector>
+#include <limits>
 
 namespace nimbus::images {
+
+// Every parser here reads bytes an attacker chose, on the I/O thread. Rules kept by
+// each of them: an offset is compared with what remains before anything is read or
+// added (never add-then-compare), every loop moves forward, and every walk has a bound
+// (segments, boxes, depth). A decision other than need_more depends only on the bytes
+// already read, so more bytes never change it (the fuzz targets check this).
 
 namespace {
 
@@ -12,6 +18,9 @@ std::uint32_t be16(std::string_view s, std::size_t at) {
 }
 std::uint32_t be32(std::string_view s, std::size_t at) {
   return (be16(s, at) << 16) | be16(s, at + 2);
+}
+std::uint64_t be64(std::string_view s, std::size_t at) {
+  return (static_cast<std::uint64_t>(be32(s, at)) << 32) | be32(s, at + 4);
 }
 std::uint32_t le16(std::string_view s, std::size_t at) {
   return static_cast<unsigned char>(s[at]) | (static_cast<std::uint32_t>(static_cast<unsigned char>(s[at + 1])) << 8);
@@ -33,37 +42,47 @@ Header ok(std::uint32_t w, std::uint32_t h) {
 constexpr Header kMore{HeaderState::need_more, {}};
 constexpr Header kCorrupt{HeaderState::corrupt, {}};
 
+// Real files carry a few dozen segments before the frame header (APPn, DQT, DHT; an
+// ICC profile takes at most 255 APP2 chunks).
+constexpr int kMaxJpegSegments = 512;
+
 // Walks the marker segments up to the first frame header (SOF).
 Header jpeg_header(std::string_view s) {
   std::size_t at = 2;
-  for (;;) {
-    if (at + 4 > s.size()) return kMore;
+  for (int segments = 0;;) {
+    if (s.size() < 4 || at > s.size() - 4) return kMore;
     if (byte(s, at) != 0xFF) return kCorrupt;
     const unsigned marker = byte(s, at + 1);
     if (marker == 0xFF) {  // fill byte
       ++at;
       continue;
     }
+    if (++segments > kMaxJpegSegments) return kCorrupt;
     if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {  // no length
       at += 2;
       continue;
     }
-    if (marker == 0xD9 || marker == 0xDA) return kCorrupt;  // image end / scan before any frame
-    const std::uint32_t length = be16(s, at + 2);
+    // A stuffed zero (only inside scans), image start/end, or a scan before any frame.
+    if (marker == 0x00 || marker == 0xD8 || marker == 0xD9 || marker == 0xDA) return kCorrupt;
+    const std::uint32_t length = be16(s, at + 2);  // counts itself, not the marker
     if (length < 2) return kCorrupt;
     const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
     if (sof) {
-      if (at + 9 > s.size()) return kMore;
+      if (length < 8) return kCorrupt;  // precision, height, width, components
+      if (s.size() - at < 9) return kMore;
       return ok(be16(s, at + 7), be16(s, at + 5));
     }
-    at += 2 + length;
+    at += 2 + length;  // at most 65,537 past an offset within the string: no overflow
   }
 }
 
 Header png_header(std::string_view s) {
   if (s.size() < 24) return kMore;
-  if (s.substr(12, 4) != "IHDR") return kCorrupt;
-  return ok(be32(s, 16), be32(s, 20));
+  if (be32(s, 8) != 13 || s.substr(12, 4) != "IHDR") return kCorrupt;
+  const auto w = be32(s, 16), h = be32(s, 20);
+  constexpr std::uint32_t kMax = 0x7FFFFFFF;  // PNG's limit on either side
+  if (w > kMax || h > kMax) return kCorrupt;
+  return ok(w, h);
 }
 
 Header gif_header(std::string_view s) {
@@ -88,76 +107,137 @@ Header webp_header(std::string_view s) {
   return kCorrupt;
 }
 
-// ISO BMFF boxes (HEIF): size (32-bit, or 1 = 64-bit follows, 0 = to the end), type.
+// ---------------------------------------------------------------- ISO BMFF (HEIF)
+
+// Boxes: size (32-bit; 1 = a 64-bit size follows the type; 0 = to the end of the
+// enclosing box, or of the file), type, body. Real files have a handful of top-level
+// boxes and at most a few hundred item properties; 4,096 is far above either.
+constexpr int kMaxBoxes = 4096;
+constexpr std::uint64_t kToTheEnd = std::numeric_limits<std::uint64_t>::max();
+
 struct Box {
-  std::uint64_t size = 0;  // whole box; 0 when it runs to the end of the file
-  std::size_t header = 8;
+  std::uint64_t start = 0, end = 0;  // end may lie past the bytes at hand, or be kToTheEnd
+  std::uint64_t header = 8;          // size and type (and the 64-bit size)
   std::string_view type;
+  std::uint64_t body() const { return start + header; }
 };
-std::optional<Box> box_at(std::string_view s, std::size_t at) {
-  if (at + 8 > s.size()) return std::nullopt;
-  Box b{be32(s, at), 8, s.substr(at + 4, 4)};
-  if (b.size == 1) {
-    if (at + 16 > s.size()) return std::nullopt;
-    b.size = (static_cast<std::uint64_t>(be32(s, at + 8)) << 32) | be32(s, at + 12);
-    b.header = 16;
+
+// The boxes in [at, end) of `s`, one by one. `end` is the enclosing box's end
+// (kToTheEnd at the top level); the walk never reads past `s`.
+class BoxWalk {
+ public:
+  enum class Step { box, done, past_head, corrupt };
+  BoxWalk(std::string_view s, std::uint64_t at, std::uint64_t end, int& budget)
+      : s_(s), at_(at), end_(end), budget_(budget) {}
+
+  Step next(Box& out) {
+    if (at_ >= end_) return Step::done;
+    const std::uint64_t room = end_ - at_;                                // what the enclosing box has left
+    if (room < 8) return end_ == kToTheEnd ? Step::corrupt : Step::done;  // padding inside a box
+    if (--budget_ < 0) return Step::corrupt;
+    if (at_ >= s_.size() || s_.size() - at_ < 8) return Step::past_head;
+    const auto at = static_cast<std::size_t>(at_);
+    Box b{at_, 0, 8, s_.substr(at + 4, 4)};
+    std::uint64_t size = be32(s_, at);
+    if (size == 1) {
+      if (room < 16) return Step::corrupt;
+      if (s_.size() - at < 16) return Step::past_head;
+      size = be64(s_, at + 8);
+      b.header = 16;
+    } else if (size == 0) {
+      size = room;  // to the end of the enclosing box (or of the file)
+    }
+    if (size < b.header || size > room) return Step::corrupt;
+    b.end = size == room ? end_ : at_ + size;  // no overflow: size <= end - at
+    at_ = b.end;
+    out = b;
+    return Step::box;
   }
-  return b;
+
+ private:
+  std::string_view s_;
+  std::uint64_t at_, end_;
+  int& budget_;
+};
+
+Header from_step(BoxWalk::Step step) {
+  return step == BoxWalk::Step::past_head ? kMore : kCorrupt;
 }
 
-// The largest `ispe` (image spatial extents) under meta/iprp/ipco: the primary image
-// is the largest one (the others are thumbnails or grid tiles).
-Header heif_header(std::string_view s) {
-  // Descends into the container boxes on the way to ispe; `full` boxes carry 4 more
-  // bytes (version, flags) before their children.
-  struct Frame {
-    std::size_t at, end;
-  };
+// ipco's `ispe` (image spatial extents) properties: the primary image is the largest
+// one (the others are thumbnails or grid tiles), so the pixel limit sees the largest.
+Header heif_properties(std::string_view s, const Box& ipco, int& budget) {
   std::uint32_t best_w = 0, best_h = 0;
-  bool meta_seen = false, meta_complete = false;
-  std::vector<Frame> stack{{0, s.size()}};
-  while (!stack.empty()) {
-    auto& f = stack.back();
-    auto box = box_at(s, f.at);
-    if (!box || f.at >= f.end) {
-      stack.pop_back();
-      continue;
-    }
-    const std::size_t size = box->size == 0 ? f.end - f.at : static_cast<std::size_t>(box->size);
-    if (size < box->header) return kCorrupt;
-    const std::size_t start = f.at, end = start + size;
-    f.at = end;
-    if (box->type == "meta") {
-      meta_seen = true;
-      meta_complete = end <= s.size();
-      stack.push_back({start + box->header + 4, std::min(end, s.size())});
-    } else if (box->type == "iprp" || box->type == "ipco") {
-      stack.push_back({start + box->header, std::min(end, s.size())});
-    } else if (box->type == "ispe" && start + box->header + 12 <= s.size()) {
-      const auto w = be32(s, start + box->header + 4), h = be32(s, start + box->header + 8);
-      if (static_cast<std::uint64_t>(w) * h > static_cast<std::uint64_t>(best_w) * best_h) {
-        best_w = w;
-        best_h = h;
-      }
-    } else if (box->type == "mdat" && !meta_seen && stack.size() == 1) {
-      return kMore;  // pixels first, description later: it is past the bytes at hand
+  BoxWalk walk(s, ipco.body(), ipco.end, budget);
+  for (Box b;;) {
+    const auto step = walk.next(b);
+    if (step == BoxWalk::Step::done) return ok(best_w, best_h);
+    if (step != BoxWalk::Step::box) return from_step(step);
+    if (b.type != "ispe") continue;
+    // A full box: version and flags, then width and height.
+    if (b.end - b.start < b.header + 12) return kCorrupt;
+    if (b.body() + 12 > s.size()) return kMore;
+    const auto at = static_cast<std::size_t>(b.body());
+    const auto w = be32(s, at + 4), h = be32(s, at + 8);
+    if (static_cast<std::uint64_t>(w) * h > static_cast<std::uint64_t>(best_w) * best_h) {
+      best_w = w;
+      best_h = h;
     }
   }
-  if (!meta_seen || !meta_complete) return kMore;
-  return ok(best_w, best_h);
+}
+
+// Finds the child of `parent` of type `type` (the first one) and reads it with `read`.
+template <typename Read>
+Header heif_child(std::string_view s, const Box& parent, std::uint64_t skip, std::string_view type, int& budget,
+                  Read read) {
+  if (parent.end - parent.start < parent.header + skip) return kCorrupt;
+  BoxWalk walk(s, parent.body() + skip, parent.end, budget);
+  for (Box b;;) {
+    const auto step = walk.next(b);
+    if (step == BoxWalk::Step::done) return kCorrupt;  // no such child: no size to read
+    if (step != BoxWalk::Step::box) return from_step(step);
+    if (b.type == type) return read(b);
+  }
+}
+
+// meta (a full box: 4 bytes of version and flags) → iprp → ipco → ispe. The meta box
+// may come after the pixels (mdat); it is read wherever it is in the head.
+Header heif_header(std::string_view s) {
+  int budget = kMaxBoxes;
+  BoxWalk top(s, 0, kToTheEnd, budget);
+  for (Box b;;) {
+    const auto step = top.next(b);
+    if (step == BoxWalk::Step::done) return kCorrupt;  // a box ran to the end of the file: no meta
+    if (step != BoxWalk::Step::box) return from_step(step);
+    if (b.type != "meta") continue;
+    return heif_child(s, b, 4, "iprp", budget, [&](const Box& iprp) {
+      return heif_child(s, iprp, 0, "ipco", budget, [&](const Box& ipco) {
+        auto header = heif_properties(s, ipco, budget);
+        // The size is final only once the whole meta box is at hand.
+        if (header.state == HeaderState::ok && b.end > s.size()) return kMore;
+        return header;
+      });
+    });
+  }
 }
 
 // A HEIF file whose top-level boxes, as far as the head shows them, claim more bytes
 // than the file has was cut short.
 bool heif_complete(std::string_view head, std::uint64_t total) {
-  std::uint64_t at = 0;
-  while (at < head.size()) {
-    auto box = box_at(head, static_cast<std::size_t>(at));
-    if (!box) return true;  // the next header is past the head: cannot tell
-    if (box->size == 0) return true;
-    at += box->size;
+  if (head.size() > total) return false;
+  int budget = kMaxBoxes;
+  BoxWalk top(head.substr(0, static_cast<std::size_t>(total)), 0, total, budget);
+  for (Box b;;) {
+    switch (top.next(b)) {
+      case BoxWalk::Step::box:
+        continue;
+      case BoxWalk::Step::done:       // the boxes fill the file exactly (or a few bytes pad it)
+      case BoxWalk::Step::past_head:  // the next box header is past the head: cannot tell
+        return true;
+      case BoxWalk::Step::corrupt:  // a box claims more than the file has, or is malformed
+        return false;
+    }
   }
-  return at <= total && (at == total || at >= head.size());
 }
 
 }  // namespace
@@ -167,10 +247,11 @@ std::optional<Format> sniff(std::string_view h) {
   if (h.size() >= 8 && h.substr(0, 8) == std::string_view("\x89PNG\r\n\x1a\n", 8)) return Format::png;
   if (h.size() >= 6 && (h.substr(0, 6) == "GIF87a" || h.substr(0, 6) == "GIF89a")) return Format::gif;
   if (h.size() >= 12 && h.substr(0, 4) == "RIFF" && h.substr(8, 4) == "WEBP") return Format::webp;
-  if (h.size() >= 16 && h.substr(4, 4) == "ftyp") {
-    // The major brand, then the compatible ones.
+  if (h.size() >= 12 && h.substr(4, 4) == "ftyp") {
+    // The major brand (bytes 8-11), then past the minor version the compatible ones,
+    // all within the ftyp box as far as the head shows it.
     const auto ftyp = std::min<std::size_t>(be32(h, 0), h.size());
-    for (std::size_t at = 8; at + 4 <= ftyp; at += at == 8 ? 8 : 4) {
+    for (std::size_t at = 8; at < ftyp && ftyp - at >= 4; at += at == 8 ? 8 : 4) {
       const auto brand = h.substr(at, 4);
       if (brand == "avif" || brand == "avis") return Format::avif;
       if (brand == "heic" || brand == "heix" || brand == "heim" || brand == "heis") return Format::heic;

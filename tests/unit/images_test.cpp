@@ -130,3 +130,208 @@ TEST(Multipart, SeesADelimiterSplitAcrossChunks) {
 }
 
 }  // namespace
+
+namespace {
+
+std::string be64(std::uint64_t v) {
+  return be32(static_cast<std::uint32_t>(v >> 32)) + be32(static_cast<std::uint32_t>(v));
+}
+
+// Issue 10, item 1: 32 bytes — ftyp heic, then a box whose 64-bit size wraps
+// `start + size` — made the box walk loop forever on the I/O thread.
+TEST(SniffHostile, AHeifBoxWhoseSizeWrapsIsCorruptNotAHang) {
+  const std::string file = box("ftyp", std::string("heic") + be32(0)) + be32(1) + "free" + be64(0xFFFFFFFFFFFFFFF0ULL);
+  ASSERT_EQ(file.size(), 32U);
+  ASSERT_EQ(sniff(file), Format::heic);
+  EXPECT_EQ(read_header(Format::heic, file).state, HeaderState::corrupt);
+  EXPECT_FALSE(ends_complete(Format::heic, file, file.size(), file));
+  const std::string meta = box("ftyp", std::string("heic") + be32(0)) + be32(1) + "meta" + be64(0xFFFFFFFFFFFFFFF8ULL);
+  EXPECT_EQ(read_header(Format::heic, meta).state, HeaderState::corrupt);
+  EXPECT_FALSE(ends_complete(Format::heic, meta, meta.size(), meta));
+}
+
+}  // namespace
+
+namespace {
+
+std::string ftyp(std::string_view brand) {
+  return box("ftyp", std::string(brand) + be32(0) + "mif1");
+}
+std::string heif_meta(std::uint32_t w, std::uint32_t h) {
+  return box("meta",
+             box("hdlr", std::string(20, '\0'), true) + box("iprp", box("ipco", box("ispe", be32(w) + be32(h), true))),
+             true);
+}
+
+// Every decision but need_more is final: more bytes never change it.
+void expect_prefixes_agree(Format f, const std::string& file) {
+  const auto whole = read_header(f, file);
+  for (std::size_t n = 0; n <= file.size(); ++n) {
+    const auto part = read_header(f, std::string_view(file).substr(0, n));
+    if (part.state == HeaderState::need_more) continue;
+    ASSERT_EQ(part.state, whole.state) << "prefix of " << n << " bytes";
+    EXPECT_EQ(part.size.width, whole.size.width);
+    EXPECT_EQ(part.size.height, whole.size.height);
+  }
+}
+
+TEST(SniffHostile, HeifBoxesThatDoNotFitAreCorrupt) {
+  const auto head = ftyp("heic");
+  // Smaller than its own header; 64-bit size smaller than the 16-byte header.
+  EXPECT_EQ(read_header(Format::heic, head + be32(4) + "free" + heif_meta(1, 1)).state, HeaderState::corrupt);
+  EXPECT_EQ(read_header(Format::heic, head + be32(1) + "free" + be64(12) + heif_meta(1, 1)).state,
+            HeaderState::corrupt);
+  // A child larger than its parent.
+  const std::string ispe_too_big = be32(200) + "ispe" + std::string(4, '\0') + be32(10) + be32(10);
+  EXPECT_EQ(read_header(Format::heic, head + box("meta", box("iprp", box("ipco", ispe_too_big)), true)).state,
+            HeaderState::corrupt);
+  // meta without room for its version and flags; an ispe without room for its sizes.
+  EXPECT_EQ(read_header(Format::heic, head + be32(10) + "meta" + "\0\0" + heif_meta(1, 1)).state, HeaderState::corrupt);
+  EXPECT_EQ(
+      read_header(Format::heic, head + box("meta", box("iprp", box("ipco", box("ispe", be32(7), true))), true)).state,
+      HeaderState::corrupt);
+  // A meta with no size at all.
+  EXPECT_EQ(read_header(Format::heic, head + box("meta", box("hdlr", std::string(20, '\0'), true), true)).state,
+            HeaderState::corrupt);
+}
+
+TEST(SniffHostile, HeifBoxCountIsBounded) {
+  std::string many = ftyp("heic");
+  for (int i = 0; i < 5000; ++i) many += box("free", "");
+  many += heif_meta(10, 10);
+  EXPECT_EQ(read_header(Format::heic, many).state, HeaderState::corrupt);
+  std::string props;
+  for (int i = 0; i < 5000; ++i) props += box("free", "");
+  const auto wide = ftyp("heic") + box("meta", box("iprp", box("ipco", props)), true);
+  EXPECT_EQ(read_header(Format::heic, wide).state, HeaderState::corrupt);
+}
+
+// Issue 10, item 10: pixels first, description after them.
+TEST(SniffHostile, HeifWithMdatBeforeMetaIsReadWhenTheMetaIsInTheHead) {
+  const auto file = ftyp("avif") + box("mdat", std::string(300, 'p')) + heif_meta(640, 480);
+  const auto header = read_header(Format::avif, file);
+  ASSERT_EQ(header.state, HeaderState::ok);
+  EXPECT_EQ(header.size.width, 640U);
+  EXPECT_EQ(header.size.height, 480U);
+  EXPECT_TRUE(ends_complete(Format::avif, "", file.size(), file));
+  expect_prefixes_agree(Format::avif, file);
+  // The meta past the bytes at hand: read more (the caller refuses at its head limit).
+  EXPECT_EQ(read_header(Format::avif, file.substr(0, 200)).state, HeaderState::need_more);
+  EXPECT_EQ(read_header(Format::avif, file.substr(0, file.size() - 3)).state, HeaderState::need_more);
+  // An mdat that runs to the end of the file leaves no room for a meta.
+  EXPECT_EQ(read_header(Format::avif, ftyp("avif") + be32(0) + "mdat" + std::string(100, 'p')).state,
+            HeaderState::corrupt);
+}
+
+TEST(SniffHostile, HeifEndingCheckWalksBoxesSafely) {
+  const auto file = heif("heic", 100, 100, 50);
+  EXPECT_TRUE(ends_complete(Format::heic, "", file.size(), file));
+  EXPECT_FALSE(ends_complete(Format::heic, "", file.size() - 1, file.substr(0, file.size() - 1)));
+  // The head ends inside a box that fits the file: cannot tell, so not refused.
+  EXPECT_TRUE(ends_complete(Format::heic, "", file.size(), file.substr(0, 40)));
+  EXPECT_FALSE(ends_complete(Format::heic, "", file.size(), ftyp("heic") + be32(3) + "free"));
+  std::string many = ftyp("heic");
+  for (int i = 0; i < 5000; ++i) many += box("free", "");
+  EXPECT_FALSE(ends_complete(Format::heic, "", many.size(), many));
+}
+
+TEST(SniffHostile, JpegSegmentsAreBoundedAndChecked) {
+  std::string many = bytes({0xFF, 0xD8});
+  for (int i = 0; i < 600; ++i) many += bytes({0xFF, 0xFE, 0x00, 0x02});  // empty comments
+  many += bytes({0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0x10, 0x00, 0x10, 0x03});
+  EXPECT_EQ(read_header(Format::jpeg, many).state, HeaderState::corrupt);
+  // Fill bytes are not segments.
+  std::string filled = bytes({0xFF, 0xD8}) + std::string(5000, '\xFF') + jpeg_head(16, 16, 4).substr(2);
+  EXPECT_EQ(read_header(Format::jpeg, filled).state, HeaderState::ok);
+  // A frame header too short for its sizes; a stuffed zero where a marker must be.
+  EXPECT_EQ(read_header(Format::jpeg, bytes({0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x02, 0x08, 0x00, 0x10, 0x00, 0x10})).state,
+            HeaderState::corrupt);
+  EXPECT_EQ(read_header(Format::jpeg, bytes({0xFF, 0xD8, 0xFF, 0x00, 0x00, 0x04, 0, 0})).state, HeaderState::corrupt);
+  expect_prefixes_agree(Format::jpeg, jpeg_head(300, 200, 100));
+}
+
+TEST(SniffHostile, PngHeaderMustBeAnIhdrOfItsSize) {
+  auto wrong_length = png_head(10, 10);
+  wrong_length[11] = 12;
+  EXPECT_EQ(read_header(Format::png, wrong_length).state, HeaderState::corrupt);
+  EXPECT_EQ(read_header(Format::png, png_head(0x80000000U, 1)).state, HeaderState::corrupt);
+  expect_prefixes_agree(Format::png, png_head(20, 30));
+}
+
+TEST(SniffHostile, HeifBrandsAreReadWithinTheFtypBoxOnly) {
+  // The major brand is in the first 12 bytes, as sniff's contract says.
+  EXPECT_EQ(sniff(be32(24) + "ftypheic"), Format::heic);
+  EXPECT_EQ(sniff(be32(8) + "ftypheic" + "heic"), std::nullopt) << "ftyp too short for a brand";
+  EXPECT_EQ(sniff(be32(1) + "ftypheic" + be32(0) + be32(32)), std::nullopt) << "64-bit ftyp";
+  EXPECT_EQ(sniff(be32(20) + "ftypmif1" + be32(0) + "avif"), Format::avif);
+  EXPECT_EQ(sniff(be32(16) + "ftypmif1" + be32(0) + "avif"), std::nullopt) << "brand past the box";
+  expect_prefixes_agree(Format::heic, heif("heic", 4032, 3024, 10));
+}
+
+TEST(Multipart, ReadsOnlyWellFormedBoundaries) {
+  EXPECT_FALSE(form_boundary("multipart/form-data; boundary=\"a\r\nb\""));
+  EXPECT_FALSE(form_boundary("multipart/form-data; boundary=\"ab \"")) << "a space may not end it";
+  EXPECT_FALSE(form_boundary("xmultipart/form-data-x; boundary=abc"));
+  EXPECT_FALSE(form_boundary("multipart/form-data; boundary=" + std::string(71, 'a')));
+  EXPECT_EQ(form_boundary("multipart/form-data ; BOUNDARY=abc"), "abc");
+  EXPECT_EQ(form_boundary("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW"),
+            "----WebKitFormBoundary7MA4YWxkTrZu0gW");
+  EXPECT_FALSE(form_boundary("multipart/form-data; \xC4\xB0=1; boundary=abc\xFF"));
+}
+
+TEST(Multipart, FieldNamesComeFromTheirParameterOnly) {
+  // "name=file" inside a quoted filename is not the field's name.
+  const std::string decoy =
+      "--B\r\nContent-Disposition: form-data; filename=\"x; name=file\"; name=\"photo\"\r\n\r\nDATA\r\n--B--\r\n";
+  EXPECT_EQ(find_file_part(decoy, "B").state, FilePart::State::missing);
+  // A part with no headers at all: its body is not a head.
+  const std::string headless = "--B\r\n\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nDATA\r\n--B--\r\n";
+  EXPECT_EQ(find_file_part(headless, "B").state, FilePart::State::missing);
+  // Bytes >= 0x80 in a header.
+  const std::string utf8 =
+      "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\xC3\xA9\xFF.png\"\r\n\r\nDATA\r\n--B--\r\n";
+  auto part = find_file_part(utf8, "B");
+  ASSERT_EQ(part.state, FilePart::State::found);
+  EXPECT_EQ(utf8.substr(part.data_offset, 4), "DATA");
+}
+
+TEST(Multipart, TheFirstDelimiterStartsALine) {
+  const std::string part = "--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nDATA\r\n--B--\r\n";
+  EXPECT_EQ(find_file_part("junk--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nX", "B").state,
+            FilePart::State::need_more);
+  auto after_preamble = find_file_part("preamble\r\n" + part, "B");
+  ASSERT_EQ(after_preamble.state, FilePart::State::found);
+  // A preamble longer than allowed is refused, however the body is cut.
+  const std::string long_preamble = std::string(5000, 'p') + "\r\n" + part;
+  EXPECT_EQ(find_file_part(long_preamble, "B").state, FilePart::State::malformed);
+  for (std::size_t n = 0; n <= long_preamble.size(); n += 97) {
+    auto s = find_file_part(std::string_view(long_preamble).substr(0, n), "B").state;
+    EXPECT_TRUE(s == FilePart::State::need_more || s == FilePart::State::malformed) << n;
+  }
+}
+
+// Issue 10, item 10: the file's size follows from Content-Length only with the exact
+// closing delimiter; any other ending leaves other bytes where the trailer must be.
+TEST(Multipart, OnlyTheExactClosingDelimiterEndsTheFile) {
+  EXPECT_EQ(closing_trailer("XyZ"), "\r\n--XyZ--\r\n");
+  const std::string head = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n";
+  const std::string file = "\x89PNG-bytes\r\n--XyY";
+  for (const std::string ending :
+       {"\r\n--XyZ--", "\r\n--XyZ--\r\n\r\n", "\r\n--XyZ\r\n", "--XyZ--\r\n", "", "\r\n--XyZ--\r\nepilogue"}) {
+    const auto body = head + file + ending;
+    auto part = find_file_part(body, "XyZ");
+    ASSERT_EQ(part.state, FilePart::State::found);
+    const auto trailer = closing_trailer("XyZ");
+    if (part.data_offset + trailer.size() > body.size()) continue;  // refused before any byte
+    const auto size = body.size() - part.data_offset - trailer.size();
+    EXPECT_NE(body.substr(part.data_offset + size), trailer) << ending;
+  }
+  const auto good = head + file + closing_trailer("XyZ");
+  auto part = find_file_part(good, "XyZ");
+  ASSERT_EQ(part.state, FilePart::State::found);
+  EXPECT_EQ(good.substr(good.size() - closing_trailer("XyZ").size()), closing_trailer("XyZ"));
+  DelimiterScan scan("XyZ");
+  EXPECT_FALSE(scan.feed(good.substr(part.data_offset, file.size())));
+}
+
+}  // namespace
