@@ -26,6 +26,7 @@
 #include "core/log.hpp"
 #include "core/oneshot.hpp"
 #include "core/random.hpp"
+#include "store/redis/resp.hpp"
 
 namespace nimbus::redis {
 
@@ -84,36 +85,6 @@ Script::Script(std::string src) : source(std::move(src)) {
 
 namespace {
 
-Reply convert(const redisReply* r) {
-  Reply out;
-  switch (r->type) {
-    case REDIS_REPLY_STATUS:
-      out.type = Reply::Type::status;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ERROR:
-      out.type = Reply::Type::error;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_INTEGER:
-      out.type = Reply::Type::integer;
-      out.integer = r->integer;
-      break;
-    case REDIS_REPLY_STRING:
-      out.type = Reply::Type::string;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.type = Reply::Type::array;
-      out.elements.reserve(r->elements);
-      for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
-      break;
-    default:
-      out.type = Reply::Type::nil;
-  }
-  return out;
-}
-
 std::chrono::milliseconds jittered(std::chrono::milliseconds& backoff) {
   backoff = std::min(std::chrono::milliseconds(2'000), backoff * 2);
   return backoff / 2 + random::jitter(backoff / 2);
@@ -164,7 +135,7 @@ class Link : public std::enable_shared_from_this<Link> {
       void* raw = nullptr;
       if (redisReaderGetReply(reader_, &raw) != REDIS_OK) throw DependencyUnavailable(kDependency, "protocol error");
       if (raw != nullptr) {
-        Reply r = convert(static_cast<redisReply*>(raw));
+        Reply r = to_reply(static_cast<redisReply*>(raw));
         freeReplyObject(raw);
         co_return r;
       }
