@@ -11,9 +11,12 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
+#include <algorithm>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <unordered_map>
+#include <vector>
 
 #include "core/env.hpp"
 #include "core/errors.hpp"
@@ -67,6 +70,31 @@ struct Connection {
   bool idle = false;
   bool stop_requested = false;
   std::function<void()> on_stop;  // set by a streamed response
+
+  // The request being handled, for the watchdog's report (read from its thread).
+  std::mutex current_mutex;
+  std::string current;  // "METHOD route request-id"
+  Clock::time_point current_since;
+};
+
+// Marks a connection's request as in flight for the duration of its handler.
+class InFlightMark {
+ public:
+  InFlightMark(Connection& conn, const Request& req, std::string_view route) : conn_(conn) {
+    std::lock_guard lock(conn_.current_mutex);
+    conn_.current = std::string(to_string(req.method)) + " " + std::string(route.empty() ? req.path : route) + " " +
+                    req.request_id;
+    conn_.current_since = req.received_at;
+  }
+  ~InFlightMark() {
+    std::lock_guard lock(conn_.current_mutex);
+    conn_.current.clear();
+  }
+  InFlightMark(const InFlightMark&) = delete;
+  InFlightMark& operator=(const InFlightMark&) = delete;
+
+ private:
+  Connection& conn_;
 };
 
 // Sends a streamed body as chunks, each write bounded by the write timeout.
@@ -204,6 +232,30 @@ bhttp::response<bhttp::string_body> to_beast(Response& res, unsigned version, bo
   return out;
 }
 
+// What RFC 9112 requires of a request's framing that the parser lets through: a
+// transfer coding other than a lone "chunked" (the body's end would be unknown, and
+// the bytes after the head would be read as the next request: smuggling), and an
+// HTTP/1.1 request without exactly one Host.
+std::optional<std::string> framing_error(const bhttp::request_header<>& head) {
+  std::size_t codings = 0;
+  for (const auto& field : head) {
+    if (field.name() != bhttp::field::transfer_encoding) continue;
+    ++codings;
+    auto value = std::string_view(field.value().data(), field.value().size());
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    if (!beast::iequals(value, "chunked")) return "Transfer-Encoding other than chunked is not accepted.";
+  }
+  if (codings > 1) return "Transfer-Encoding appears more than once.";
+  if (codings == 1 && head.version() < 11) return "Transfer-Encoding is not defined for HTTP/1.0.";
+  if (head.version() >= 11) {
+    const auto hosts = std::distance(head.equal_range(bhttp::field::host).first,
+                                     head.equal_range(bhttp::field::host).second);
+    if (hosts != 1) return "An HTTP/1.1 request carries exactly one Host header.";
+  }
+  return std::nullopt;
+}
+
 // The answer to a framing or limit error found while reading a request.
 Response read_error_response(const boost::system::error_code& ec, std::size_t body_limit) {
   if (ec == bhttp::error::header_limit) {
@@ -239,6 +291,35 @@ std::uint16_t Server::port() const {
 
 bool Server::draining() const {
   return impl_->draining.load();
+}
+
+std::string Server::describe_in_flight() const {
+  struct Entry {
+    std::string what;
+    Clock::time_point since;
+  };
+  std::vector<Entry> entries;
+  {
+    // try_lock: the watchdog must report even if a stuck thread holds the registry.
+    std::unique_lock lock(impl_->mutex, std::try_to_lock);
+    if (!lock.owns_lock()) return "(connection registry busy)";
+    for (auto& [id, entry] : impl_->connections) {
+      auto& conn = *entry.second;
+      std::unique_lock current(conn.current_mutex, std::try_to_lock);
+      if (current.owns_lock() && !conn.current.empty()) entries.push_back({conn.current, conn.current_since});
+    }
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.since < b.since; });
+  std::string out;
+  const auto now = Clock::now();
+  for (std::size_t i = 0; i < entries.size() && i < 10; ++i) {
+    if (!out.empty()) out += "; ";
+    out += entries[i].what + " (" +
+           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - entries[i].since).count()) +
+           " ms)";
+  }
+  if (entries.size() > 10) out += "; and " + std::to_string(entries.size() - 10) + " more";
+  return out.empty() ? "(no request in flight)" : out;
 }
 
 asio::awaitable<void> Server::Impl::accept_loop() {
@@ -423,6 +504,16 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
 
     const auto& head = head_parser.get();
     const unsigned version = head.version();
+    // The parser checks its limit per read; a head that arrived whole in one read is
+    // measured here, so the limit is exact whatever the segmentation.
+    if (head_n > config.header_limit) {
+      co_await write_error(stream, req, read_error_response(bhttp::error::header_limit, 0), version);
+      break;
+    }
+    if (auto framing = framing_error(head)) {
+      co_await write_error(stream, req, bad_request("malformed_request", *framing), version);
+      break;
+    }
     auto id_header = head["X-Request-ID"];
     req.request_id = valid_request_id(id_header) ? std::string(id_header) : random::hex(16);
     if (!to_request(head, req)) {
@@ -455,6 +546,7 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
       const bool client_keep_alive = body_parser.get().keep_alive();
       StreamedBody body(stream, buffer, body_parser, config.body_timeout, limit);
       req.body_reader = &body;
+      InFlightMark mark(*conn, req, route_match->route->pattern);
       Response res = co_await respond(req, std::move(matched));
       req.body_reader = nullptr;
       const bool body_done = body_parser.is_done();
@@ -489,7 +581,11 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
     const bool client_keep_alive = parser.get().keep_alive();
     req.body = std::move(parser.get().body());
 
-    Response res = co_await respond(req, std::move(matched));
+    Response res;
+    {
+      InFlightMark mark(*conn, req, route_match ? std::string_view(route_match->route->pattern) : std::string_view());
+      res = co_await respond(req, std::move(matched));
+    }
     if (res.stream && req.method != Method::head) {
       co_await write_stream(stream, *conn, res, version);
       break;

@@ -54,6 +54,9 @@ class Server {
   // cut whatever is still open. Completes when no connection is left.
   boost::asio::awaitable<void> shutdown(std::chrono::milliseconds timeout);
   bool draining() const;
+  // The requests being handled, oldest first ("METHOD route request-id (age ms)"), for
+  // the event-loop watchdog's report. Safe from any thread.
+  std::string describe_in_flight() const;
 
  private:
   struct Impl;

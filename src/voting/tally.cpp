@@ -91,8 +91,7 @@ asio::awaitable<std::int64_t> Tally::count(const std::vector<Ballot>& ballots) {
   auto replies = co_await redis_->eval_many(kCount, std::move(calls));
   std::int64_t added = 0;
   for (const auto& r : replies) {
-    if (r.is_error()) throw redis::Error("counting ballots failed: " + r.str);
-    added += r.integer;
+    added += r.as_integer();
   }
   co_return added;
 }
@@ -105,8 +104,7 @@ asio::awaitable<void> Tally::mark_active(const std::vector<std::string>& poll_id
     cmd.push_back(std::to_string(now));
     cmd.push_back(id);
   }
-  auto r = co_await redis_->command(std::move(cmd));
-  if (r.is_error()) throw redis::Error("marking active polls failed: " + r.str);
+  co_await redis_->command(std::move(cmd));
 }
 
 asio::awaitable<std::vector<std::string>> Tally::active_since(std::int64_t since) {
@@ -115,14 +113,15 @@ asio::awaitable<std::vector<std::string>> Tally::active_since(std::int64_t since
   cmds.push_back({"ZRANGEBYSCORE", "tally:active", std::to_string(since), "+inf"});
   auto replies = co_await redis_->pipeline(std::move(cmds));
   std::vector<std::string> out;
-  for (const auto& e : replies[1].elements) out.push_back(e.str);
+  for (const auto& e : replies[1].as_array()) out.push_back(e.as_string());
   co_return out;
 }
 
 asio::awaitable<std::optional<std::int64_t>> Tally::counted_total(std::string poll_id) {
   auto r = co_await redis_->command("HMGET", key(poll_id, "tally"), "_total", "_ready");
-  if (r.elements.size() != 2 || r.elements[1].is_nil()) co_return std::nullopt;
-  co_return r.elements[0].is_nil() ? 0 : std::stoll(r.elements[0].str);
+  const auto& e = r.as_array();
+  if (e.size() != 2 || e[1].is_nil()) co_return std::nullopt;
+  co_return e[0].as_optional_number().value_or(0);
 }
 
 asio::awaitable<void> Tally::start(const std::string& poll_id) {
@@ -131,47 +130,52 @@ asio::awaitable<void> Tally::start(const std::string& poll_id) {
 
 asio::awaitable<std::optional<std::vector<std::string>>> Tally::ballot_of(std::string poll_id, std::string user_id) {
   auto r = co_await redis_->command("HGET", key(poll_id, "ballots"), user_id);
-  if (r.type != redis::Reply::Type::string) co_return std::nullopt;
-  co_return split_ids(r.str);
+  auto ballot = r.as_optional_string();
+  if (!ballot) co_return std::nullopt;
+  co_return split_ids(*ballot);
 }
 
 asio::awaitable<Counts> Tally::counts(std::string poll_id) {
-  std::optional<redis::Reply> tally;
   try {
-    tally = co_await redis_->command("HGETALL", key(poll_id, "tally"));
+    if (auto counted = co_await counts_from_redis(poll_id)) co_return *counted;
   } catch (const DependencyUnavailable&) {
-    // Redis down: the truth is still there, only slower.
-  }
-  if (tally && tally->type == redis::Reply::Type::array) {
-    Counts c;
-    bool ready = false;
-    const auto& e = tally->elements;
-    for (std::size_t i = 0; i + 1 < e.size(); i += 2) {
-      if (e[i].str == "_ready") {
-        ready = true;
-      } else if (e[i].str == "_total") {
-        c.total = std::stoll(e[i + 1].str);
-      } else {
-        c.by_option[e[i].str] = std::stoll(e[i + 1].str);
-      }
-    }
-    if (ready) co_return c;
-    // Incomplete (Redis lost it, or it was never built): one instance rebuilds it in
-    // the background while every reader gets exact counts from PostgreSQL meanwhile.
-    auto lock = co_await redis_->command("SET", key(poll_id, "rebuild"), "1", "NX", "PX", "60000");
-    if (lock.type == redis::Reply::Type::status) {
-      auto ex = co_await asio::this_coro::executor;
-      asio::co_spawn(ex, rebuild_kept(shared_from_this(), poll_id), [poll_id](std::exception_ptr failure) {
-        if (!failure) return;
-        try {
-          std::rethrow_exception(failure);
-        } catch (const std::exception& err) {
-          log::warn("tally rebuild failed", {{"poll_id", poll_id}, {"error", err.what()}});
-        }
-      });
-    }
+    // Redis down or still loading its data after a restart: the truth is still there,
+    // only slower.
   }
   co_return co_await counts_from_pg(poll_id);
+}
+
+asio::awaitable<std::optional<Counts>> Tally::counts_from_redis(const std::string& poll_id) {
+  auto tally = co_await redis_->command("HGETALL", key(poll_id, "tally"));
+  Counts c;
+  bool ready = false;
+  const auto& e = tally.as_array();
+  for (std::size_t i = 0; i + 1 < e.size(); i += 2) {
+    const auto& field = e[i].as_string();
+    if (field == "_ready") {
+      ready = true;
+    } else if (field == "_total") {
+      c.total = e[i + 1].as_optional_number().value_or(0);
+    } else {
+      c.by_option[field] = e[i + 1].as_optional_number().value_or(0);
+    }
+  }
+  if (ready) co_return c;
+  // Incomplete (Redis lost it, or it was never built): one instance rebuilds it in
+  // the background while every reader gets exact counts from PostgreSQL meanwhile.
+  auto lock = co_await redis_->command("SET", key(poll_id, "rebuild"), "1", "NX", "PX", "60000");
+  if (lock.type == redis::Reply::Type::status) {
+    auto ex = co_await asio::this_coro::executor;
+    asio::co_spawn(ex, rebuild_kept(shared_from_this(), poll_id), [poll_id](std::exception_ptr failure) {
+      if (!failure) return;
+      try {
+        std::rethrow_exception(failure);
+      } catch (const std::exception& err) {
+        log::warn("tally rebuild failed", {{"poll_id", poll_id}, {"error", err.what()}});
+      }
+    });
+  }
+  co_return std::nullopt;
 }
 
 asio::awaitable<Counts> Tally::counts_from_pg(const std::string& poll_id) {

@@ -68,6 +68,8 @@ class Tally : public std::enable_shared_from_this<Tally> {
 
  private:
   boost::asio::awaitable<Counts> counts_from_pg(const std::string& poll_id);
+  // The counts when Redis holds a complete tally; nullopt (after starting a rebuild) when not.
+  boost::asio::awaitable<std::optional<Counts>> counts_from_redis(const std::string& poll_id);
   std::shared_ptr<redis::Client> redis_;
   std::shared_ptr<pg::Pool> pg_;
 };

@@ -171,6 +171,40 @@ TEST_F(ServerTest, OversizedHeaderGets431) {
   EXPECT_EQ(code_of(res), "header_too_large");
 }
 
+TEST_F(ServerTest, HeadOverTheLimitGets431EvenInOneSegment) {
+  ServerConfig c;
+  c.header_limit = 2048;
+  start(c);
+  // Many small lines, sent in one write: the parser sees the whole head at once.
+  std::string raw = "GET /hello HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 40; ++i) raw += "X-Line-" + std::to_string(i) + ": " + std::string(60, 'a') + "\r\n";
+  auto res = roundtrip(raw + "\r\n");
+  EXPECT_EQ(res.result_int(), 431);
+  EXPECT_EQ(code_of(res), "header_too_large");
+}
+
+TEST_F(ServerTest, TransferCodingsOtherThanChunkedAre400NotSmuggled) {
+  start();
+  for (const std::string coding : {"xchunked", "chunked, gzip", "gzip", "chunked\r\nTransfer-Encoding: chunked"}) {
+    // Were the coding ignored, the "smuggled" request after the head would be answered too.
+    auto s = connect();
+    asio::write(s, asio::buffer("POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding +
+                                "\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+    boost::beast::flat_buffer buf;
+    auto res = read_response(s, buf);
+    EXPECT_EQ(res.result_int(), 400) << coding;
+    EXPECT_EQ(code_of(res), "malformed_request") << coding;
+    EXPECT_TRUE(buf.size() == 0 && closed_by_peer(s)) << coding;
+  }
+}
+
+TEST_F(ServerTest, Http11RequestsNeedExactlyOneHost) {
+  start();
+  EXPECT_EQ(roundtrip("GET /hello HTTP/1.1\r\n\r\n").result_int(), 400);
+  EXPECT_EQ(roundtrip("GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").result_int(), 400);
+  EXPECT_EQ(roundtrip("GET /hello HTTP/1.0\r\n\r\n").result_int(), 200);
+}
+
 TEST_F(ServerTest, DeclaredOversizedBodyIsRefusedBeforeReading) {
   start();
   // Content-Length says 10 MB; nothing of the body is sent, yet the answer comes at once.

@@ -1,5 +1,9 @@
 // The Redis client against the stack's real Redis.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <mutex>
@@ -66,9 +70,23 @@ TEST_F(RedisTest, CommandsAndReplyTypes) {
     EXPECT_EQ(get.str, "v\r\n with CRLF");
     auto missing = co_await client_->command("GET", key + ":missing");
     EXPECT_TRUE(missing.is_nil());
-    auto wrong = co_await client_->command("LPUSH", key, "x");
-    EXPECT_TRUE(wrong.is_error());
-    EXPECT_TRUE(wrong.str.starts_with("WRONGTYPE"));
+    // An error reply is never a value: command() throws, and in a pipeline the
+    // checked accessors throw on it.
+    bool threw = false;
+    try {
+      co_await client_->command("LPUSH", key, "x");
+    } catch (const redis::Error& e) {
+      threw = std::string_view(e.what()).starts_with("WRONGTYPE");
+    }
+    EXPECT_TRUE(threw);
+    std::vector<redis::Command> cmds;
+    cmds.push_back({"LPUSH", key, "x"});
+    cmds.push_back({"EXISTS", key});
+    auto replies = co_await client_->pipeline(std::move(cmds));
+    EXPECT_TRUE(replies[0].is_error());
+    EXPECT_THROW(replies[0].as_integer(), redis::Error);
+    EXPECT_EQ(replies[1].as_integer(), 1);
+    EXPECT_THROW(replies[1].as_string(), redis::Error);
     co_await client_->command("DEL", key);
   });
 }
@@ -186,3 +204,99 @@ TEST_F(RedisTest, ClientAndSubscriberRecoverAfterRedisRestarts) {
 }
 
 }  // namespace
+
+namespace {
+
+// A Redis that answers every command with the same error, as a real one does while it
+// loads its dataset after a restart (-LOADING) or runs a long script (-BUSY).
+class ErringRedis {
+ public:
+  ErringRedis(asio::io_context& ioc, std::string reply) : acceptor_(ioc, {asio::ip::make_address("127.0.0.1"), 0}) {
+    asio::co_spawn(ioc, serve(std::move(reply)), asio::detached);
+  }
+  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+
+ private:
+  asio::awaitable<void> serve(std::string reply) {
+    for (;;) {
+      auto socket = co_await acceptor_.async_accept(asio::use_awaitable);
+      asio::co_spawn(acceptor_.get_executor(), answer(std::move(socket), reply), asio::detached);
+    }
+  }
+  static asio::awaitable<void> answer(asio::ip::tcp::socket socket, std::string reply) {
+    std::string in;
+    char buf[4096];
+    for (;;) {
+      auto [ec, n] = co_await socket.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      in.append(buf, n);
+      // One reply per complete command ("*<argc>" ... the test's commands hold no '*').
+      std::string out;
+      std::size_t at = 0;
+      while ((at = in.find('*')) != std::string::npos && in.find("\r\n", at) != std::string::npos) {
+        const int argc = std::stoi(in.substr(at + 1));
+        std::size_t end = in.find("\r\n", at) + 2;
+        bool complete = true;
+        for (int i = 0; i < argc && complete; ++i) {
+          const auto len_end = in.find("\r\n", end);
+          if (len_end == std::string::npos) {
+            complete = false;
+            break;
+          }
+          const auto len = std::stoul(in.substr(end + 1, len_end - end - 1));
+          end = len_end + 2 + len + 2;
+          if (end > in.size()) complete = false;
+        }
+        if (!complete) break;
+        in.erase(0, end);
+        out += reply;
+      }
+      if (!out.empty()) co_await asio::async_write(socket, asio::buffer(out), asio::use_awaitable);
+    }
+  }
+  asio::ip::tcp::acceptor acceptor_;
+};
+
+}  // namespace
+
+// Redis restarting answers -LOADING for seconds: every command, pipeline and script
+// must fail as "dependency unavailable" (a 503 with Retry-After), never pass an error
+// off as a value (a revocation check read "not revoked") or end in a 500.
+TEST(RedisErrors, TransientErrorRepliesAreDependencyFailures) {
+  for (const std::string reply : {"-LOADING Redis is loading the dataset in memory\r\n",
+                                  "-BUSY Redis is busy running a script.\r\n", "-MASTERDOWN Link down\r\n",
+                                  "-OOM command not allowed when used memory > 'maxmemory'.\r\n"}) {
+    asio::io_context ioc;
+    ErringRedis fake(ioc, reply);
+    redis::Config config;
+    config.port = fake.port();
+    auto client = redis::Client::create(ioc.get_executor(), config);
+    client->start();
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!client->connected() && std::chrono::steady_clock::now() < deadline) ioc.run_for(10ms);
+    ioc.restart();
+    ASSERT_TRUE(client->connected());
+    test::run(ioc, [&]() -> asio::awaitable<void> {
+      EXPECT_THROW(co_await client->command("EXISTS", "k"), DependencyUnavailable) << reply;
+      std::vector<redis::Command> cmds;
+      cmds.push_back({"EXISTS", "auth:revoked:sid:x"});
+      cmds.push_back({"GET", "auth:revoked:user:y"});
+      EXPECT_THROW(co_await client->pipeline(std::move(cmds)), DependencyUnavailable) << reply;
+      redis::Script script("return 1");
+      const std::vector<std::string> keys{"k"}, args;
+      EXPECT_THROW(co_await client->eval(script, keys, args), DependencyUnavailable) << reply;
+    });
+    client->stop();
+    ioc.run_for(50ms);
+  }
+}
+
+TEST(RedisErrors, OnlyServerStateErrorsAreTransient) {
+  EXPECT_TRUE(redis::transient_error("LOADING Redis is loading the dataset in memory"));
+  EXPECT_TRUE(redis::transient_error("READONLY You can't write against a read only replica."));
+  EXPECT_TRUE(redis::transient_error("MISCONF Redis is configured to save RDB snapshots"));
+  EXPECT_FALSE(redis::transient_error("WRONGTYPE Operation against a key holding the wrong kind of value"));
+  EXPECT_FALSE(redis::transient_error("ERR unknown command"));
+  EXPECT_FALSE(redis::transient_error("LOADINGX"));
+  EXPECT_FALSE(redis::transient_error("NOSCRIPT No matching script."));
+}

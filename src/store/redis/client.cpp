@@ -85,6 +85,54 @@ Script::Script(std::string src) : source(std::move(src)) {
 
 namespace {
 
+[[noreturn]] void wrong_type(const Reply& r, std::string_view wanted) {
+  if (r.is_error()) throw Error("error reply where " + std::string(wanted) + " was expected: " + r.str);
+  throw Error("reply of type " + std::to_string(static_cast<int>(r.type)) + " where " + std::string(wanted) +
+              " was expected");
+}
+
+}  // namespace
+
+std::int64_t Reply::as_integer() const {
+  if (type != Type::integer) wrong_type(*this, "an integer");
+  return integer;
+}
+
+const std::string& Reply::as_string() const {
+  if (type != Type::string && type != Type::status) wrong_type(*this, "a string");
+  return str;
+}
+
+const std::vector<Reply>& Reply::as_array() const {
+  if (type != Type::array) wrong_type(*this, "an array");
+  return elements;
+}
+
+std::optional<std::string> Reply::as_optional_string() const {
+  if (is_nil()) return std::nullopt;
+  return as_string();
+}
+
+std::optional<std::int64_t> Reply::as_optional_number() const {
+  if (is_nil()) return std::nullopt;
+  const auto& s = as_string();
+  std::int64_t value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc() || end != s.data() + s.size()) throw Error("not a number: " + s.substr(0, 32));
+  return value;
+}
+
+bool transient_error(std::string_view message) {
+  constexpr std::string_view kinds[] = {"LOADING", "BUSY",    "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
+                                        "READONLY", "NOREPLICAS", "OOM",     "MISCONF"};
+  for (auto kind : kinds) {
+    if (message.starts_with(kind) && (message.size() == kind.size() || message[kind.size()] == ' ')) return true;
+  }
+  return false;
+}
+
+namespace {
+
 std::chrono::milliseconds jittered(std::chrono::milliseconds& backoff) {
   backoff = std::min(std::chrono::milliseconds(2'000), backoff * 2);
   return backoff / 2 + random::jitter(backoff / 2);
@@ -297,6 +345,9 @@ struct Client::Impl : LinkOwner {
       throw DependencyUnavailable(kDependency, "command timed out");
     }
     if (!outcome->second.empty()) throw DependencyUnavailable(kDependency, outcome->second);
+    for (const auto& r : outcome->first) {
+      if (r.is_error() && transient_error(r.str)) throw DependencyUnavailable(kDependency, r.str);
+    }
     co_return std::move(outcome->first);
   }
 };
@@ -325,6 +376,7 @@ asio::awaitable<Reply> Client::command(Command cmd) {
   std::vector<Command> one;
   one.push_back(std::move(cmd));
   auto replies = co_await impl_->submit(std::move(one));
+  if (replies.front().is_error()) throw Error(replies.front().str);
   co_return std::move(replies.front());
 }
 
@@ -355,12 +407,18 @@ asio::awaitable<std::vector<Reply>> Client::eval_many(const Script& script, std:
   const bool unknown = std::any_of(replies.begin(), replies.end(),
                                    [](const Reply& r) { return r.is_error() && r.str.starts_with("NOSCRIPT"); });
   if (unknown) {
-    Command load{"SCRIPT", "LOAD", script.source};
-    auto loaded = co_await command(std::move(load));
-    if (loaded.is_error()) throw Error("script load failed: " + loaded.str);
+    std::vector<Command> retry;
+    retry.push_back({"SCRIPT", "LOAD", script.source});
+    std::vector<std::size_t> slots;
     for (std::size_t i = 0; i < replies.size(); ++i) {
-      if (replies[i].is_error() && replies[i].str.starts_with("NOSCRIPT")) replies[i] = co_await command(cmds[i]);
+      if (replies[i].is_error() && replies[i].str.starts_with("NOSCRIPT")) {
+        retry.push_back(cmds[i]);
+        slots.push_back(i);
+      }
     }
+    auto again = co_await pipeline(std::move(retry));
+    if (again.front().is_error()) throw Error("script load failed: " + again.front().str);
+    for (std::size_t k = 0; k < slots.size(); ++k) replies[slots[k]] = std::move(again[k + 1]);
   }
   co_return replies;
 }
@@ -369,7 +427,7 @@ asio::awaitable<bool> Client::ping() {
   try {
     Command ping_cmd{"PING"};
     auto r = co_await command(std::move(ping_cmd));
-    co_return r.type == Reply::Type::status&& r.str == "PONG";
+    co_return r.type == Reply::Type::status && r.str == "PONG";
   } catch (const std::exception&) {
     co_return false;
   }

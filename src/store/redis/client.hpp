@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -22,6 +24,16 @@
 
 namespace nimbus::redis {
 
+// An error reply where the caller expected none (WRONGTYPE, a script error, a reply of
+// another type than the command returns). A bug or a misconfigured server: a 500.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// One RESP reply. Read it through the checked accessors: a reply of another type than
+// the caller expects (an error reply above all) must never pass for a value — an error
+// read as "0" once turned a revoked session into a valid one.
 struct Reply {
   enum class Type { nil, status, error, integer, string, array };
   Type type = Type::nil;
@@ -31,13 +43,21 @@ struct Reply {
 
   bool is_nil() const { return type == Type::nil; }
   bool is_error() const { return type == Type::error; }
+
+  // Each throws redis::Error when the reply is of another type.
+  std::int64_t as_integer() const;
+  const std::string& as_string() const;  // a bulk string or a status
+  const std::vector<Reply>& as_array() const;
+  std::optional<std::string> as_optional_string() const;  // nil → nullopt
+  // A bulk string holding a decimal integer (HGET of a counter); nil → nullopt.
+  std::optional<std::int64_t> as_optional_number() const;
 };
 
-// An error reply where the caller expected none (WRONGTYPE, a script error...).
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+// Whether an error reply means "the server cannot serve now" (loading its dataset after
+// a restart, a busy script, a failover, out of memory, persistence failing) rather than
+// "this command is wrong". Such replies fail the command with DependencyUnavailable: a
+// 503 with Retry-After for the client, never a value and never a 500.
+bool transient_error(std::string_view message);
 
 struct Config {
   std::string host = "127.0.0.1";
@@ -70,7 +90,8 @@ class Client : public std::enable_shared_from_this<Client> {
   void start();
   void stop();
 
-  // One command. An error reply comes back as a Reply of type error.
+  // One command. An error reply throws: DependencyUnavailable when it is transient
+  // (see transient_error), redis::Error otherwise.
   boost::asio::awaitable<Reply> command(Command cmd);
   // command("SET", key, value): builds the Command outside the coroutine (GCC 12
   // miscompiles braced lists of strings inside co_await expressions).
@@ -79,7 +100,9 @@ class Client : public std::enable_shared_from_this<Client> {
                                    ...)) boost::asio::awaitable<Reply> command(const Args&... args) {
     return command(Command{std::string(std::string_view(args))...});
   }
-  // Several commands in one write and one round trip; replies in order.
+  // Several commands in one write and one round trip; replies in order. A transient
+  // error reply in any slot throws DependencyUnavailable; other error replies stay in
+  // their slots (the checked accessors throw on them).
   boost::asio::awaitable<std::vector<Reply>> pipeline(std::vector<Command> cmds);
   // EVALSHA, loading the script once if the server does not know it (NOSCRIPT).
   // Throws redis::Error on a script error.
