@@ -24,6 +24,7 @@ load_profile() {
   GATEWAY_ADMIN_PORT=${NIMBUS_GATEWAY_ADMIN_PORT:-$((8079 + shift_by))}
   API_BASE_PORT=${NIMBUS_API_BASE_PORT:-$((8100 + shift_by))}
   WORKER_BASE_PORT=${NIMBUS_WORKER_BASE_PORT:-$((8120 + shift_by))}
+  OPS_BASE_PORT=${NIMBUS_OPS_BASE_PORT:-$((8150 + shift_by))}
   PG_PORT=${NIMBUS_PG_PORT:-$((5433 + shift_by))}
   REDIS_PORT=${NIMBUS_REDIS_PORT:-$((6380 + shift_by))}
   AMQP_PORT=${NIMBUS_AMQP_PORT:-$((5673 + shift_by))}
@@ -37,7 +38,7 @@ load_profile() {
   MAILDEV_WEB_PORT=${NIMBUS_MAILDEV_WEB_PORT:-$((1080 + shift_by))}
   RABBIT_NODE="nimbus-$PROFILE@localhost"
   RUN=$(run_dir)
-  export PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT API_BASE_PORT WORKER_BASE_PORT PG_PORT REDIS_PORT AMQP_PORT \
+  export PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT API_BASE_PORT WORKER_BASE_PORT OPS_BASE_PORT PG_PORT REDIS_PORT AMQP_PORT \
     RABBIT_DIST_PORT MEMCACHED_PORT S3_PORT SWIFT_ACCOUNT_PORT SWIFT_CONTAINER_PORT SWIFT_OBJECT_PORT SMTP_PORT \
     MAILDEV_WEB_PORT RABBIT_NODE RUN
 }
@@ -86,10 +87,11 @@ init_services() {
     ensure_secret S3_SECRET 16
     ensure_secret SWIFT_HASH 8
     ensure_secret AUTH_CODE_SECRET 32
+    ensure_secret GATEWAY_SECRET 24
   )
   # shellcheck source=/dev/null
   source "$RUN/secrets.env"
-  export PG_PASSWORD AMQP_PASSWORD S3_SECRET SWIFT_HASH AUTH_CODE_SECRET
+  export PG_PASSWORD AMQP_PASSWORD S3_SECRET SWIFT_HASH AUTH_CODE_SECRET GATEWAY_SECRET
   # The access-token signing key (Ed25519). To rotate: add a new key file, list it
   # first in NIMBUS_JWT_KEYS; keep the old one listed until its tokens have expired.
   if [[ ! -f $RUN/jwt-k1.pem ]]; then
@@ -136,7 +138,8 @@ render() {
   vars=$(printf '${%s} ' RUN ROOT PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT PG_PORT REDIS_PORT AMQP_PORT \
     RABBIT_DIST_PORT RABBIT_NODE MEMCACHED_PORT S3_PORT SWIFT_ACCOUNT_PORT SWIFT_CONTAINER_PORT \
     SWIFT_OBJECT_PORT SMTP_PORT MAILDEV_WEB_PORT AMQP_PASSWORD S3_SECRET S3_ACCOUNT S3_USER S3_REGION \
-    S3_ACCESS_KEY SWIFT_HASH API_UPSTREAMS AUTH_RATE AUTH_BURST BODY_LIMIT NAME BINARY PORT APP_ENV)
+    S3_ACCESS_KEY SWIFT_HASH API_UPSTREAMS OPS_UPSTREAMS GATEWAY_SECRET AUTH_RATE AUTH_BURST BODY_LIMIT NAME BINARY \
+    PORT OPS_PORT APP_ENV)
   if [[ $out == - ]]; then
     envsubst "$vars" <"$template"
   else
@@ -159,7 +162,7 @@ app_env() {
     "NIMBUS_JWT_KEYS=k1=$RUN/jwt-k1.pem"
     "NIMBUS_AUTH_CODE_SECRET=$AUTH_CODE_SECRET"
     "NIMBUS_AUTH_ISSUER=http://127.0.0.1:$GATEWAY_PORT"
-    "NIMBUS_TRUSTED_PROXIES=127.0.0.1"
+    "NIMBUS_GATEWAY_SECRET=$GATEWAY_SECRET"
     "NIMBUS_AUTH_COOKIE_SECURE=0"
     "NIMBUS_SMTP_HOST=127.0.0.1"
     "NIMBUS_SMTP_PORT=$SMTP_PORT"
@@ -186,16 +189,21 @@ write_configs() {
   local debug=0
   [[ $PROFILE == test ]] && debug=1
   say "writing configs into $RUN ($apis API instances, $workers workers)"
-  export API_UPSTREAMS="" AUTH_RATE="${NIMBUS_GATEWAY_AUTH_RATE:-20r/s}" AUTH_BURST="${NIMBUS_GATEWAY_AUTH_BURST:-40}"
+  export API_UPSTREAMS="" OPS_UPSTREAMS="" AUTH_RATE="${NIMBUS_GATEWAY_AUTH_RATE:-20r/s}" AUTH_BURST="${NIMBUS_GATEWAY_AUTH_BURST:-40}"
   export BODY_LIMIT=26m
   [[ $PROFILE == test ]] && AUTH_RATE=1000r/s && AUTH_BURST=2000
   local i
   for ((i = 1; i <= apis; i++)); do
-    API_UPSTREAMS+="    server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=1 fail_timeout=2s;"$'\n'
+    API_UPSTREAMS+="    server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=2 fail_timeout=3s;"$'\n'
+    OPS_UPSTREAMS+="    server 127.0.0.1:$((OPS_BASE_PORT + i));"$'\n'
   done
   mkdir -p "$RUN"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
   chown -R nobody:nogroup "$RUN/nginx"
-  render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf"
+  # The config holds the gateway secret: readable by root (the master) only.
+  (
+    umask 077
+    render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf"
+  )
   render "$TEMPLATES/redis.conf" "$RUN/redis/redis.conf"
   render "$TEMPLATES/rabbitmq.conf" "$RUN/rabbitmq/rabbitmq.conf"
   cp "$TEMPLATES/enabled_plugins" "$RUN/rabbitmq/enabled_plugins"
@@ -210,11 +218,11 @@ write_configs() {
   export APP_ENV
   APP_ENV=$(app_env "$debug")
   for ((i = 1; i <= apis; i++)); do
-    NAME="api-$i" BINARY="$ROOT/build/release/src/api/nimbus-api" PORT=$((API_BASE_PORT + i)) \
+    NAME="api-$i" BINARY="$ROOT/build/release/src/api/nimbus-api" PORT=$((API_BASE_PORT + i)) OPS_PORT=$((OPS_BASE_PORT + i)) \
       render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
   done
   for ((i = 1; i <= workers; i++)); do
-    NAME="worker-$i" BINARY="$ROOT/build/release/src/worker/nimbus-worker" PORT=$((WORKER_BASE_PORT + i)) \
+    NAME="worker-$i" BINARY="$ROOT/build/release/src/worker/nimbus-worker" PORT=$((WORKER_BASE_PORT + i)) OPS_PORT=0 \
       render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
   done
   {
@@ -232,6 +240,7 @@ NIMBUS_STACK_APIS=$apis
 NIMBUS_STACK_WORKERS=$workers
 NIMBUS_STACK_API_BASE_PORT=$API_BASE_PORT
 NIMBUS_STACK_WORKER_BASE_PORT=$WORKER_BASE_PORT
+NIMBUS_STACK_OPS_BASE_PORT=$OPS_BASE_PORT
 NIMBUS_TEST_GATEWAY=http://127.0.0.1:$GATEWAY_PORT
 NIMBUS_TEST_GATEWAY_ADMIN=http://127.0.0.1:$GATEWAY_ADMIN_PORT
 NIMBUS_TEST_MAILDEV=http://127.0.0.1:$MAILDEV_WEB_PORT

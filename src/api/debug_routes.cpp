@@ -5,6 +5,8 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <charconv>
+#include <optional>
+#include <thread>
 
 #include "http/problem.hpp"
 
@@ -13,16 +15,33 @@ namespace {
 
 namespace asio = boost::asio;
 
-asio::awaitable<http::Response> sleep(http::Request& req) {
+std::optional<int> milliseconds(const http::Request& req) {
   auto ms_text = req.query_param("ms").value_or("1000");
   int ms = 0;
   auto [ptr, ec] = std::from_chars(ms_text.data(), ms_text.data() + ms_text.size(), ms);
-  if (ec != std::errc{} || ptr != ms_text.data() + ms_text.size() || ms < 0 || ms > 60'000) {
-    co_return http::problem(422, "invalid_parameter", "Invalid parameter", "ms must be an integer in [0, 60000].");
-  }
-  asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(ms));
+  if (ec != std::errc{} || ptr != ms_text.data() + ms_text.size() || ms < 0 || ms > 60'000) return std::nullopt;
+  return ms;
+}
+
+http::Response invalid_ms() {
+  return http::problem(422, "invalid_parameter", "Invalid parameter", "ms must be an integer in [0, 60000].");
+}
+
+asio::awaitable<http::Response> sleep(http::Request& req) {
+  auto ms = milliseconds(req);
+  if (!ms) co_return invalid_ms();
+  asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(*ms));
   co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
-  co_return http::json(200, R"({"slept_ms":)" + std::to_string(ms) + "}");
+  co_return http::json(200, R"({"slept_ms":)" + std::to_string(*ms) + "}");
+}
+
+// Blocks the event loop itself, as a handler stuck on the CPU would: the drill for the
+// watchdog (which aborts the instance) and the gateway (which stops sending to it).
+asio::awaitable<http::Response> hang(http::Request& req) {
+  auto ms = milliseconds(req);
+  if (!ms) co_return invalid_ms();
+  std::this_thread::sleep_for(std::chrono::milliseconds(*ms));
+  co_return http::json(200, R"({"hung_ms":)" + std::to_string(*ms) + "}");
 }
 
 asio::awaitable<http::Response> echo(http::Request& req) {
@@ -33,6 +52,7 @@ asio::awaitable<http::Response> echo(http::Request& req) {
 
 void add_debug_routes(http::Router& router) {
   router.add(http::Method::get, "/debug/sleep", [](http::Request& r) { return sleep(r); });
+  router.add(http::Method::post, "/debug/hang", [](http::Request& r) { return hang(r); });
   router.add(http::Method::post, "/debug/echo", [](http::Request& r) { return echo(r); }, {.body_limit = 64 * 1024});
 }
 

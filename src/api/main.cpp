@@ -61,7 +61,7 @@ int run_api(const runtime::ServiceConfig& config) {
   auto accounts = std::make_shared<auth::Service>(auth::Config::from_env(), pg, redis);
 
   http::Router router;
-  http::add_ops_routes(router, readiness, metrics);
+  http::add_probe_routes(router, readiness);
   auth::add_routes(router, accounts);
   auto tally = std::make_shared<voting::Tally>(redis, pg);
   // Votes are written on their own few connections (one per flusher), with generic
@@ -78,7 +78,10 @@ int run_api(const runtime::ServiceConfig& config) {
       ioc.get_executor(), redis::Config::from_env(),
       [polls](std::string poll_id) { return read_results(polls, std::move(poll_id)); }, voting::LiveConfig::from_env());
   live->start();
-  voting::add_routes(router, polls, live, accounts);
+  const auto live_config = voting::LiveConfig::from_env();
+  auto stream_slots =
+      std::make_shared<voting::StreamSlots>(redis, live_config.streams_per_user, 3 * live_config.heartbeat);
+  voting::add_routes(router, polls, live, stream_slots, accounts);
   auto image_service = std::make_shared<images::Service>(
       pg, s3,
       std::chrono::duration_cast<std::chrono::seconds>(env::duration("NIMBUS_IMAGE_URL_TTL", std::chrono::minutes(5))));
@@ -87,9 +90,26 @@ int run_api(const runtime::ServiceConfig& config) {
 
   http::Server server(ioc, config.http, router, metrics);
   server.listen();
+
+  // Metrics on a listener of their own, never behind the public gateway: what a
+  // scraper reads is not for clients, and the API port stays the API.
+  http::Router ops_router;
+  http::add_ops_routes(ops_router, readiness, metrics);
+  auto ops_config = config.http;
+  ops_config.address = env::string("NIMBUS_OPS_ADDRESS", "127.0.0.1");
+  ops_config.port = static_cast<std::uint16_t>(env::integer("NIMBUS_OPS_PORT", 9090, 0, 65535));
+  ops_config.max_connections = 64;
+  http::Metrics ops_metrics;  // the ops listener's own traffic is not the API's
+  http::Server ops_server(ioc, ops_config, ops_router, ops_metrics);
+  ops_server.listen();
+
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-  log::info("listening", {{"port", server.port()}, {"threads", config.lifecycle.threads}, {"startup_ms", ms}});
-  return runtime::run(ioc, server, readiness, config.lifecycle, [redis, live] { return stop_clients(redis, live); });
+  log::info("listening", {{"port", server.port()},
+                          {"ops_port", ops_server.port()},
+                          {"threads", config.lifecycle.threads},
+                          {"startup_ms", ms}});
+  return runtime::run(ioc, {&server, &ops_server}, readiness, config.lifecycle,
+                      [redis, live] { return stop_clients(redis, live); });
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "auth/codes.hpp"
 
+#include <arpa/inet.h>
 #include <array>
 #include <cstdint>
 #include <openssl/crypto.h>
@@ -31,7 +32,10 @@ std::optional<std::string> normalize_email(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (unsigned char c : text) {
-    if (c <= 0x20 || c == 0x7F || c == '"' || c == '(' || c == ')' || c == ',' || c == ':' || c == ';' || c == '<' ||
+    // ASCII only: internationalised addresses (RFC 6531) need SMTPUTF8 end to end, and
+    // two spellings of one Unicode address must not become two accounts. Domains can
+    // be given in their ASCII (xn--) form.
+    if (c <= 0x20 || c >= 0x7F || c == '"' || c == '(' || c == ')' || c == ',' || c == ':' || c == ';' || c == '<' ||
         c == '>' || c == '[' || c == ']' || c == '\\') {
       return std::nullopt;
     }
@@ -81,6 +85,29 @@ std::string generate_refresh_token() {
   std::array<std::uint8_t, 32> b{};
   random::fill(b);
   return base64url_encode(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+}
+
+std::string successor_token(std::string_view secret, std::string_view token) {
+  const std::string message = "refresh:" + std::string(token);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len);
+  return base64url_encode(std::string_view(reinterpret_cast<const char*>(out), len));
+}
+
+std::string rate_subject(std::string_view ip) {
+  in6_addr v6{};
+  const std::string text(ip);
+  if (text.find(':') == std::string::npos || inet_pton(AF_INET6, text.c_str(), &v6) != 1) return text;
+  if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+    char v4[INET_ADDRSTRLEN];
+    return inet_ntop(AF_INET, &v6.s6_addr[12], v4, sizeof v4) ? std::string(v4) : text;
+  }
+  for (int i = 8; i < 16; ++i) v6.s6_addr[i] = 0;
+  char out[INET6_ADDRSTRLEN];
+  if (!inet_ntop(AF_INET6, &v6, out, sizeof out)) return text;
+  return std::string(out) + "/64";
 }
 
 std::string token_hash(std::string_view token) {

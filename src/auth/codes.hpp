@@ -24,5 +24,12 @@ bool constant_time_equal(std::string_view a, std::string_view b);
 // 256-bit opaque refresh token (base64url) and its storage form (raw SHA-256).
 std::string generate_refresh_token();
 std::string token_hash(std::string_view token);
+// The token that replaces `token` on refresh: HMAC-SHA256(secret, "refresh:" token),
+// base64url. Deterministic, so a replay within the grace window gets the same one.
+std::string successor_token(std::string_view secret, std::string_view token);
+
+// What per-client limits count: the address itself for IPv4, its /64 for IPv6 (one
+// subscriber holds a whole /64, and every address in it is theirs to use).
+std::string rate_subject(std::string_view ip);
 
 }  // namespace nimbus::auth

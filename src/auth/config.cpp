@@ -35,6 +35,7 @@ Config Config::from_env() {
   c.refresh_grace = seconds("NIMBUS_AUTH_REFRESH_GRACE", c.refresh_grace);
   c.code_ttl = seconds("NIMBUS_AUTH_CODE_TTL", c.code_ttl);
   c.code_attempts = static_cast<int>(env::integer("NIMBUS_AUTH_CODE_ATTEMPTS", c.code_attempts, 1, 100));
+  c.daily_attempts = static_cast<int>(env::integer("NIMBUS_AUTH_DAILY_ATTEMPTS", c.daily_attempts, 1, 1'000'000));
   c.resend_cooldown = seconds("NIMBUS_AUTH_RESEND_COOLDOWN", c.resend_cooldown);
   c.ip_start_per_minute =
       static_cast<int>(env::integer("NIMBUS_AUTH_IP_START_PER_MINUTE", c.ip_start_per_minute, 1, 1'000'000));
@@ -42,7 +43,10 @@ Config Config::from_env() {
       static_cast<int>(env::integer("NIMBUS_AUTH_IP_VERIFY_PER_MINUTE", c.ip_verify_per_minute, 1, 1'000'000));
   c.code_secret = env::required_string("NIMBUS_AUTH_CODE_SECRET");
   if (c.code_secret.size() < 32) throw env::ConfigError("NIMBUS_AUTH_CODE_SECRET must be at least 32 bytes");
-  if (auto proxies = env::raw("NIMBUS_TRUSTED_PROXIES")) c.trusted_proxies = split(*proxies, ',');
+  c.gateway_secret = env::string("NIMBUS_GATEWAY_SECRET", "");
+  if (!c.gateway_secret.empty() && c.gateway_secret.size() < 16) {
+    throw env::ConfigError("NIMBUS_GATEWAY_SECRET must be at least 16 bytes");
+  }
   c.mail_from = env::string("NIMBUS_MAIL_FROM", c.mail_from);
   c.cookie_secure = env::boolean("NIMBUS_AUTH_COOKIE_SECURE", c.cookie_secure);
 

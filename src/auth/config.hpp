@@ -20,21 +20,25 @@ struct Config {
   std::chrono::seconds refresh_grace{10};
   std::chrono::seconds code_ttl{10 * 60};
   int code_attempts = 5;
+  // Wrong codes per address per 24 h, whatever number of codes were asked for.
+  int daily_attempts = 20;
   std::chrono::seconds resend_cooldown{60};
   // Per client IP, per minute, shared by all instances (Redis).
   int ip_start_per_minute = 10;
   int ip_verify_per_minute = 30;
   std::string code_secret;                                   // HMAC key for stored codes (≥ 32 bytes)
-  std::vector<std::string> trusted_proxies = {"127.0.0.1"};  // whose X-Forwarded-For counts
+  // X-Forwarded-For counts only on requests that carry this secret in X-Nimbus-Gateway,
+  // which the gateway sets (and overwrites on whatever a client sends). Empty: never.
+  std::string gateway_secret;
   std::string mail_from = "Nimbus <no-reply@nimbus.localhost>";
   bool cookie_secure = true;  // browser-mode cookie over HTTPS only
   std::shared_ptr<KeySet> keys;
 
   // NIMBUS_AUTH_ISSUER, NIMBUS_AUTH_AUDIENCE, NIMBUS_AUTH_ACCESS_TTL, NIMBUS_AUTH_REFRESH_IDLE,
   // NIMBUS_AUTH_REFRESH_ABSOLUTE, NIMBUS_AUTH_REFRESH_GRACE, NIMBUS_AUTH_CODE_TTL,
-  // NIMBUS_AUTH_CODE_ATTEMPTS, NIMBUS_AUTH_RESEND_COOLDOWN, NIMBUS_AUTH_IP_START_PER_MINUTE,
+  // NIMBUS_AUTH_CODE_ATTEMPTS, NIMBUS_AUTH_DAILY_ATTEMPTS, NIMBUS_AUTH_RESEND_COOLDOWN, NIMBUS_AUTH_IP_START_PER_MINUTE,
   // NIMBUS_AUTH_IP_VERIFY_PER_MINUTE, NIMBUS_AUTH_CODE_SECRET (required),
-  // NIMBUS_TRUSTED_PROXIES (comma list), NIMBUS_MAIL_FROM, NIMBUS_AUTH_COOKIE_SECURE,
+  // NIMBUS_GATEWAY_SECRET, NIMBUS_MAIL_FROM, NIMBUS_AUTH_COOKIE_SECURE,
   // NIMBUS_JWT_KEYS ("kid=/path/key.pem,kid2=/path/old.pem", required),
   // NIMBUS_JWT_SIGNING_KID (default: the first key).
   static Config from_env();

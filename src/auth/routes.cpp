@@ -3,6 +3,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include "auth/codes.hpp"
 #include "http/json_body.hpp"
 #include "http/problem.hpp"
 
@@ -183,8 +184,10 @@ asio::awaitable<Response> guard(std::shared_ptr<Service> service, AuthedHandler 
 }  // namespace
 
 std::string client_ip(const Request& req, const Config& config) {
-  const bool trusted = std::find(config.trusted_proxies.begin(), config.trusted_proxies.end(), req.remote_addr) !=
-                       config.trusted_proxies.end();
+  // Being on loopback (or any address) proves nothing: any local process can connect
+  // to an instance directly. Only the gateway knows the secret.
+  const auto proof = req.header("X-Nimbus-Gateway");
+  const bool trusted = !config.gateway_secret.empty() && proof && constant_time_equal(*proof, config.gateway_secret);
   if (trusted) {
     if (auto xff = req.header("X-Forwarded-For")) {
       auto last = xff->rfind(',');

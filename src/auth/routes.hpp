@@ -14,8 +14,8 @@ namespace nimbus::auth {
 
 void add_routes(http::Router& router, std::shared_ptr<Service> service);
 
-// The client's address: the peer, or the last X-Forwarded-For hop when the peer is a
-// trusted proxy (the gateway).
+// The client's address: the peer, or the last X-Forwarded-For hop when the request
+// proves it came through the gateway (X-Nimbus-Gateway carries the shared secret).
 std::string client_ip(const http::Request& req, const Config& config);
 
 // Wraps a handler that needs a signed-in caller: 401 with WWW-Authenticate otherwise.

@@ -5,13 +5,13 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
-#include <cctype>
 
 #include "auth/codes.hpp"
 #include "core/hex.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/random.hpp"
+#include "http/message.hpp"
 #include "outbox/outbox.hpp"
 
 namespace nimbus::auth {
@@ -28,7 +28,9 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n)");
 
 // Starts a code: refuses within the resend cooldown (returns its TTL), else replaces any
-// previous code (a new code voids the old one) and marks the address as "code issued".
+// previous code (a new code voids the old one) and remembers its MAC past its expiry.
+// That marker tells "expired" from "wrong" only to someone who holds the code itself:
+// a stranger guessing learns nothing about whether the address signed in recently.
 const redis::Script kStart(R"(
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return math.max(redis.call('TTL', KEYS[1]), 1)
@@ -36,20 +38,32 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'mac', ARGV[2], 'attempts', 0)
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[4])
 return 0)");
 
-// Counts an attempt atomically: {-1} no code, {-2} over the limit, else {n, mac}.
+// Counts an attempt atomically against two limits: the code's own (a new code starts
+// afresh) and the address's budget for the day, which no new code resets — otherwise
+// an attacker asks for a new code after every few guesses and guesses forever.
+// KEYS: code, budget. ARGV: attempts per code, attempts per day, day length.
+// {-3, ttl} budget spent, {-1} no code, {-2} code's attempts spent, else {n, mac}.
 const redis::Script kAttempt(R"(
+local spent = redis.call('INCR', KEYS[2])
+if spent == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+if spent > tonumber(ARGV[2]) then return {-3, math.max(redis.call('TTL', KEYS[2]), 1)} end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if n > tonumber(ARGV[1]) then return {-2} end
 return {n, redis.call('HGET', KEYS[1], 'mac')}
 )");
 
-// Single use: only the first verifier of a given code consumes it.
+// Single use: only the first verifier of a given code consumes it. A right code gives
+// its attempt back to the day's budget (KEYS[2]) and clears the expiry marker (KEYS[3]).
 const redis::Script kConsume(R"(
-if redis.call('HGET', KEYS[1], 'mac') == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+if redis.call('HGET', KEYS[1], 'mac') == ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[3])
+  if redis.call('DECR', KEYS[2]) < 0 then redis.call('DEL', KEYS[2]) end
+  return 1
+end
 return 0)");
 
 constexpr std::string_view kCreateSession = R"(
@@ -76,7 +90,10 @@ SELECT s.id, s.user_id, u.email, to_char(u.created_at AT TIME ZONE 'UTC', 'YYYY-
  WHERE rt.hash = decode($1, 'hex')
    FOR UPDATE OF rt, s)";
 constexpr std::string_view kRotate = "UPDATE refresh_tokens SET rotated_at = now() WHERE hash = decode($1, 'hex')";
-constexpr std::string_view kAddToken = "INSERT INTO refresh_tokens (hash, session_id) VALUES (decode($1, 'hex'), $2)";
+constexpr std::string_view kAddToken =
+    "INSERT INTO refresh_tokens (hash, session_id) VALUES (decode($1, 'hex'), $2) ON CONFLICT (hash) DO NOTHING";
+constexpr std::string_view kTokenRotated =
+    "SELECT rotated_at IS NOT NULL FROM refresh_tokens WHERE hash = decode($1, 'hex') AND session_id = $2";
 constexpr std::string_view kTouchSession = "UPDATE sessions SET last_used_at = now() WHERE id = $1";
 constexpr std::string_view kRevokeSession =
     "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL";
@@ -92,8 +109,11 @@ std::string code_key(const std::string& email) {
 std::string cooldown_key(const std::string& email) {
   return "auth:cooldown:" + email;
 }
-std::string issued_key(const std::string& email) {
-  return "auth:issued:" + email;
+std::string expired_key(const std::string& email) {
+  return "auth:expired:" + email;
+}
+std::string budget_key(const std::string& email) {
+  return "auth:budget:" + email;
 }
 std::string sid_key(const std::string& sid) {
   return "auth:revoked:sid:" + sid;
@@ -113,10 +133,10 @@ Service::Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<re
 
 asio::awaitable<bool> Service::within_rate(const std::string& kind, const std::string& ip, int limit) {
   const auto minute = unix_now() / 60;
-  const std::vector<std::string> keys{"auth:rl:" + kind + ":" + ip + ":" + std::to_string(minute)};
+  const std::vector<std::string> keys{"auth:rl:" + kind + ":" + rate_subject(ip) + ":" + std::to_string(minute)};
   const std::vector<std::string> args{"60"};
   auto n = co_await redis_->eval(kRateLimit, keys, args);
-  co_return n.integer <= limit;
+  co_return n.as_integer() <= limit;
 }
 
 Tokens Service::issue(const User& user, const std::string& session_id, std::string refresh_token) const {
@@ -135,12 +155,12 @@ asio::awaitable<Outcome<Started>> Service::start_email(std::string email_text, s
   }
   const auto executor = co_await asio::this_coro::executor;
   const auto code = generate_code();
-  const std::vector<std::string> keys{cooldown_key(*email), code_key(*email), issued_key(*email)};
-  const std::vector<std::string> args{std::to_string(config_.resend_cooldown.count()),
-                                      code_mac(config_.code_secret, *email, code),
-                                      std::to_string(config_.code_ttl.count()), "86400"};
+  const std::vector<std::string> keys{cooldown_key(*email), code_key(*email), expired_key(*email)};
+  const auto mac = code_mac(config_.code_secret, *email, code);
+  const std::vector<std::string> args{std::to_string(config_.resend_cooldown.count()), mac,
+                                      std::to_string(config_.code_ttl.count()), std::to_string(24 * 3600)};
   auto started = co_await redis_->eval(kStart, keys, args);
-  if (started.integer > 0) co_return Refused{Failure::resend_cooldown, seconds(started.integer)};
+  if (started.as_integer() > 0) co_return Refused{Failure::resend_cooldown, seconds(started.as_integer())};
 
   // The email goes out through the outbox; its row is cleared once published, so the
   // plain code lives only in the message on its way to the mail server.
@@ -169,21 +189,32 @@ asio::awaitable<Outcome<Tokens>> Service::verify_email(std::string email_text, s
   if (!co_await within_rate("verify", client_ip, config_.ip_verify_per_minute)) {
     co_return Refused{Failure::rate_limited, seconds(60 - unix_now() % 60)};
   }
-  const std::vector<std::string> keys{code_key(*email)};
-  const std::vector<std::string> args{std::to_string(config_.code_attempts)};
+  const std::vector<std::string> keys{code_key(*email), budget_key(*email)};
+  const std::vector<std::string> args{std::to_string(config_.code_attempts), std::to_string(config_.daily_attempts),
+                                      std::to_string(24 * 3600)};
   auto attempt = co_await redis_->eval(kAttempt, keys, args);
-  const auto state = attempt.elements.empty() ? -1 : attempt.elements[0].integer;
-  if (state == -2) co_return Refused{Failure::too_many_attempts, config_.code_ttl};
-  if (state == -1) {
-    auto issued = co_await redis_->command("EXISTS", issued_key(*email));
-    co_return Refused{issued.integer == 1 ? Failure::code_expired : Failure::invalid_code};
-  }
-  const auto& stored = attempt.elements[1].str;
+  const auto& state = attempt.as_array();
+  if (state.empty()) throw redis::Error("attempt script returned nothing");
   const auto mac = code_mac(config_.code_secret, *email, is_code_format(code) ? code : std::string("x"));
+  switch (state[0].as_integer()) {
+    case -3:
+      co_return Refused{Failure::too_many_attempts, seconds(state.at(1).as_integer())};
+    case -2:
+      co_return Refused{Failure::too_many_attempts, config_.code_ttl};
+    case -1: {
+      auto expired = co_await redis_->command("GET", expired_key(*email));
+      const auto old = expired.as_optional_string();
+      co_return Refused{old && constant_time_equal(mac, *old) ? Failure::code_expired : Failure::invalid_code};
+    }
+    default:
+      break;
+  }
+  const auto& stored = state.at(1).as_string();
   if (!constant_time_equal(mac, stored)) co_return Refused{Failure::invalid_code};
+  const std::vector<std::string> consume_keys{code_key(*email), budget_key(*email), expired_key(*email)};
   const std::vector<std::string> consume_args{stored};
-  auto consumed = co_await redis_->eval(kConsume, keys, consume_args);
-  if (consumed.integer != 1) co_return Refused{Failure::invalid_code};  // used by a concurrent request
+  auto consumed = co_await redis_->eval(kConsume, consume_keys, consume_args);
+  if (consumed.as_integer() != 1) co_return Refused{Failure::invalid_code};  // used by a concurrent request
 
   const auto session_id = ids::uuid_v7();
   auto refresh_token = generate_refresh_token();
@@ -223,10 +254,25 @@ asio::awaitable<Outcome<Tokens>> Service::refresh(std::string refresh_token) {
     log::warn("refresh token reuse: session revoked", {{"session_id", session_id}, {"user_id", user.id}});
     co_return Refused{Failure::invalid_token};
   }
-  // First use rotates; a concurrent duplicate within the grace window gets a sibling.
-  if (!rotated) co_await db.query(kRotate, pg::params(hash));
-  auto next = generate_refresh_token();
-  co_await db.query(kAddToken, pg::params(to_hex(token_hash(next)), session_id));
+  // A token's successor is derived from it (keyed hash), so a replay within the grace
+  // window — two tabs refreshing at once, a retry after a lost answer — gets the very
+  // token the first exchange issued, or the newest one of the chain if that was
+  // exchanged too: one session never forks into independent token chains.
+  auto next = successor_token(config_.code_secret, refresh_token);
+  if (!rotated) {
+    co_await db.query(kRotate, pg::params(hash));
+    co_await db.query(kAddToken, pg::params(to_hex(token_hash(next)), session_id));
+  } else {
+    for (int step = 0; step < 16; ++step) {
+      auto r = co_await db.query(kTokenRotated, pg::params(to_hex(token_hash(next)), session_id));
+      if (r.rows() == 0) {  // a successor issued before this scheme: start a chain from here
+        co_await db.query(kAddToken, pg::params(to_hex(token_hash(next)), session_id));
+        break;
+      }
+      if (!r.get_bool(0, 0)) break;
+      next = successor_token(config_.code_secret, next);
+    }
+  }
   co_await db.query(kTouchSession, pg::params(session_id));
   co_await db.execute_script("COMMIT");
   co_return issue(user, session_id, std::move(next));
@@ -247,8 +293,7 @@ asio::awaitable<void> Service::logout(Claims claims, bool everywhere) {
 asio::awaitable<std::optional<Claims>> Service::authenticate(std::string authorization) {
   constexpr std::string_view scheme = "Bearer ";
   if (authorization.size() <= scheme.size() ||
-      !std::equal(scheme.begin(), scheme.end(), authorization.begin(),
-                  [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+      !http::iequals(std::string_view(authorization).substr(0, scheme.size()), scheme)) {
     co_return std::nullopt;
   }
   const auto token = std::string_view(authorization).substr(scheme.size());
@@ -260,14 +305,21 @@ asio::awaitable<std::optional<Claims>> Service::authenticate(std::string authori
     verified_->remember(token, *verified.claims);
     claims = std::move(verified.claims);
   }
+  if (co_await revoked(*claims)) co_return std::nullopt;
+  co_return claims;
+}
+
+asio::awaitable<bool> Service::revoked(const Claims& claims) {
   // Revocation is checked on every request, against state every instance shares.
   std::vector<redis::Command> lookups;
-  lookups.push_back({"EXISTS", sid_key(claims->sid)});
-  lookups.push_back({"GET", user_key(claims->sub)});
+  lookups.push_back({"EXISTS", sid_key(claims.sid)});
+  lookups.push_back({"GET", user_key(claims.sub)});
+  // Fails closed: a reply that is not the expected answer throws (503 while Redis is
+  // loading or down, 500 if it is something else), never reads as "not revoked".
   auto replies = co_await redis_->pipeline(std::move(lookups));
-  if (replies[0].integer == 1) co_return std::nullopt;
-  if (!replies[1].is_nil() && claims->iat <= std::stoll(replies[1].str)) co_return std::nullopt;
-  co_return claims;
+  if (replies.at(0).as_integer() != 0) co_return true;
+  auto revoked_before = replies.at(1).as_optional_number();
+  co_return revoked_before && claims.iat <= *revoked_before;
 }
 
 asio::awaitable<std::optional<User>> Service::user(std::string id) {

@@ -62,6 +62,9 @@ class Service {
   boost::asio::awaitable<void> logout(Claims claims, bool everywhere);
   // The claims of a valid, unrevoked access token from an Authorization header value.
   boost::asio::awaitable<std::optional<Claims>> authenticate(std::string authorization);
+  // Whether the session or the user was signed out after the token was issued. Throws
+  // DependencyUnavailable when that cannot be known (fails closed).
+  boost::asio::awaitable<bool> revoked(const Claims& claims);
   boost::asio::awaitable<std::optional<User>> user(std::string id);
 
   const Config& config() const { return config_; }

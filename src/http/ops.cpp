@@ -32,9 +32,13 @@ boost::asio::awaitable<Response> metrics_text(const Metrics& metrics) {
 
 }  // namespace
 
-void add_ops_routes(Router& router, Readiness& readiness, const Metrics& metrics) {
+void add_probe_routes(Router& router, Readiness& readiness) {
   router.add(Method::get, "/healthz", [](Request&) { return healthz(); });
   router.add(Method::get, "/readyz", [&readiness](Request&) { return readyz(readiness); });
+}
+
+void add_ops_routes(Router& router, Readiness& readiness, const Metrics& metrics) {
+  add_probe_routes(router, readiness);
   router.add(Method::get, "/metrics", [&metrics](Request&) { return metrics_text(metrics); });
 }
 

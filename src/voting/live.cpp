@@ -23,7 +23,50 @@ LiveConfig LiveConfig::from_env() {
   LiveConfig c;
   c.coalesce = env::duration("NIMBUS_LIVE_COALESCE", c.coalesce);
   c.heartbeat = env::duration("NIMBUS_LIVE_HEARTBEAT", c.heartbeat);
+  c.streams_per_user =
+      static_cast<int>(env::integer("NIMBUS_LIVE_STREAMS_PER_USER", c.streams_per_user, 1, 10'000));
   return c;
+}
+
+namespace {
+
+// KEYS: the user's slots. ARGV: now (ms), lease (ms), cap, stream id.
+const redis::Script kAcquire(R"(
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1)");
+
+std::string slots_key(const std::string& user_id) {
+  return "live:streams:" + user_id;
+}
+
+std::int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+asio::awaitable<bool> StreamSlots::acquire(const std::string& user_id, const std::string& stream_id) {
+  const std::vector<std::string> keys{slots_key(user_id)};
+  const std::vector<std::string> args{std::to_string(unix_ms()), std::to_string(lease_.count()),
+                                      std::to_string(per_user_), stream_id};
+  auto r = co_await redis_->eval(kAcquire, keys, args);
+  co_return r.as_integer() == 1;
+}
+
+asio::awaitable<void> StreamSlots::renew(const std::string& user_id, const std::string& stream_id) {
+  std::vector<redis::Command> cmds;
+  cmds.push_back({"ZADD", slots_key(user_id), "XX", std::to_string(unix_ms() + lease_.count()), stream_id});
+  cmds.push_back({"PEXPIRE", slots_key(user_id), std::to_string(lease_.count())});
+  auto replies = co_await redis_->pipeline(std::move(cmds));
+  for (const auto& r : replies) r.as_integer();
+}
+
+asio::awaitable<void> StreamSlots::release(const std::string& user_id, const std::string& stream_id) {
+  co_await redis_->command("ZREM", slots_key(user_id), stream_id);
 }
 
 asio::awaitable<Watcher::Event> Watcher::next(std::chrono::milliseconds wait) {

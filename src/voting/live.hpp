@@ -31,8 +31,10 @@ namespace nimbus::voting {
 struct LiveConfig {
   std::chrono::milliseconds coalesce{250};
   std::chrono::milliseconds heartbeat{15'000};
+  // Open streams per user, over all instances.
+  int streams_per_user = 8;
 
-  // NIMBUS_LIVE_COALESCE, NIMBUS_LIVE_HEARTBEAT.
+  // NIMBUS_LIVE_COALESCE, NIMBUS_LIVE_HEARTBEAT, NIMBUS_LIVE_STREAMS_PER_USER.
   static LiveConfig from_env();
 };
 
@@ -107,6 +109,26 @@ class LiveResults : public std::enable_shared_from_this<LiveResults> {
   std::mutex mutex_;
   std::map<std::string, Poll> polls_;
   bool stopped_ = false;
+};
+
+// Caps the live-results streams one user holds open, over every instance. Each stream
+// leases a slot in the user's Redis sorted set (member: stream id, score: lease end),
+// renewed at every heartbeat, so the slots of an instance that died expire on their own.
+class StreamSlots {
+ public:
+  StreamSlots(std::shared_ptr<redis::Client> redis, int per_user, std::chrono::milliseconds lease)
+      : redis_(std::move(redis)), per_user_(per_user), lease_(lease) {}
+
+  // False when the user already holds every slot.
+  boost::asio::awaitable<bool> acquire(const std::string& user_id, const std::string& stream_id);
+  boost::asio::awaitable<void> renew(const std::string& user_id, const std::string& stream_id);
+  boost::asio::awaitable<void> release(const std::string& user_id, const std::string& stream_id);
+  std::chrono::milliseconds lease() const { return lease_; }
+
+ private:
+  std::shared_ptr<redis::Client> redis_;
+  int per_user_;
+  std::chrono::milliseconds lease_;
 };
 
 }  // namespace nimbus::voting

@@ -4,7 +4,9 @@
 
 #include "auth/jwt.hpp"
 #include "auth/routes.hpp"
+#include "core/errors.hpp"
 #include "core/ids.hpp"
+#include "core/random.hpp"
 #include "http/json_body.hpp"
 #include "http/paging.hpp"
 #include "http/problem.hpp"
@@ -166,46 +168,120 @@ std::string sse_event(std::string_view name, std::string_view data) {
 // whenever they change (coalesced), a comment as heartbeat when nothing happens, and
 // the end of the stream when the server shuts down or the poll is deleted (clients
 // reconnect, through the gateway, to another instance).
-asio::awaitable<void> stream_results(std::shared_ptr<LiveResults> live, std::string poll_id, std::string first,
-                                     http::StreamWriter& out) {
-  auto handle = live->watch(poll_id);
+//
+// A stream is only as good as the token that opened it: it ends when that token
+// expires, and when its session or user is signed out (checked every heartbeat
+// interval, failing closed while that cannot be known). The last event before such an
+// end says why (`event: end`), so a client refreshes its token before reconnecting.
+struct StreamContext {
+  std::shared_ptr<LiveResults> live;
+  std::shared_ptr<StreamSlots> slots;
+  std::shared_ptr<auth::Service> accounts;
+  auth::Claims who;
+  std::string stream_id, poll_id, first;
+};
+
+std::string end_event(std::string_view reason) {
+  return sse_event("end", json::serialize(json::object{{"reason", reason}}));
+}
+
+// Why the stream must end now, if it must.
+asio::awaitable<std::optional<std::string_view>> must_end(const StreamContext& s) {
+  try {
+    if (co_await s.accounts->revoked(s.who)) co_return "token_revoked";
+    co_await s.slots->renew(s.who.sub, s.stream_id);
+  } catch (const DependencyUnavailable&) {
+    co_return "unavailable";
+  }
+  co_return std::nullopt;
+}
+
+asio::awaitable<void> stream_events(const StreamContext& s, http::StreamWriter& out) {
+  using Clock = std::chrono::system_clock;
+  auto handle = s.live->watch(s.poll_id);
   std::weak_ptr<Watcher> watcher = handle->shared_watcher();
   out.on_stop([watcher] {
     if (auto w = watcher.lock()) w->close();
   });
   // retry: how long a client waits before reconnecting after the stream ends.
-  std::string opening = "retry: 1000\n\n" + sse_event("results", first);
+  std::string opening = "retry: 1000\n\n" + sse_event("results", s.first);
   if (!co_await out.write(std::move(opening))) co_return;
+  const auto heartbeat = s.live->config().heartbeat;
+  const auto expires = Clock::from_time_t(static_cast<std::time_t>(s.who.exp));
+  auto next_check = Clock::now() + heartbeat;
   for (;;) {
-    auto event = co_await handle->watcher().next(live->config().heartbeat);
+    const auto now = Clock::now();
+    if (now >= expires) {
+      co_await out.write(end_event("token_expired"));
+      co_return;
+    }
+    const auto wait =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::min(expires, next_check) - now) +
+        std::chrono::milliseconds(1);
+    auto event = co_await handle->watcher().next(wait);
     if (event.kind == Watcher::Event::Kind::closed) co_return;
-    std::string chunk = ": heartbeat\n\n";
+    std::string chunk;
     if (event.kind == Watcher::Event::Kind::update) chunk = sse_event("results", event.data);
-    if (!co_await out.write(std::move(chunk))) co_return;
+    if (Clock::now() >= next_check) {
+      next_check = Clock::now() + heartbeat;
+      if (auto reason = co_await must_end(s)) {
+        co_await out.write(end_event(*reason));
+        co_return;
+      }
+      if (chunk.empty()) chunk = ": heartbeat\n\n";
+    }
+    if (!chunk.empty() && !co_await out.write(std::move(chunk))) co_return;
+  }
+}
+
+asio::awaitable<void> stream_results(std::shared_ptr<StreamContext> s, http::StreamWriter& out) {
+  try {
+    co_await stream_events(*s, out);
+  } catch (...) {
+    // The slot is given back below in every case; the error itself is the server's to log.
+    try {
+      co_await s->slots->release(s->who.sub, s->stream_id);
+    } catch (const std::exception&) {
+    }
+    throw;
+  }
+  try {
+    co_await s->slots->release(s->who.sub, s->stream_id);
+  } catch (const std::exception&) {
+    // Redis away: the lease runs out by itself.
   }
 }
 
 asio::awaitable<Response> results_stream(std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,
+                                         std::shared_ptr<StreamSlots> slots, std::shared_ptr<auth::Service> accounts,
                                          Request& req, auth::Claims who) {
   const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto r = co_await polls->results(id, who.sub);
   if (r.hidden) co_return results_hidden();
   if (!r.body) co_return poll_not_found();
+  auto stream_id = random::hex(8);
+  if (!co_await slots->acquire(who.sub, stream_id)) {
+    auto res = http::problem(429, "too_many_streams", "Too many streams",
+                             "This account has the most live-results streams open at once; close one first.");
+    res.headers.set("Retry-After",
+                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(slots->lease()).count()));
+    co_return res;
+  }
   Response res;
   res.headers.set("Content-Type", "text/event-stream");
   res.headers.set("Cache-Control", "no-cache");
   res.headers.set("X-Accel-Buffering", "no");  // nginx: pass events through at once
-  res.stream = [live, id, first = json::serialize(*r.body)](http::StreamWriter& out) {
-    return stream_results(live, id, first, out);
-  };
+  auto context = std::make_shared<StreamContext>(StreamContext{
+      live, std::move(slots), std::move(accounts), std::move(who), std::move(stream_id), id, json::serialize(*r.body)});
+  res.stream = [context](http::StreamWriter& out) { return stream_results(context, out); };
   co_return res;
 }
 
 }  // namespace
 
 void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,
-                std::shared_ptr<auth::Service> accounts) {
+                std::shared_ptr<StreamSlots> slots, std::shared_ptr<auth::Service> accounts) {
   const http::RouteOptions small{.body_limit = 16 * 1024};
   using Claims = auth::Claims;
   router.add(http::Method::post, "/v1/polls",
@@ -225,7 +301,9 @@ void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::share
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return results(polls, r, c); }));
   router.add(http::Method::get, "/v1/polls/{id}/results/stream",
              auth::authenticated(
-                 accounts, [polls, live](Request& r, const Claims& c) { return results_stream(polls, live, r, c); }));
+                 accounts, [polls, live, slots, accounts](Request& r, const Claims& c) {
+                   return results_stream(polls, live, slots, accounts, r, c);
+                 }));
 }
 
 }  // namespace nimbus::voting

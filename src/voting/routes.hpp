@@ -11,6 +11,6 @@
 namespace nimbus::voting {
 
 void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,
-                std::shared_ptr<auth::Service> accounts);
+                std::shared_ptr<StreamSlots> slots, std::shared_ptr<auth::Service> accounts);
 
 }  // namespace nimbus::voting

@@ -49,3 +49,32 @@ TEST(Tokens, RefreshTokensAre256BitAndHashed) {
   EXPECT_NE(t, generate_refresh_token());
   EXPECT_EQ(token_hash(t).size(), 32U);
 }
+
+TEST(Emails, NonAsciiAddressesAreRefusedNotStored) {
+  // Two spellings of one Unicode address must not become two accounts, and the mail
+  // path has no SMTPUTF8: refused up front (422), never a failure after the code.
+  EXPECT_FALSE(normalize_email("j\xC3\xB6rg@example.com"));
+  EXPECT_FALSE(normalize_email("user@b\xC3\xBC" "cher.example"));
+  EXPECT_FALSE(normalize_email("user@example.com\x7F"));
+  EXPECT_EQ(normalize_email("User@XN--BCHER-KVA.example").value_or(""), "user@xn--bcher-kva.example");
+}
+
+TEST(Tokens, SuccessorIsDerivedSoReplaysGetTheSameOne) {
+  const std::string secret(32, 's');
+  auto t = generate_refresh_token();
+  auto next = successor_token(secret, t);
+  EXPECT_EQ(next.size(), 43U);
+  EXPECT_EQ(next, successor_token(secret, t));
+  EXPECT_NE(next, t);
+  EXPECT_NE(next, successor_token(std::string(32, 't'), t));
+  EXPECT_NE(successor_token(secret, next), next);
+}
+
+TEST(RateSubjects, IPv6CountsPerSlash64) {
+  EXPECT_EQ(rate_subject("203.0.113.7"), "203.0.113.7");
+  EXPECT_EQ(rate_subject("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::/64");
+  EXPECT_EQ(rate_subject("2001:db8:1:2::1"), rate_subject("2001:db8:1:2:ffff::9"));
+  EXPECT_NE(rate_subject("2001:db8:1:2::1"), rate_subject("2001:db8:1:3::1"));
+  EXPECT_EQ(rate_subject("::ffff:198.51.100.4"), "198.51.100.4");
+  EXPECT_EQ(rate_subject("not an address"), "not an address");
+}

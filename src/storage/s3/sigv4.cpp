@@ -28,7 +28,8 @@ std::string trim(std::string_view v) {
 
 std::string lower(std::string_view v) {
   std::string out(v);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  // ASCII only, whatever the process locale: header names are tokens.
+  for (auto& c : out) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
   return out;
 }
 
@@ -52,7 +53,8 @@ std::string uri_encode(std::string_view text, bool keep_slash) {
   std::string out;
   out.reserve(text.size() * 3);
   for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (alnum || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
       out.push_back(static_cast<char>(c));
     } else {
       out.push_back('%');
@@ -123,18 +125,26 @@ SignedRequest sign(const Credentials& creds, std::string_view method, std::strin
 
 std::string presign(const Credentials& creds, std::string_view method, std::string_view scheme, std::string_view host,
                     std::string_view path, std::chrono::seconds expires, std::chrono::system_clock::time_point now,
-                    const QueryList& extra_query) {
+                    const QueryList& extra_query, const HeaderList& signed_headers) {
   const auto datetime = amz_date(now);
   const auto date = datetime.substr(0, 8);
+  HeaderList headers = {{"host", std::string(host)}};
+  for (const auto& [k, v] : signed_headers) headers.emplace_back(lower(k), trim(v));
+  std::sort(headers.begin(), headers.end());
+  std::string canonical_headers, names;
+  for (const auto& [k, v] : headers) {
+    canonical_headers += k + ":" + v + "\n";
+    names += (names.empty() ? "" : ";") + k;
+  }
   QueryList query = extra_query;
   query.emplace_back("X-Amz-Algorithm", "AWS4-HMAC-SHA256");
   query.emplace_back("X-Amz-Credential", creds.access_key + "/" + scope(creds, date));
   query.emplace_back("X-Amz-Date", datetime);
   query.emplace_back("X-Amz-Expires", std::to_string(expires.count()));
-  query.emplace_back("X-Amz-SignedHeaders", "host");
+  query.emplace_back("X-Amz-SignedHeaders", names);
   const auto cq = canonical_query(query);
-  const auto canonical_request = std::string(method) + "\n" + std::string(path) + "\n" + cq +
-                                 "\nhost:" + std::string(host) + "\n\nhost\n" + std::string(kUnsignedPayload);
+  const auto canonical_request = std::string(method) + "\n" + std::string(path) + "\n" + cq + "\n" +
+                                 canonical_headers + "\n" + names + "\n" + std::string(kUnsignedPayload);
   const auto string_to_sign =
       "AWS4-HMAC-SHA256\n" + datetime + "\n" + scope(creds, date) + "\n" + sha256_hex(canonical_request);
   return std::string(scheme) + "://" + std::string(host) + std::string(path) + "?" + cq +
