@@ -9,7 +9,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstdlib>
+#include <thread>
 
+#include "core/env.hpp"
+#include "core/oneshot.hpp"
 #include "http/ops.hpp"
 #include "outbox/relay.hpp"
 #include "queue/amqp/consumer.hpp"
@@ -22,6 +26,8 @@
 #include "voting/reconciler.hpp"
 #include "worker/email_job.hpp"
 #include "worker/image_job.hpp"
+#include "worker/sweeper.hpp"
+#include "worker/thumbnails.hpp"
 
 namespace {
 
@@ -43,25 +49,61 @@ asio::awaitable<void> stop_relay(outbox::Relay* relay) {
   }
 }
 
-asio::awaitable<void> sweep_images(std::shared_ptr<pg::Pool> pg, std::shared_ptr<s3::Client> s3,
-                                   worker::ImageJobConfig config, const std::atomic<bool>* running) {
-  asio::steady_timer tick(co_await asio::this_coro::executor);
-  while (running->load()) {
-    tick.expires_after(config.sweep_interval);
-    co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
-    if (!running->load()) break;
-    try {
-      if (auto n = co_await worker::requeue_stuck(pg, config.stuck_after); n > 0) {
-        log::warn("re-queued stuck images", {{"images", n}});
-      }
-      // Direct-upload URLs live 10 minutes; a reservation an hour old is abandoned.
-      if (auto n = co_await worker::purge_abandoned_uploads(pg, s3, std::chrono::hours(1)); n > 0) {
-        log::info("removed abandoned direct uploads", {{"images", n}});
-      }
-    } catch (const std::exception& e) {
-      log::warn("image sweep failed", {{"error", e.what()}});
+// NIMBUS_WORKER_DRAIN_TIMEOUT: how long jobs in flight get to finish after SIGTERM. Well
+// under Kubernetes' default 30 s grace period, with the drain delay before it.
+std::chrono::milliseconds drain_timeout() {
+  const auto d = env::duration("NIMBUS_WORKER_DRAIN_TIMEOUT", std::chrono::seconds(20));
+  if (d < std::chrono::milliseconds(100) || d > std::chrono::minutes(10)) {
+    throw env::ConfigError("NIMBUS_WORKER_DRAIN_TIMEOUT must be between 100ms and 10m");
+  }
+  return d;
+}
+
+// Stops the consumers: nothing new is taken; jobs in flight get until `drain` to finish.
+// Then image jobs are cancelled (each hands its image back, the attempt uncounted) and
+// storage requests aborted; whatever is still unacknowledged returns to the queue with
+// the closed connection. Consumer::stop blocks (it joins threads), so it runs on threads
+// of its own while this loop keeps serving the jobs' own I/O. If even that overruns by
+// kOverrun (a hung SMTP server, a wedged library call), the process exits 0 at once:
+// the broker requeues what it held.
+asio::awaitable<void> drain_jobs(std::vector<amqp::Consumer*> consumers, worker::ImageJobs* image_jobs, s3::Client* s3,
+                                 std::chrono::milliseconds drain) {
+  constexpr auto kOverrun = std::chrono::seconds(3);
+  const auto started = std::chrono::steady_clock::now();
+  auto executor = co_await asio::this_coro::executor;
+  std::vector<std::shared_ptr<OneShot<bool>>> stopped;
+  for (auto* consumer : consumers) {
+    auto done = std::make_shared<OneShot<bool>>(executor);
+    stopped.push_back(done);
+    std::thread([consumer, drain, done] {
+      consumer->stop(drain);
+      done->set(true);
+    }).detach();
+  }
+  bool cancelled = false;
+  for (auto& done : stopped) {
+    if (!cancelled && !co_await done->wait_until(started + drain)) {
+      log::warn("drain timeout: handing unfinished image jobs back", {{"drain_ms", drain.count()}});
+      image_jobs->cancel();
+      s3->cancel_requests();
+      cancelled = true;
+    }
+    if (cancelled && !co_await done->wait_until(started + drain + kOverrun)) {
+      log::error("jobs did not stop after the drain timeout: exiting now");
+      log::shutdown();
+      std::_Exit(0);
     }
   }
+}
+
+// The jobs stop while the event loop still runs (their I/O goes through it), then the
+// relay: a job's retry may still be published meanwhile.
+asio::awaitable<void> stop_work(std::vector<amqp::Consumer*> consumers, worker::ImageJobs* image_jobs, s3::Client* s3,
+                                std::chrono::milliseconds drain, std::shared_ptr<redis::Client> redis,
+                                outbox::Relay* relay) {
+  co_await drain_jobs(std::move(consumers), image_jobs, s3, drain);
+  redis->stop();
+  co_await stop_relay(relay);
 }
 
 int run_worker(const runtime::ServiceConfig& config) {
@@ -95,14 +137,17 @@ int run_worker(const runtime::ServiceConfig& config) {
   auto s3 = std::make_shared<s3::Client>(s3::Config::from_env());
   readiness.add_check("s3", [s3] { return s3->ping(); });
   const auto image_config = worker::ImageJobConfig::from_env();
+  const auto drain = drain_timeout();
   worker::init_vips("nimbus-worker");
-  worker::ImageJobs image_jobs(ioc, pg, s3, publisher, image_config);
+  auto image_rows = std::make_shared<images::Repository>(pg);
+  worker::ImageJobs image_jobs(ioc, image_rows, s3, publisher, image_config);
   image_jobs.export_metrics(metrics);
   amqp::Consumer images(amqp::Config::from_env(), std::string(amqp::topology::kImageProcess), image_config.threads,
                         [&image_jobs](const amqp::Delivery& d) { return image_jobs.handle(d); });
   images.start();
   std::atomic<bool> sweeping{true};
-  asio::co_spawn(ioc, sweep_images(pg, s3, image_config, &sweeping), asio::detached);
+  worker::Sweeper sweeper(image_rows, s3, image_config);
+  asio::co_spawn(ioc, sweeper.run(&sweeping), asio::detached);
 
   const auto smtp = mail::SmtpConfig::from_env();
   amqp::Consumer emails(amqp::Config::from_env(), std::string(amqp::topology::kEmailSend), 2,
@@ -115,16 +160,13 @@ int run_worker(const runtime::ServiceConfig& config) {
   server.listen();
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   log::info("listening", {{"port", server.port()}, {"startup_ms", ms}});
-  const int code = runtime::run(ioc, server, readiness, config.lifecycle, [&relay, &reconciler, &sweeping, redis] {
-    sweeping = false;
-    reconciler.stop();
-    redis->stop();
-    return stop_relay(&relay);
-  });
-  // Unfinished jobs go back to the queue when the consumer's connection closes.
-  emails.stop(config.lifecycle.shutdown_timeout);
-  images.stop(config.lifecycle.shutdown_timeout);
-  return code;
+  std::vector<amqp::Consumer*> consumers{&images, &emails};
+  return runtime::run(ioc, server, readiness, config.lifecycle,
+                      [&relay, &reconciler, &sweeping, redis, consumers, &image_jobs, s3, drain] {
+                        sweeping = false;
+                        reconciler.stop();
+                        return stop_work(consumers, &image_jobs, s3.get(), drain, redis, &relay);
+                      });
 }
 
 }  // namespace

@@ -29,6 +29,7 @@ Config Config::from_env() {
   c.credentials.secret_key = env::required_string("NIMBUS_S3_SECRET_KEY");
   c.threads = static_cast<int>(env::integer("NIMBUS_S3_THREADS", c.threads, 1, 256));
   c.request_timeout = env::duration("NIMBUS_S3_TIMEOUT", c.request_timeout);
+  c.call_timeout = env::duration("NIMBUS_S3_CALL_TIMEOUT", c.call_timeout);
   return c;
 }
 
@@ -105,6 +106,12 @@ struct Client::Request {
   bool retry = true;               // idempotent
 };
 
+// One call's budget, shared by the coroutine that waits and the thread that performs.
+struct Client::Call {
+  std::chrono::steady_clock::time_point deadline;
+  std::shared_ptr<std::atomic<bool>> abandoned = std::make_shared<std::atomic<bool>>(false);
+};
+
 struct Client::Response {
   long status = 0;
   std::string body;
@@ -134,33 +141,40 @@ std::string Client::path_for(const std::string& key) const {
 }
 
 template <typename Fn>
-asio::awaitable<std::invoke_result_t<Fn>> Client::offload(Fn fn) {
+asio::awaitable<std::invoke_result_t<Fn, const Client::Call&>> Client::offload(Fn fn,
+                                                                               std::chrono::milliseconds timeout) {
   // The blocking call runs on the pool; its result (or exception) comes back through a
   // thread-safe one-shot channel to this coroutine, which resumes on its own executor.
-  using R = std::invoke_result_t<Fn>;
+  using R = std::invoke_result_t<Fn, const Call&>;
   using Value = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
   using Outcome = std::pair<std::optional<Value>, std::exception_ptr>;
+  Call call{std::chrono::steady_clock::now() + timeout};
   auto shot = std::make_shared<OneShot<Outcome>>(co_await asio::this_coro::executor);
-  asio::post(pool_, [fn = std::move(fn), shot]() mutable {
+  asio::post(pool_, [fn = std::move(fn), shot, call]() mutable {
     try {
       if constexpr (std::is_void_v<R>) {
-        fn();
+        fn(call);
         shot->set({std::monostate{}, nullptr});
       } else {
-        shot->set({fn(), nullptr});
+        shot->set({fn(call), nullptr});
       }
     } catch (...) {
       shot->set({std::nullopt, std::current_exception()});
     }
   });
-  // No deadline here: perform() is bounded by curl's own timeouts.
-  auto outcome = co_await shot->wait_until(std::chrono::steady_clock::time_point::max());
-  if (!outcome) throw DependencyUnavailable(kDependency, "request abandoned");
+  // perform() keeps to the deadline itself; this one also covers the wait for a free
+  // pool thread, and a thread stuck where curl's timeouts do not reach.
+  auto outcome = co_await shot->wait_until(call.deadline + std::chrono::seconds(1));
+  if (!outcome) outcome = shot->take_now();
+  if (!outcome) {
+    *call.abandoned = true;  // the thread gives up at its next progress tick
+    throw DependencyUnavailable(kDependency, "deadline exceeded");
+  }
   if (outcome->second) std::rethrow_exception(outcome->second);
   if constexpr (!std::is_void_v<R>) co_return std::move(*outcome->first);
 }
 
-Client::Response Client::perform(const Request& req) const {
+Client::Response Client::perform(const Request& req, const Call& call) const {
   thread_local std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> handle(curl_easy_init(), curl_easy_cleanup);
   CURL* curl = handle.get();
   if (curl == nullptr) throw DependencyUnavailable(kDependency, "curl init failed");
@@ -171,6 +185,10 @@ Client::Response Client::perform(const Request& req) const {
   std::chrono::milliseconds backoff{100};
 
   for (int attempt = 0;; ++attempt) {
+    if (cancelled_ || *call.abandoned) throw DependencyUnavailable(kDependency, "request cancelled");
+    const auto remaining =
+        std::chrono::duration_cast<std::chrono::milliseconds>(call.deadline - std::chrono::steady_clock::now());
+    if (remaining.count() <= 0) throw DependencyUnavailable(kDependency, "deadline exceeded");
     curl_easy_reset(curl);
     Response res;
     std::string payload_hash = req.body                ? sha256_hex(*req.body)
@@ -200,8 +218,20 @@ Client::Response Client::perform(const Request& req) const {
     curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout.count()));
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(config_.request_timeout.count()));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(std::min(config_.request_timeout, remaining).count()));
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    // Called about once a second even while waiting: a cancelled or abandoned call stops.
+    struct Abort {
+      const std::atomic<bool>* cancelled;
+      const std::atomic<bool>* abandoned;
+    } abort_flags{&cancelled_, call.abandoned.get()};
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &abort_flags);
+    curl_easy_setopt(
+        curl, CURLOPT_XFERINFOFUNCTION, +[](void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) -> int {
+          const auto* a = static_cast<const Abort*>(user);
+          return (a->cancelled->load() || a->abandoned->load()) ? 1 : 0;
+        });
     if (req.method == "HEAD") {
       curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
     } else if (req.method == "PUT" || req.method == "POST") {
@@ -274,7 +304,9 @@ Client::Response Client::perform(const Request& req) const {
     // A streamed body cannot be replayed, and a streamed download may be half written.
     const bool retryable =
         req.retry && req.reader == nullptr && req.writer == nullptr && (network_error || status >= 500);
-    if (retryable && attempt < config_.retries) {
+    const bool stopped = cancelled_ || *call.abandoned;
+    if (retryable && attempt < config_.retries && !stopped &&
+        std::chrono::steady_clock::now() + backoff < call.deadline) {
       log::warn("s3 request failed; retrying", {{"method", req.method},
                                                 {"status", status},
                                                 {"error", rc == CURLE_OK ? "" : curl_easy_strerror(rc)},
@@ -284,6 +316,7 @@ Client::Response Client::perform(const Request& req) const {
       continue;
     }
     if (sink.aborted) throw std::runtime_error("s3 download aborted by the writer");
+    if (stopped) throw DependencyUnavailable(kDependency, "request cancelled");
     if (network_error) throw DependencyUnavailable(kDependency, curl_easy_strerror(rc));
     if (status >= 500) throw DependencyUnavailable(kDependency, "HTTP " + std::to_string(status));
     return res;
@@ -301,9 +334,9 @@ namespace {
 }  // namespace
 
 asio::awaitable<std::string> Client::put_object(std::string key, std::string data, std::string content_type) {
-  return offload([this, key = std::move(key), data = std::move(data), ct = std::move(content_type)] {
+  return offload([this, key = std::move(key), data = std::move(data), ct = std::move(content_type)](const Call& call) {
     Request req{.method = "PUT", .key = key, .headers = {{"content-type", ct}}, .body = std::string_view(data)};
-    auto res = perform(req);
+    auto res = perform(req, call);
     if (res.status != 200) raise("PUT", res.status, res.body);
     return res.header("etag");
   });
@@ -311,17 +344,19 @@ asio::awaitable<std::string> Client::put_object(std::string key, std::string dat
 
 asio::awaitable<std::string> Client::put_object_stream(std::string key, std::uint64_t size, Reader read,
                                                        std::string content_type) {
-  return offload([this, key = std::move(key), size, read = std::move(read), ct = std::move(content_type)] {
-    Request req{.method = "PUT", .key = key, .headers = {{"content-type", ct}}, .body_size = size, .reader = &read};
-    auto res = perform(req);
-    if (res.status != 200) raise("PUT", res.status, res.body);
-    return res.header("etag");
-  });
+  return offload(
+      [this, key = std::move(key), size, read = std::move(read), ct = std::move(content_type)](const Call& call) {
+        Request req{.method = "PUT", .key = key, .headers = {{"content-type", ct}}, .body_size = size, .reader = &read};
+        auto res = perform(req, call);
+        if (res.status != 200) raise("PUT", res.status, res.body);
+        return res.header("etag");
+      },
+      std::max(config_.call_timeout, config_.request_timeout + config_.connect_timeout));
 }
 
 asio::awaitable<std::optional<std::string>> Client::get_object(std::string key) {
-  return offload([this, key = std::move(key)]() -> std::optional<std::string> {
-    auto res = perform({.method = "GET", .key = key});
+  return offload([this, key = std::move(key)](const Call& call) -> std::optional<std::string> {
+    auto res = perform({.method = "GET", .key = key}, call);
     if (res.status == 404) return std::nullopt;
     if (res.status != 200) raise("GET", res.status, res.body);
     return std::move(res.body);
@@ -329,8 +364,8 @@ asio::awaitable<std::optional<std::string>> Client::get_object(std::string key) 
 }
 
 asio::awaitable<bool> Client::get_object_to(std::string key, Writer write) {
-  return offload([this, key = std::move(key), write = std::move(write)] {
-    auto res = perform({.method = "GET", .key = key, .writer = &write});
+  return offload([this, key = std::move(key), write = std::move(write)](const Call& call) {
+    auto res = perform({.method = "GET", .key = key, .writer = &write}, call);
     if (res.status == 404) return false;
     if (res.status != 200) raise("GET", res.status, res.body);
     return true;
@@ -338,8 +373,8 @@ asio::awaitable<bool> Client::get_object_to(std::string key, Writer write) {
 }
 
 asio::awaitable<std::optional<ObjectInfo>> Client::head_object(std::string key) {
-  return offload([this, key = std::move(key)]() -> std::optional<ObjectInfo> {
-    auto res = perform({.method = "HEAD", .key = key});
+  return offload([this, key = std::move(key)](const Call& call) -> std::optional<ObjectInfo> {
+    auto res = perform({.method = "HEAD", .key = key}, call);
     if (res.status == 404) return std::nullopt;
     if (res.status != 200) raise("HEAD", res.status, res.body);
     ObjectInfo info;
@@ -351,41 +386,58 @@ asio::awaitable<std::optional<ObjectInfo>> Client::head_object(std::string key) 
 }
 
 asio::awaitable<void> Client::delete_object(std::string key) {
-  return offload([this, key = std::move(key)] {
-    auto res = perform({.method = "DELETE", .key = key});
+  return offload([this, key = std::move(key)](const Call& call) {
+    auto res = perform({.method = "DELETE", .key = key}, call);
     if (res.status != 204 && res.status != 200 && res.status != 404) raise("DELETE", res.status, res.body);
+  });
+}
+
+asio::awaitable<bool> Client::copy_object(std::string from, std::string to, std::string content_type) {
+  return offload([this, from = std::move(from), to = std::move(to), ct = std::move(content_type)](const Call& call) {
+    Request req{.method = "PUT",
+                .key = to,
+                .headers = {{"content-type", ct},
+                            {"x-amz-copy-source", path_for(from)},
+                            {"x-amz-metadata-directive", "REPLACE"}},
+                .body = std::string_view()};
+    auto res = perform(req, call);
+    if (res.status == 404) return false;
+    // A copy may fail after its 200 was sent: the error is then in the body.
+    if (res.status != 200 || res.body.find("<Error>") != std::string::npos) raise("COPY", res.status, res.body);
+    return true;
   });
 }
 
 asio::awaitable<Listing> Client::list_objects(std::string prefix, std::optional<std::string> continuation,
                                               int max_keys) {
-  return offload([this, prefix = std::move(prefix), continuation = std::move(continuation), max_keys] {
-    Request req{.method = "GET",
-                .query = {{"list-type", "2"}, {"prefix", prefix}, {"max-keys", std::to_string(max_keys)}}};
-    if (continuation) req.query.emplace_back("continuation-token", *continuation);
-    auto res = perform(req);
-    if (res.status != 200) raise("LIST", res.status, res.body);
-    Listing out;
-    std::size_t pos = 0;
-    for (;;) {
-      auto entry = xml_value(res.body, "Contents", &pos);
-      if (entry.empty()) break;
-      out.objects.emplace_back(xml_value(entry, "Key"), std::stoull("0" + xml_value(entry, "Size")));
-    }
-    if (xml_value(res.body, "IsTruncated") == "true") out.next = xml_value(res.body, "NextContinuationToken");
-    return out;
-  });
+  return offload(
+      [this, prefix = std::move(prefix), continuation = std::move(continuation), max_keys](const Call& call) {
+        Request req{.method = "GET",
+                    .query = {{"list-type", "2"}, {"prefix", prefix}, {"max-keys", std::to_string(max_keys)}}};
+        if (continuation) req.query.emplace_back("continuation-token", *continuation);
+        auto res = perform(req, call);
+        if (res.status != 200) raise("LIST", res.status, res.body);
+        Listing out;
+        std::size_t pos = 0;
+        for (;;) {
+          auto entry = xml_value(res.body, "Contents", &pos);
+          if (entry.empty()) break;
+          out.objects.emplace_back(xml_value(entry, "Key"), std::stoull("0" + xml_value(entry, "Size")));
+        }
+        if (xml_value(res.body, "IsTruncated") == "true") out.next = xml_value(res.body, "NextContinuationToken");
+        return out;
+      });
 }
 
 asio::awaitable<std::string> Client::create_multipart_upload(std::string key, std::string content_type) {
-  return offload([this, key = std::move(key), ct = std::move(content_type)] {
+  return offload([this, key = std::move(key), ct = std::move(content_type)](const Call& call) {
     Request req{.method = "POST",
                 .key = key,
                 .query = {{"uploads", ""}},
                 .headers = {{"content-type", ct}},
                 .body = std::string_view(),
                 .retry = false};
-    auto res = perform(req);
+    auto res = perform(req, call);
     if (res.status != 200) raise("CreateMultipartUpload", res.status, res.body);
     auto id = xml_value(res.body, "UploadId");
     if (id.empty()) raise("CreateMultipartUpload", res.status, res.body);
@@ -394,20 +446,21 @@ asio::awaitable<std::string> Client::create_multipart_upload(std::string key, st
 }
 
 asio::awaitable<std::string> Client::upload_part(std::string key, std::string upload_id, int number, std::string data) {
-  return offload([this, key = std::move(key), id = std::move(upload_id), number, data = std::move(data)] {
-    Request req{.method = "PUT",
-                .key = key,
-                .query = {{"partNumber", std::to_string(number)}, {"uploadId", id}},
-                .body = std::string_view(data)};
-    auto res = perform(req);
-    if (res.status != 200) raise("UploadPart", res.status, res.body);
-    return res.header("etag");
-  });
+  return offload(
+      [this, key = std::move(key), id = std::move(upload_id), number, data = std::move(data)](const Call& call) {
+        Request req{.method = "PUT",
+                    .key = key,
+                    .query = {{"partNumber", std::to_string(number)}, {"uploadId", id}},
+                    .body = std::string_view(data)};
+        auto res = perform(req, call);
+        if (res.status != 200) raise("UploadPart", res.status, res.body);
+        return res.header("etag");
+      });
 }
 
 asio::awaitable<void> Client::complete_multipart_upload(std::string key, std::string upload_id,
                                                         std::vector<Part> parts) {
-  return offload([this, key = std::move(key), id = std::move(upload_id), parts = std::move(parts)] {
+  return offload([this, key = std::move(key), id = std::move(upload_id), parts = std::move(parts)](const Call& call) {
     std::string xml = "<CompleteMultipartUpload>";
     for (const auto& p : parts) {
       xml += "<Part><PartNumber>" + std::to_string(p.number) + "</PartNumber><ETag>" + xml_escape(p.etag) +
@@ -419,7 +472,7 @@ asio::awaitable<void> Client::complete_multipart_upload(std::string key, std::st
                 .query = {{"uploadId", id}},
                 .headers = {{"content-type", "application/xml"}},
                 .body = std::string_view(xml)};
-    auto res = perform(req);
+    auto res = perform(req, call);
     // S3 may answer 200 with an <Error> body when completion fails late.
     if (res.status != 200 || res.body.find("<Error>") != std::string::npos) {
       raise("CompleteMultipartUpload", res.status, res.body);
@@ -428,28 +481,29 @@ asio::awaitable<void> Client::complete_multipart_upload(std::string key, std::st
 }
 
 asio::awaitable<void> Client::abort_multipart_upload(std::string key, std::string upload_id) {
-  return offload([this, key = std::move(key), id = std::move(upload_id)] {
-    auto res = perform({.method = "DELETE", .key = key, .query = {{"uploadId", id}}});
+  return offload([this, key = std::move(key), id = std::move(upload_id)](const Call& call) {
+    auto res = perform({.method = "DELETE", .key = key, .query = {{"uploadId", id}}}, call);
     if (res.status != 204 && res.status != 200 && res.status != 404)
       raise("AbortMultipartUpload", res.status, res.body);
   });
 }
 
-std::string Client::presign_get(const std::string& key, std::chrono::seconds expires) const {
+std::string Client::presign_get(const std::string& key, std::chrono::seconds expires, const QueryList& query) const {
   return presign(config_.credentials, "GET", public_scheme_, public_host_, path_for(key), expires,
-                 std::chrono::system_clock::now());
+                 std::chrono::system_clock::now(), query);
 }
 
-std::string Client::presign_put(const std::string& key, std::chrono::seconds expires) const {
+std::string Client::presign_put(const std::string& key, std::chrono::seconds expires,
+                                const HeaderList& signed_headers) const {
   return presign(config_.credentials, "PUT", public_scheme_, public_host_, path_for(key), expires,
-                 std::chrono::system_clock::now());
+                 std::chrono::system_clock::now(), {}, signed_headers);
 }
 
 asio::awaitable<bool> Client::ping() {
   try {
-    auto probe = offload([this] {
+    auto probe = offload([this](const Call& call) {
       Request req{.method = "HEAD", .retry = false};
-      return perform(req).status == 200;
+      return perform(req, call).status == 200;
     });
     co_return co_await std::move(probe);
   } catch (const std::exception&) {

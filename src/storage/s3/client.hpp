@@ -8,8 +8,14 @@
 // Error policy: a missing object is a value (nullopt/false); S3 refusing a request is
 // s3::Error (status + S3 code); an unreachable endpoint or 5xx after retries is
 // DependencyUnavailable. Idempotent requests are retried on 5xx and network errors.
+//
+// Deadlines: every call ends within `call_timeout` (retries and the wait for a pool
+// thread included; a streamed upload gets at least one whole `request_timeout`), or
+// fails with DependencyUnavailable; the request still running on its thread is then
+// aborted at its next progress tick.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
@@ -33,11 +39,13 @@ struct Config {
   Credentials credentials;
   std::chrono::milliseconds connect_timeout{2'000};
   std::chrono::milliseconds request_timeout{60'000};
+  std::chrono::milliseconds call_timeout{30'000};
   int retries = 3;
   int threads = 8;
 
   // NIMBUS_S3_ENDPOINT, NIMBUS_S3_PUBLIC_ENDPOINT, NIMBUS_S3_BUCKET, NIMBUS_S3_REGION,
-  // NIMBUS_S3_ACCESS_KEY, NIMBUS_S3_SECRET_KEY, NIMBUS_S3_THREADS, NIMBUS_S3_TIMEOUT.
+  // NIMBUS_S3_ACCESS_KEY, NIMBUS_S3_SECRET_KEY, NIMBUS_S3_THREADS, NIMBUS_S3_TIMEOUT,
+  // NIMBUS_S3_CALL_TIMEOUT.
   static Config from_env();
 };
 
@@ -90,6 +98,9 @@ class Client {
   boost::asio::awaitable<bool> get_object_to(std::string key, Writer write);
   boost::asio::awaitable<std::optional<ObjectInfo>> head_object(std::string key);
   boost::asio::awaitable<void> delete_object(std::string key);
+  // Server-side copy of `from` to `to` with `content_type`; false when `from` does not
+  // exist.
+  boost::asio::awaitable<bool> copy_object(std::string from, std::string to, std::string content_type);
   boost::asio::awaitable<Listing> list_objects(std::string prefix, std::optional<std::string> continuation = {},
                                                int max_keys = 1000);
 
@@ -100,8 +111,14 @@ class Client {
   boost::asio::awaitable<void> abort_multipart_upload(std::string key, std::string upload_id);
 
   // Presigned URLs for clients to GET or PUT an object directly, valid for `expires`.
-  std::string presign_get(const std::string& key, std::chrono::seconds expires) const;
-  std::string presign_put(const std::string& key, std::chrono::seconds expires) const;
+  // `query`: e.g. response-content-type; `signed_headers`: what the PUT must carry.
+  std::string presign_get(const std::string& key, std::chrono::seconds expires, const QueryList& query = {}) const;
+  std::string presign_put(const std::string& key, std::chrono::seconds expires,
+                          const HeaderList& signed_headers = {}) const;
+
+  // Every request in flight, and every later one, fails at once (DependencyUnavailable):
+  // for a shutdown that must not wait out storage timeouts.
+  void cancel_requests() { cancelled_ = true; }
 
   // Readiness: HEAD on the bucket.
   boost::asio::awaitable<bool> ping();
@@ -111,14 +128,20 @@ class Client {
  private:
   struct Request;
   struct Response;
-  Response perform(const Request& request) const;  // blocking: pool threads only
+  struct Call;
+  Response perform(const Request& request, const Call& call) const;  // blocking: pool threads only
   template <typename Fn>
-  boost::asio::awaitable<std::invoke_result_t<Fn>> offload(Fn fn);
+  boost::asio::awaitable<std::invoke_result_t<Fn, const Call&>> offload(Fn fn, std::chrono::milliseconds timeout);
+  template <typename Fn>
+  boost::asio::awaitable<std::invoke_result_t<Fn, const Call&>> offload(Fn fn) {
+    return offload(std::move(fn), config_.call_timeout);
+  }
   std::string path_for(const std::string& key) const;
 
   Config config_;
   std::string scheme_, host_;                // of endpoint
   std::string public_scheme_, public_host_;  // of public_endpoint
+  std::atomic<bool> cancelled_{false};
   boost::asio::thread_pool pool_;
 };
 

@@ -44,10 +44,12 @@ SignedRequest sign(const Credentials& creds, std::string_view method, std::strin
                    const QueryList& query, const HeaderList& headers, std::string_view payload_hash,
                    std::chrono::system_clock::time_point now);
 
-// A presigned URL ("scheme://host/path?X-Amz-..."), valid for `expires`.
+// A presigned URL ("scheme://host/path?X-Amz-..."), valid for `expires`. Besides host,
+// `signed_headers` (lower-case names) are signed: the request must carry exactly these
+// values (e.g. content-length and content-type, to bind an upload to what was declared).
 std::string presign(const Credentials& creds, std::string_view method, std::string_view scheme, std::string_view host,
                     std::string_view path, std::chrono::seconds expires, std::chrono::system_clock::time_point now,
-                    const QueryList& extra_query = {});
+                    const QueryList& extra_query = {}, const HeaderList& signed_headers = {});
 
 // The query string in SigV4 canonical form (sorted, encoded).
 std::string canonical_query(QueryList query);

@@ -1,0 +1,32 @@
+// libvips, and only here: the variants of an image, from its bytes. Pure CPU work on
+// the calling thread (one libvips thread per job), no I/O.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nimbus::worker {
+
+struct Variant {
+  std::string name, content_type, data;
+  int width = 0, height = 0;
+};
+
+// An image that will not or cannot become variants; retrying will not help.
+class UndecodableImage : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Once per process, before any job: loaders limited to JPEG, PNG, GIF, WebP and HEIF,
+// untrusted loaders blocked, operation cache off, one libvips thread per job.
+void init_vips(const char* argv0);
+
+// thumb: 256×256 cover crop, WebP q80. preview: within 1280×1280, JPEG q82. Both
+// auto-rotated by EXIF orientation, sRGB, metadata stripped, first frame only.
+// Throws UndecodableImage.
+std::vector<Variant> make_variants(const std::string& original, std::uint64_t max_pixels);
+
+}  // namespace nimbus::worker
