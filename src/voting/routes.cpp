@@ -235,21 +235,18 @@ asio::awaitable<void> stream_events(const StreamContext& s, http::StreamWriter& 
 }
 
 asio::awaitable<void> stream_results(std::shared_ptr<StreamContext> s, http::StreamWriter& out) {
+  std::exception_ptr failure;
   try {
     co_await stream_events(*s, out);
   } catch (...) {
-    // The slot is given back below in every case; the error itself is the server's to log.
-    try {
-      co_await s->slots->release(s->who.sub, s->stream_id);
-    } catch (const std::exception&) {
-    }
-    throw;
+    failure = std::current_exception();  // rethrown once the slot is given back
   }
   try {
     co_await s->slots->release(s->who.sub, s->stream_id);
   } catch (const std::exception&) {
     // Redis away: the lease runs out by itself.
   }
+  if (failure) std::rethrow_exception(failure);
 }
 
 asio::awaitable<Response> results_stream(std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,

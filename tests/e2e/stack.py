@@ -31,12 +31,20 @@ GATEWAY_ADMIN = os.environ["NIMBUS_TEST_GATEWAY_ADMIN"]
 SUPERVISOR_CONF = os.environ["NIMBUS_STACK_SUPERVISOR_CONF"]
 APIS = int(os.environ["NIMBUS_STACK_APIS"])
 API_BASE_PORT = int(os.environ["NIMBUS_STACK_API_BASE_PORT"])
+OPS_BASE_PORT = int(os.environ["NIMBUS_STACK_OPS_BASE_PORT"])
 RUN = os.environ["NIMBUS_STACK_RUN"]
 
 
 def api_url(index):
     """Direct address of API instance `index` (1-based), bypassing the gateway."""
     return f"http://127.0.0.1:{API_BASE_PORT + index}"
+
+
+def redis_cli(*args):
+    """One redis-cli command against the stack's Redis; its output, stripped."""
+    out = subprocess.run(["redis-cli", "-u", os.environ["NIMBUS_TEST_REDIS_URL"], *args], check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip()
 
 
 def ctl(*args):

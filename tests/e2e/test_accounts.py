@@ -182,6 +182,105 @@ def test_two_concurrent_refreshes_with_the_same_token_both_succeed():
     for r in results:
         me = requests.get(f"{stack.GATEWAY}/v1/me", headers=bearer(r.json()["access_token"]), timeout=5)
         assert me.status_code == 200
+    # One session, one chain: the replay got the very successor the first exchange
+    # issued, not a second token that would live on independently.
+    assert results[0].json()["refresh_token"] == results[1].json()["refresh_token"]
+
+
+def test_a_replay_in_the_grace_window_gets_the_newest_token_of_the_chain():
+    _, tokens = sign_in()
+    first = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]},
+                          timeout=5)
+    assert first.status_code == 200
+    second = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": first.json()["refresh_token"]},
+                           timeout=5)
+    assert second.status_code == 200
+    # The original token, replayed within its grace window (a retry after a lost answer):
+    # it gets the chain's newest token, and the session stays one chain.
+    replay = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]},
+                           timeout=5)
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["refresh_token"] == second.json()["refresh_token"]
+    newest = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": replay.json()["refresh_token"]},
+                           timeout=5)
+    assert newest.status_code == 200
+
+
+def test_new_codes_do_not_reset_the_daily_attempt_budget():
+    # The test stack allows 12 wrong codes per address per day (5 per code): an attacker
+    # who asks for a new code after every few guesses is stopped all the same.
+    email = new_email()
+    wrong_total, seen = 0, 0
+    refused = None
+    for _ in range(5):
+        r = start(email)
+        while r.status_code == 429 and r.json()["code"] == "resend_cooldown":
+            time.sleep(0.5)
+            r = start(email)
+        assert r.status_code == 202, r.text
+        code = next_code(email, seen)
+        seen += 1
+        wrong = "000000" if code != "000000" else "111111"
+        for _ in range(4):
+            r = verify(email, wrong)
+            if r.status_code == 429:
+                refused = r
+                break
+            assert r.json()["code"] == "invalid_code"
+            wrong_total += 1
+        if refused is not None:
+            break
+    assert refused is not None, "the budget never ran out"
+    assert wrong_total == 12
+    assert refused.json()["code"] == "too_many_attempts"
+    assert int(refused.headers["Retry-After"]) > 3600  # until the day's window ends
+    # Even the right code of a fresh email is refused now.
+    time.sleep(2.2)
+    assert start(email).status_code == 202
+    r = verify(email, next_code(email, seen))
+    assert r.status_code == 429 and r.json()["code"] == "too_many_attempts"
+
+
+def test_code_expired_is_told_only_to_whoever_holds_the_code():
+    email = new_email()
+    assert start(email).status_code == 202
+    code = next_code(email, 0)
+    time.sleep(7)  # the test stack's code TTL is 6 s
+    wrong = "000000" if code != "000000" else "111111"
+    # A stranger learns nothing about whether this address asked for a code lately.
+    r = verify(email, wrong)
+    assert r.status_code == 401 and r.json()["code"] == "invalid_code"
+    assert verify(new_email(), wrong).json()["code"] == "invalid_code"
+    # The owner of the code hears why it failed.
+    r = verify(email, code)
+    assert r.status_code == 401 and r.json()["code"] == "code_expired"
+
+
+def test_non_ascii_addresses_get_422_not_an_account():
+    for email in ("jörg@example.com", "user@bücher.example", "用户@例子.广告"):
+        r = start(email)
+        assert r.status_code == 422 and r.json()["code"] == "invalid_email", email
+        r = verify(email, "123456")
+        assert r.status_code == 422 and r.json()["code"] == "invalid_email", email
+
+
+def test_instances_trust_forwarded_addresses_only_from_the_gateway():
+    """Any local process can reach an instance directly; forging X-Forwarded-For there
+    must not move its requests to another address's rate limit (nor reach /metrics)."""
+    forged = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    for headers in ({"X-Forwarded-For": forged}, {"X-Forwarded-For": forged, "X-Nimbus-Gateway": "guess-" * 4}):
+        r = requests.post(f"{stack.api_url(1)}/v1/auth/email/start", json={"email": new_email()}, headers=headers,
+                          timeout=5)
+        assert r.status_code == 202
+    assert stack.redis_cli("--scan", "--pattern", f"auth:rl:start:{forged}:*") == ""
+    # Through the gateway, the client's own X-Forwarded-For is replaced by its address.
+    r = start(new_email())
+    assert r.status_code == 202
+    assert stack.redis_cli("--scan", "--pattern", f"auth:rl:start:{forged}:*") == ""
+    assert stack.redis_cli("--scan", "--pattern", "auth:rl:start:127.0.0.1:*") != ""
+    assert requests.get(f"{stack.api_url(1)}/metrics", timeout=5).status_code == 404
+    ops = requests.get(f"http://127.0.0.1:{stack.OPS_BASE_PORT + 1}/metrics", timeout=5)
+    assert ops.status_code == 200 and "nimbus_http_requests_total" in ops.text
 
 
 def test_logout_on_one_instance_rejects_the_token_on_another_at_once():

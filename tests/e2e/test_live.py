@@ -23,12 +23,7 @@ def psql(sql):
     return out.stdout.strip()
 
 
-def redis_cli(*args):
-    return subprocess.run(["redis-cli", "-u", os.environ["NIMBUS_TEST_REDIS_URL"], *args], check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
-def mint_users(n):
+def mint_users(n, ttl=600):
     """n users stored in PostgreSQL, each with an access token signed by the stack's key —
     the same tokens sign-in would give, without n sign-ins through the mail sink."""
     ids = [str(uuid.uuid4()) for _ in range(n)]
@@ -38,7 +33,7 @@ def mint_users(n):
         key = f.read()
     now = int(time.time())
     return [jwt.encode({"iss": os.environ["NIMBUS_TEST_AUTH_ISSUER"], "aud": "nimbus-api", "sub": i,
-                        "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now, "exp": now + 600},
+                        "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now, "exp": now + ttl},
                        key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"}) for i in ids]
 
 
@@ -76,6 +71,15 @@ class Stream:
             kind, item = self.items.get(timeout=max(0.01, deadline - time.monotonic()))
             if kind == "event":
                 return item
+
+    def end_reason(self, timeout):
+        """The reason of the stream's `end` event, once the stream has ended after it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            e = self.next_event(timeout=deadline - time.monotonic())
+            if e.get("event") == "end":
+                assert self.ended.wait(timeout=5), "the stream went on after its end event"
+                return json.loads(e["data"])["reason"]
 
     def events_until(self, predicate, timeout=5):
         """Events seen until one satisfies predicate (inclusive)."""
@@ -202,10 +206,10 @@ def test_tally_lost_from_redis_is_rebuilt_from_postgres():
     for i, v in enumerate(voters):
         assert vote(v, poll["id"], [poll["options"][i % 3]["id"]]).status_code == 201
     expected = [10, 10, 10]
-    redis_cli("DEL", f"poll:{{{poll['id']}}}:tally", f"poll:{{{poll['id']}}}:ballots")
+    stack.redis_cli("DEL", f"poll:{{{poll['id']}}}:tally", f"poll:{{{poll['id']}}}:ballots")
     # Exact at once (from PostgreSQL), and rebuilt in Redis behind the scenes.
     assert [o["votes"] for o in results(token, poll["id"]).json()["options"]] == expected
-    stack.wait_until(lambda: redis_cli("HGET", f"poll:{{{poll['id']}}}:tally", "_ready") == "1", timeout=10,
+    stack.wait_until(lambda: stack.redis_cli("HGET", f"poll:{{{poll['id']}}}:tally", "_ready") == "1", timeout=10,
                      what="tally rebuilt")
     # Retried ballots (a client that never heard its 201) are not counted twice.
     for i, v in enumerate(voters[:5]):
@@ -225,7 +229,7 @@ def test_a_ballot_committed_but_never_counted_is_counted_by_the_reconciler():
     user = jwt.decode(voter, options={"verify_signature": False})["sub"]
     # What an API instance killed between COMMIT and counting leaves behind: the poll
     # marked active (done before writing), the ballot committed, no count.
-    redis_cli("ZADD", "tally:active", str(int(time.time())), poll["id"])
+    stack.redis_cli("ZADD", "tally:active", str(int(time.time())), poll["id"])
     psql(f"INSERT INTO ballots (poll_id, user_id, option_ids) VALUES ('{poll['id']}', '{user}', '{{{option}}}');"
          f"INSERT INTO ballot_choices VALUES ('{poll['id']}', '{user}', '{option}')")
     stack.wait_until(lambda: results(token, poll["id"]).json()["total_votes"] == 1, timeout=15,
@@ -233,3 +237,67 @@ def test_a_ballot_committed_but_never_counted_is_counted_by_the_reconciler():
     assert [o["votes"] for o in results(token, poll["id"]).json()["options"]] == [0, 0, 1]
     me = requests.get(f"{G}/v1/polls/{poll['id']}/votes/me", headers=bearer(voter), timeout=5)
     assert me.json()["option_ids"] == [option]
+
+
+def test_a_stream_ends_when_its_token_expires():
+    _, owner = sign_in()
+    poll = create(owner["access_token"]).json()
+    token = mint_users(1, ttl=3)[0]
+    stream = Stream(stack.GATEWAY, poll["id"], token)
+    assert stream.response.status_code == 200
+    started = time.monotonic()
+    assert stream.end_reason(timeout=10) == "token_expired"
+    assert time.monotonic() - started < 6
+    # The same expired token opens no new stream: refused, or (within the 30 s leeway
+    # for clock skew that access checks allow) ended at once.
+    again = Stream(stack.GATEWAY, poll["id"], token)
+    if again.response.status_code == 200:
+        assert again.end_reason(timeout=2) == "token_expired"
+    else:
+        assert again.response.status_code == 401
+
+
+def test_a_stream_ends_when_its_session_is_signed_out():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    poll = create(token).json()
+    stream = Stream(stack.api_url(1), poll["id"], token)
+    assert stream.response.status_code == 200
+    stream.next_event()  # the opening results
+    # Signed out through another instance: the stream's next check (every heartbeat, 1 s
+    # on the test stack) finds the session revoked.
+    out = requests.post(f"{stack.api_url(2)}/v1/auth/logout", headers=bearer(token), json={"scope": "local"},
+                        timeout=5)
+    assert out.status_code == 204
+    assert stream.end_reason(timeout=5) == "token_revoked"
+
+
+def test_live_streams_are_capped_per_user():
+    _, owner = sign_in()
+    poll = create(owner["access_token"]).json()
+    token = mint_users(1)[0]
+    streams = [Stream(stack.api_url(i % stack.APIS + 1), poll["id"], token) for i in range(8)]
+    try:
+        assert [s.response.status_code for s in streams] == [200] * 8
+        over = requests.get(f"{stack.GATEWAY}/v1/polls/{poll['id']}/results/stream", headers=bearer(token),
+                            timeout=5)
+        assert over.status_code == 429
+        assert over.json()["code"] == "too_many_streams"
+        assert int(over.headers["Retry-After"]) >= 1
+        # Another user is not affected.
+        other = Stream(stack.GATEWAY, poll["id"], mint_users(1)[0])
+        assert other.response.status_code == 200
+        other.close()
+        # A stream closed by its client gives its slot back (noticed at its next write).
+        streams.pop().close()
+
+        def opens():
+            s = Stream(stack.GATEWAY, poll["id"], token)
+            if s.response.status_code == 200:
+                streams.append(s)
+                return True
+            return False
+        stack.wait_until(opens, timeout=10, interval=0.5, what="a slot given back")
+    finally:
+        for s in streams:
+            s.close()
