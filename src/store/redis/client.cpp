@@ -143,7 +143,7 @@ std::chrono::milliseconds jittered(std::chrono::milliseconds& backoff) {
 // and a reply reader.
 class Link : public std::enable_shared_from_this<Link> {
  public:
-  explicit Link(asio::any_io_executor ex) : socket_(ex), reader_(redisReaderCreate()) {}
+  explicit Link(asio::any_io_executor ex) : socket_(ex), reader_(make_reader()) {}
   ~Link() { redisReaderFree(reader_); }
 
   asio::awaitable<void> connect(const Config& config) {
