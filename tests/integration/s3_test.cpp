@@ -1,6 +1,10 @@
 // The S3 client against the stack's Swift with s3api, which checks every signature.
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <thread>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -226,6 +230,50 @@ TEST_F(S3Test, UnreachableEndpointIsDependencyUnavailable) {
     }
   });
   EXPECT_TRUE(unavailable);
+}
+
+// Issue 10, item 10: a call to storage that accepts connections and never answers ends
+// by the call's deadline, not after curl's per-attempt timeout times the retries.
+TEST_F(S3Test, AStorageThatNeverAnswersFailsByTheCallDeadline) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 16), 0);  // connections wait in the backlog, never answered
+  socklen_t len = sizeof addr;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  auto silent = config_;
+  silent.endpoint = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  silent.request_timeout = 60s;
+  silent.call_timeout = 1s;
+  s3::Client client(silent);
+  const auto started = std::chrono::steady_clock::now();
+  bool unavailable = false;
+  run([&]() -> asio::awaitable<void> {
+    try {
+      co_await client.head_object("x");
+    } catch (const DependencyUnavailable& e) {
+      unavailable = e.dependency() == "s3";
+    }
+  });
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_TRUE(unavailable);
+  EXPECT_LT(took, 5s);
+  ::close(listener);
+}
+
+TEST_F(S3Test, ServerSideCopy) {
+  const auto data = random_bytes(300'000);
+  run([&] { return client_->put_object(prefix_ + "from", data, "image/jpeg"); });
+  EXPECT_TRUE(run([&] { return client_->copy_object(prefix_ + "from", prefix_ + "to", "image/png"); }));
+  EXPECT_EQ(run([&] { return client_->get_object(prefix_ + "to"); }), data);
+  auto info = run([&] { return client_->head_object(prefix_ + "to"); });
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->content_type, "image/png");
+  EXPECT_FALSE(run([&] { return client_->copy_object(prefix_ + "missing", prefix_ + "to2", "image/png"); }));
+  for (const auto* key : {"from", "to"}) run([&] { return client_->delete_object(prefix_ + key); });
 }
 
 }  // namespace
