@@ -59,6 +59,8 @@ BallotBoxConfig BallotBoxConfig::from_env() {
       env::integer("NIMBUS_VOTE_MAX_BATCH", static_cast<std::int64_t>(c.max_batch), 1, 10'000));
   c.flushers =
       static_cast<std::size_t>(env::integer("NIMBUS_VOTE_FLUSHERS", static_cast<std::int64_t>(c.flushers), 1, 64));
+  c.max_queued = static_cast<std::size_t>(
+      env::integer("NIMBUS_VOTE_MAX_QUEUED", static_cast<std::int64_t>(c.max_queued), 1, 1'000'000));
   return c;
 }
 
@@ -76,6 +78,9 @@ asio::awaitable<VoteResult> BallotBox::cast(Ballot ballot) {
   bool spawn = false;
   {
     std::lock_guard lock(mutex_);
+    // A database slower than the arrivals (or stalled) must not grow the queue without
+    // bound: past the limit a vote is refused at once, 503 + Retry-After.
+    if (queue_.size() >= config_.max_queued) throw DependencyUnavailable("postgres", "vote queue full");
     queue_.push_back(Pending{std::move(ballot), done});
     if (flushing_ < config_.flushers) {
       ++flushing_;

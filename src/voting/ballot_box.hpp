@@ -42,8 +42,10 @@ struct BallotBoxConfig {
   // Batches in flight at once, per instance. Two measured best on the 2-core machine
   // (bench/README.md): more concurrent transactions only contend for the same cores.
   std::size_t flushers = 2;
+  // Votes waiting for a batch, per instance; more are refused (503) until it drains.
+  std::size_t max_queued = 10'000;
 
-  // NIMBUS_VOTE_MAX_BATCH, NIMBUS_VOTE_FLUSHERS.
+  // NIMBUS_VOTE_MAX_BATCH, NIMBUS_VOTE_FLUSHERS, NIMBUS_VOTE_MAX_QUEUED.
   static BallotBoxConfig from_env();
 };
 

@@ -5,6 +5,7 @@
 #include "auth/jwt.hpp"
 #include "auth/routes.hpp"
 #include "core/errors.hpp"
+#include "core/sha256.hpp"
 #include "core/ids.hpp"
 #include "core/random.hpp"
 #include "http/json_body.hpp"
@@ -45,10 +46,23 @@ asio::awaitable<Response> create(std::shared_ptr<Service> polls, Request& req, a
   if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
   auto poll = parse_new_poll(std::get<json::object>(parsed));
   if (auto* e = std::get_if<RuleError>(&poll)) co_return http::invalid_field(e->code, e->detail);
+  std::optional<Idempotency> idempotency;
+  if (auto key = req.header("Idempotency-Key")) {
+    const bool printable = std::all_of(key->begin(), key->end(), [](char c) { return c >= 0x21 && c <= 0x7E; });
+    if (key->empty() || key->size() > 255 || !printable) {
+      co_return http::invalid_field("invalid_idempotency_key", "Idempotency-Key is 1 to 255 visible ASCII characters.");
+    }
+    idempotency = Idempotency{std::string(*key), Sha256::hex_of(req.body)};
+  }
   try {
-    auto created = co_await polls->create(who.sub, std::move(std::get<NewPoll>(poll)));
-    auto res = http::json(201, json::serialize(created));
-    res.headers.set("Location", "/v1/polls/" + std::string(created.at("id").as_string()));
+    auto created = co_await polls->create(who.sub, std::move(std::get<NewPoll>(poll)), std::move(idempotency));
+    if (created.outcome == CreateOutcome::key_reused) {
+      co_return http::problem(422, "idempotency_key_reused", "Idempotency key reused",
+                              "This Idempotency-Key was used for another request.");
+    }
+    auto res = http::json(201, json::serialize(created.poll));
+    res.headers.set("Location", "/v1/polls/" + std::string(created.poll.at("id").as_string()));
+    if (created.outcome == CreateOutcome::replayed) res.headers.set("Idempotent-Replayed", "true");
     co_return res;
   } catch (const pg::Error& e) {
     // 22007/22008: a time PostgreSQL cannot read; 23514: closes_at not after opens_at.

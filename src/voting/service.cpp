@@ -4,6 +4,7 @@
 
 #include "core/errors.hpp"
 #include "core/ids.hpp"
+#include "core/log.hpp"
 
 namespace nimbus::voting {
 
@@ -14,13 +15,22 @@ namespace {
 
 #define NIMBUS_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
+// Returns the new poll's id, or NULL when the owner already has a poll under this
+// idempotency key (then nothing is inserted).
 constexpr std::string_view kCreate = R"(
 WITH p AS (
-  INSERT INTO polls (id, owner_id, title, description, max_choices, results_visibility, opens_at, closes_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8::timestamptz) RETURNING id)
-INSERT INTO poll_options (poll_id, id, position, text)
-SELECT (SELECT id FROM p), u.id, u.pos, u.text
-  FROM unnest($9::uuid[], $10::text[]) WITH ORDINALITY AS u(id, text, pos))";
+  INSERT INTO polls (id, owner_id, title, description, max_choices, results_visibility, opens_at, closes_at,
+                     idempotency_key, request_fingerprint)
+  VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8::timestamptz, $11, decode($12, 'hex'))
+  ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+  RETURNING id),
+o AS (
+  INSERT INTO poll_options (poll_id, id, position, text)
+  SELECT p.id, u.id, u.pos, u.text
+    FROM p, unnest($9::uuid[], $10::text[]) WITH ORDINALITY AS u(id, text, pos))
+SELECT (SELECT id FROM p))";
+constexpr std::string_view kByIdempotencyKey =
+    "SELECT id, encode(request_fingerprint, 'hex') FROM polls WHERE owner_id = $1 AND idempotency_key = $2";
 
 const std::string kPollColumns =
     "p.id, p.owner_id, p.title, p.description, p.max_choices, p.results_visibility, " NIMBUS_TS(
@@ -89,21 +99,54 @@ json::object results_json(const std::string& poll_id, const json::array& options
   return {{"poll_id", poll_id}, {"total_votes", counts.total}, {"options", std::move(out)}, {"closed", closed}};
 }
 
+// Redis work after a committed change (telling live streams, dropping a deleted poll's
+// tally): the change stands whatever Redis says, so a failure is logged, not answered.
+// (A closed poll's streams see it at their next refresh; a deleted poll's few keys stay
+// behind as orphans no reader reaches.)
+asio::awaitable<void> best_effort(asio::awaitable<void> work, const std::string& poll_id) {
+  try {
+    co_await std::move(work);
+  } catch (const std::exception& e) {
+    log::warn("poll change not told to Redis", {{"poll_id", poll_id}, {"error", e.what()}});
+  }
+}
+
 }  // namespace
 
-asio::awaitable<json::object> Service::create(std::string owner_id, NewPoll poll) {
-  const auto id = ids::uuid_v7();
+asio::awaitable<Created> Service::create(std::string owner_id, NewPoll poll, std::optional<Idempotency> idempotency) {
+  auto id = ids::uuid_v7();
   std::vector<std::string> option_ids;
   for (std::size_t i = 0; i < poll.options.size(); ++i) option_ids.push_back(ids::uuid_v7());
+  std::optional<std::string> key, fingerprint;
+  if (idempotency) {
+    key = idempotency->key;
+    fingerprint = idempotency->fingerprint;
+  }
   {
     auto db = co_await pg_->acquire();
-    co_await db.query(kCreate, pg::params(id, owner_id, poll.title, poll.description, poll.max_choices,
-                                          poll.results_visibility, poll.opens_at, poll.closes_at,
-                                          pg::array_literal(option_ids), pg::array_literal(poll.options)));
+    auto r = co_await db.query(kCreate, pg::params(id, owner_id, poll.title, poll.description, poll.max_choices,
+                                                   poll.results_visibility, poll.opens_at, poll.closes_at,
+                                                   pg::array_literal(option_ids), pg::array_literal(poll.options), key,
+                                                   fingerprint));
+    if (r.is_null(0, 0)) {
+      auto first = co_await db.query(kByIdempotencyKey, pg::params(owner_id, *key));
+      if (first.rows() == 0) throw std::runtime_error("idempotency key conflict without a row");
+      if (first.get(0, 1) != *fingerprint) co_return Created{CreateOutcome::key_reused, {}};
+      auto existing = co_await get(std::string(first.get(0, 0)));
+      if (!existing) co_return Created{CreateOutcome::key_reused, {}};  // deleted since
+      co_return Created{CreateOutcome::replayed, std::move(*existing)};
+    }
   }
-  co_await tally_->start(id);
+  // The poll is committed: a Redis hiccup now must not turn into an error (a client
+  // would retry and create a second poll). A tally that was not started is rebuilt,
+  // complete, on its first read.
+  try {
+    co_await tally_->start(id);
+  } catch (const std::exception& e) {
+    log::warn("tally not started; first read rebuilds it", {{"poll_id", id}, {"error", e.what()}});
+  }
   auto created = co_await get(id);
-  co_return std::move(*created);
+  co_return Created{CreateOutcome::created, std::move(*created)};
 }
 
 asio::awaitable<std::optional<json::object>> Service::get(std::string poll_id) {
@@ -136,14 +179,14 @@ asio::awaitable<OwnerAction> Service::as_owner(std::string poll_id, std::string 
 asio::awaitable<OwnerAction> Service::close(std::string poll_id, std::string user_id) {
   auto done = co_await as_owner(poll_id, std::move(user_id), kClose);
   forget_facts(poll_id);
-  if (done == OwnerAction::done) co_await tally_->announce(poll_id);
+  if (done == OwnerAction::done) co_await best_effort(tally_->announce(poll_id), poll_id);
   co_return done;
 }
 
 asio::awaitable<OwnerAction> Service::remove(std::string poll_id, std::string user_id) {
   auto done = co_await as_owner(poll_id, std::move(user_id), kDelete);
   forget_facts(poll_id);
-  if (done == OwnerAction::done) co_await tally_->forget(poll_id);
+  if (done == OwnerAction::done) co_await best_effort(tally_->forget(poll_id), poll_id);
   co_return done;
 }
 

@@ -26,6 +26,17 @@ namespace nimbus::voting {
 
 enum class OwnerAction { done, not_found, forbidden };
 
+// The client's Idempotency-Key for a creation, and a fingerprint (hex SHA-256) of what
+// it asked for.
+struct Idempotency {
+  std::string key, fingerprint;
+};
+enum class CreateOutcome { created, replayed, key_reused };
+struct Created {
+  CreateOutcome outcome;
+  boost::json::object poll;  // created or replayed
+};
+
 struct Page {
   std::vector<boost::json::object> items;
   std::optional<std::string> next_after;  // id of the last item, when there is more
@@ -40,7 +51,10 @@ class Service {
           std::chrono::milliseconds facts_ttl = std::chrono::seconds(1))
       : pg_(std::move(pg)), tally_(std::move(tally)), box_(std::move(box)), facts_ttl_(facts_ttl) {}
 
-  boost::asio::awaitable<boost::json::object> create(std::string owner_id, NewPoll poll);
+  // With an idempotency key, a repeat of the same request returns the first poll; the
+  // same key with another request is refused.
+  boost::asio::awaitable<Created> create(std::string owner_id, NewPoll poll,
+                                         std::optional<Idempotency> idempotency = std::nullopt);
   // The poll as the API shows it, or nullopt.
   boost::asio::awaitable<std::optional<boost::json::object>> get(std::string poll_id);
   // status: "open" | "closed" | "all"; owner_id: only that user's polls.

@@ -1,6 +1,7 @@
 """Polls and votes end to end, through nginx with 3 instances."""
 import datetime
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -202,3 +203,32 @@ def test_list_filters_and_paginates_newest_first():
         r = requests.get(f"{G}/v1/polls", params=params, timeout=5)
         assert r.status_code == 422 and r.json()["code"] == code, (params, r.text)
     assert requests.get(f"{G}/v1/polls", params={"mine": "true"}, timeout=5).status_code == 401
+
+
+def test_a_retried_creation_with_an_idempotency_key_returns_the_first_poll():
+    _, owner = sign_in()
+    token = owner["access_token"]
+    key = {"Idempotency-Key": f"create-{uuid.uuid4()}"}
+    body = {"title": "Retry-safe?", "options": ["Yes", "No"]}
+
+    def post(b=body, headers=key, base=G):
+        return requests.post(f"{base}/v1/polls", json=b, headers={**bearer(token), **headers}, timeout=10)
+    first = post()
+    assert first.status_code == 201, first.text
+    # The answer was lost; the client sends the same request again, to any instance.
+    again = [post(base=stack.api_url(i)) for i in (1, 2, 3)]
+    for r in again:
+        assert r.status_code == 201
+        assert r.json()["id"] == first.json()["id"]
+        assert r.headers["Idempotent-Replayed"] == "true"
+    mine = requests.get(f"{G}/v1/polls?mine=true&status=all", headers=bearer(token), timeout=10).json()
+    assert [p["id"] for p in mine["items"]] == [first.json()["id"]]
+    # The same key with another request is refused; another user's same key is theirs.
+    other = post(b={"title": "Something else", "options": ["A", "B"]})
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    _, stranger = sign_in()
+    theirs = requests.post(f"{G}/v1/polls", json=body, headers={**bearer(stranger["access_token"]), **key}, timeout=10)
+    assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
+    for bad in ("", "x" * 256, "tab\there"):
+        r = post(headers={"Idempotency-Key": bad})
+        assert r.status_code == 422 and r.json()["code"] == "invalid_idempotency_key", bad

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/errors.hpp"
+
 #include "core/ids.hpp"
 #include "store/pg/migrate.hpp"
 #include "support/run.hpp"
@@ -174,3 +176,35 @@ TEST_F(BallotBoxTest, TalliesRebuildAndReconcileToTheSameCounts) {
 }
 
 }  // namespace
+
+// A burst beyond the queue's bound is refused at once (503 + Retry-After for the
+// client), not queued without limit; what was queued is written, and nothing else.
+TEST_F(BallotBoxTest, AFullQueueRefusesVotesInsteadOfGrowing) {
+  auto small = BallotBox::create(ioc_.get_executor(), pool_, tally_,
+                                 BallotBoxConfig{.max_batch = 4, .flushers = 1, .max_queued = 5});
+  auto [written, refused] = run([&]() -> asio::awaitable<std::pair<int, int>> {
+    std::vector<std::future<VoteResult>> all;
+    for (std::size_t i = 1; i < users_.size(); ++i) {
+      all.push_back(asio::co_spawn(ioc_, small->cast(Ballot{poll_, users_[i], {options_[0]}}), asio::use_future));
+    }
+    co_await test::wait_all(all);
+    int ok = 0, full = 0;
+    for (auto& f : all) {
+      try {
+        if (f.get().outcome == VoteOutcome::created) ++ok;
+      } catch (const DependencyUnavailable&) {
+        ++full;
+      }
+    }
+    co_return std::make_pair(ok, full);
+  });
+  EXPECT_GT(refused, 0);
+  EXPECT_GT(written, 0);
+  EXPECT_EQ(written + refused, static_cast<int>(users_.size()) - 1);
+  auto stored = run([&]() -> asio::awaitable<std::int64_t> {
+    auto db = co_await pool_->acquire();
+    auto r = co_await db.query("SELECT count(*) FROM ballots WHERE poll_id = $1", pg::params(poll_));
+    co_return r.get_int(0, 0);
+  });
+  EXPECT_EQ(stored, written);
+}
