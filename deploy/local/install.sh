@@ -9,6 +9,8 @@ MAILDEV_VERSION="2.2.1"
 APT_PACKAGES=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config git clang-format clang-tidy shellcheck
+  # fuzzing (libFuzzer) and sanitizer runtimes
+  clang libclang-rt-14-dev llvm
   # libraries
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev libpq-dev libhiredis-dev
   librabbitmq-dev libcurl4-openssl-dev libvips-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
