@@ -138,6 +138,8 @@ asio::awaitable<std::optional<Refused>> FileReader::open() {
   for (;;) {
     auto part = find_file_part(head, *boundary_);
     if (part.state == FilePart::State::found) {
+      // The route's body limit allows this much framing on top of the file, no more.
+      if (part.data_offset > kFormOverhead) co_return refused(Refusal::multipart_layout);
       const auto trailer = closing_trailer(*boundary_).size();
       if (part.data_offset + trailer > length_) co_return refused(Refusal::multipart_layout);
       size_ = length_ - part.data_offset - trailer;

@@ -182,6 +182,12 @@ TEST(FileReader, AFieldAfterTheFileIsALayoutError) {
   EXPECT_TRUE(read.layout_error || read.refusal == Refusal::multipart_layout);
 }
 
+TEST(FileReader, PartHeadersBeyondTheFramingAllowanceAreALayoutError) {
+  std::string body = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\nX-Pad: " +
+                     std::string(100 * 1024, 'p') + "\r\n\r\n" + std::string(5000, 'f') + "\r\n--XyZ--\r\n";
+  EXPECT_EQ(read_all(body, "XyZ", 65536).refusal, Refusal::multipart_layout);
+}
+
 TEST(FileReader, AFormWithoutAFileFieldIsRefused) {
   auto read = read_all(form({{"photo", "abc"}}), "XyZ", 1000);
   EXPECT_EQ(read.refusal, Refusal::missing_file);

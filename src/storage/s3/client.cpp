@@ -316,7 +316,7 @@ Client::Response Client::perform(const Request& req, const Call& call) const {
       continue;
     }
     if (sink.aborted) throw std::runtime_error("s3 download aborted by the writer");
-    if (stopped) throw DependencyUnavailable(kDependency, "request cancelled");
+    if (stopped && network_error) throw DependencyUnavailable(kDependency, "request cancelled");
     if (network_error) throw DependencyUnavailable(kDependency, curl_easy_strerror(rc));
     if (status >= 500) throw DependencyUnavailable(kDependency, "HTTP " + std::to_string(status));
     return res;
