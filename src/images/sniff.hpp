@@ -16,7 +16,9 @@ namespace nimbus::images {
 
 enum class Format { jpeg, png, gif, webp, avif, heic };
 
-// Needs the first 12 bytes; nullopt for anything not accepted.
+// Needs the first 12 bytes (a HEIF file whose major brand is not its own, e.g. "mif1",
+// is known by a compatible brand later in its ftyp box: pass the head you have, the
+// ftyp box comes first); nullopt for anything not accepted.
 std::optional<Format> sniff(std::string_view head);
 std::string_view content_type(Format f);
 
@@ -31,7 +33,10 @@ struct Header {
 };
 
 // Reads the dimensions from the start of the file. need_more: the header continues
-// past `head` (JPEG metadata segments can be long); corrupt: not a valid header.
+// past `head` (JPEG metadata segments can be long; a HEIF meta box may follow the
+// pixels); corrupt: not a valid header, or more segments/boxes than any real file has.
+// ok and corrupt are final: more bytes never change them. Any bytes are safe input:
+// every length is checked against what remains, and every walk is bounded.
 Header read_header(Format f, std::string_view head);
 
 // Whether the file ends as a whole file of its format does, given its last bytes

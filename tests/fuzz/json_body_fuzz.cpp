@@ -1,7 +1,9 @@
 // JSON request bodies on arbitrary bytes. Input: one length byte, that many bytes of
 // Content-Type, then the body. Checks: a body is accepted only with a JSON content type
 // and as an object without NUL in any string (issue 10, item 10); it serialises and
-// parses back to itself (finite numbers); string_field never returns more than its limit.
+// parses back to itself (finite numbers; doubles to a few ulps); string_field never
+// returns more than its limit.
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <cmath>
@@ -45,6 +47,34 @@ bool holds_non_finite(const boost::json::value& v) {
   return false;
 }
 
+// Equal values, doubles within a few ulps: Boost 1.81 parses numbers imprecisely by
+// default (2.0e033 reads as 2.0000000000000002e33, written back and read again as
+// 1.9999999999999999e33). Nimbus reads no doubles, so only the shape must hold.
+bool same(const boost::json::value& a, const boost::json::value& b) {
+  if (a.is_double() && b.is_double()) {
+    const double x = a.get_double(), y = b.get_double();
+    return x == y || std::fabs(x - y) <= 1e-14 * std::max(std::fabs(x), std::fabs(y));
+  }
+  if (a.kind() != b.kind()) return false;
+  if (a.is_array()) {
+    const auto &x = a.get_array(), &y = b.get_array();
+    if (x.size() != y.size()) return false;
+    for (std::size_t i = 0; i < x.size(); ++i)
+      if (!same(x[i], y[i])) return false;
+    return true;
+  }
+  if (a.is_object()) {
+    const auto &x = a.get_object(), &y = b.get_object();
+    if (x.size() != y.size()) return false;
+    for (const auto& [k, v] : x) {
+      const auto* w = y.if_contains(k);
+      if (!w || !same(v, *w)) return false;
+    }
+    return true;
+  }
+  return a == b;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -66,7 +96,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto text = boost::json::serialize(body);
     boost::system::error_code ec;
     const auto back = boost::json::parse(text, ec);
-    FUZZ_CHECK(!ec && back.is_object() && back.as_object() == body);
+    FUZZ_CHECK(!ec && back.is_object() && same(back, body));
   }
   for (const char* name : {"title", "email", "code", "content_type", ""}) {
     for (std::size_t limit : {0, 1, 16, 200}) {

@@ -1,8 +1,13 @@
-// Upload sniffing and multipart framing, on bytes made here.
+// Upload sniffing and multipart framing, on bytes made here (and, for the endings of a
+// form, through the upload's FileReader over a scripted body).
+#include <boost/asio/io_context.hpp>
+
 #include <gtest/gtest.h>
 
 #include "images/multipart.hpp"
 #include "images/sniff.hpp"
+#include "images/upload.hpp"
+#include "support/run.hpp"
 
 using namespace nimbus::images;
 
@@ -332,6 +337,59 @@ TEST(Multipart, OnlyTheExactClosingDelimiterEndsTheFile) {
   EXPECT_EQ(good.substr(good.size() - closing_trailer("XyZ").size()), closing_trailer("XyZ"));
   DelimiterScan scan("XyZ");
   EXPECT_FALSE(scan.feed(good.substr(part.data_offset, file.size())));
+}
+
+}  // namespace
+
+// The same endings through the reader the upload route uses: every ending but the
+// exact close delimiter is a layout error (400), however the body is cut into reads.
+namespace {
+
+class Pieces : public nimbus::http::BodyReader {
+ public:
+  Pieces(std::string bytes, std::size_t piece) : bytes_(std::move(bytes)), piece_(piece) {}
+  boost::asio::awaitable<std::size_t> read(std::string& out, std::size_t max) override {
+    const auto n = std::min({max, piece_, bytes_.size() - at_});
+    out.append(bytes_, at_, n);
+    at_ += n;
+    co_return n;
+  }
+  std::optional<std::uint64_t> content_length() const override { return bytes_.size(); }
+
+ private:
+  std::string bytes_;
+  std::size_t piece_, at_ = 0;
+};
+
+// "ok", "refused" or "layout" and, for "ok", the file's bytes.
+std::pair<std::string, std::string> read_form(const std::string& body, std::size_t piece) {
+  boost::asio::io_context ioc;
+  return nimbus::test::run(ioc, [&]() -> boost::asio::awaitable<std::pair<std::string, std::string>> {
+    Pieces source(body, piece);
+    FileReader reader(source, body.size(), std::string("XyZ"));
+    if (co_await reader.open()) co_return std::pair<std::string, std::string>{"refused", ""};
+    std::string file;
+    try {
+      for (auto chunk = co_await reader.next(); !chunk.empty(); chunk = co_await reader.next()) file += chunk;
+    } catch (const FileReader::LayoutError&) {
+      co_return std::pair<std::string, std::string>{"layout", ""};
+    }
+    co_return std::pair<std::string, std::string>{"ok", file};
+  });
+}
+
+TEST(Multipart, AFormEndingWithoutTheExactCloseDelimiterIsALayoutError) {
+  const std::string head = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n";
+  const std::string file = png_head(3, 2) + std::string(300, 'd') + "\r\n--XyY";
+  for (std::size_t piece : {1, 7, 64, 100000}) {
+    EXPECT_EQ(read_form(head + file + "\r\n--XyZ--\r\n", piece), std::make_pair(std::string("ok"), file)) << piece;
+    for (const std::string ending : {"\r\n--XyZ--", "\r\n--XyZ--\r\n\r\n", "\r\n--XyZ\r\n", "--XyZ--\r\n",
+                                     "\r\n--XyZ--\r\nepilogue", "\r\n--XYZ--\r\n", "", "\r\n"}) {
+      const auto outcome = read_form(head + file + ending, piece).first;
+      EXPECT_TRUE(outcome == "layout" || outcome == "refused")
+          << "ending " << testing::PrintToString(ending) << ", " << piece << "-byte reads: " << outcome;
+    }
+  }
 }
 
 }  // namespace
