@@ -41,8 +41,8 @@ int run_api(const runtime::ServiceConfig& config) {
   const bool debug_routes = env::boolean("NIMBUS_DEBUG_ROUTES", false);
   asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
 
-  http::Metrics metrics;
-  http::Readiness readiness;
+  ops::Metrics metrics;
+  ops::Readiness readiness;
   auto pg = pg::Pool::create(ioc.get_executor(), pg::PoolConfig::from_env());
   pg->export_metrics(metrics);
 
@@ -99,7 +99,7 @@ int run_api(const runtime::ServiceConfig& config) {
   ops_config.address = env::string("NIMBUS_OPS_ADDRESS", "127.0.0.1");
   ops_config.port = static_cast<std::uint16_t>(env::integer("NIMBUS_OPS_PORT", 9090, 0, 65535));
   ops_config.max_connections = 64;
-  http::Metrics ops_metrics;  // the ops listener's own traffic is not the API's
+  ops::Metrics ops_metrics;  // the ops listener's own traffic is not the API's
   http::Server ops_server(ioc, ops_config, ops_router, ops_metrics);
   ops_server.listen();
 

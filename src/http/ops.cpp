@@ -14,7 +14,7 @@ boost::asio::awaitable<Response> healthz() {
   co_return json(200, R"({"status":"ok"})");
 }
 
-boost::asio::awaitable<Response> readyz(Readiness& readiness) {
+boost::asio::awaitable<Response> readyz(ops::Readiness& readiness) {
   auto report = co_await readiness.report();
   boost::json::object body;
   body["status"] = report.draining ? "draining" : report.ready ? "ready" : "unavailable";
@@ -26,18 +26,18 @@ boost::asio::awaitable<Response> readyz(Readiness& readiness) {
   co_return res;
 }
 
-boost::asio::awaitable<Response> metrics_text(const Metrics& metrics) {
+boost::asio::awaitable<Response> metrics_text(const ops::Metrics& metrics) {
   co_return text(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
 }
 
 }  // namespace
 
-void add_probe_routes(Router& router, Readiness& readiness) {
+void add_probe_routes(Router& router, ops::Readiness& readiness) {
   router.add(Method::get, "/healthz", [](Request&) { return healthz(); });
   router.add(Method::get, "/readyz", [&readiness](Request&) { return readyz(readiness); });
 }
 
-void add_ops_routes(Router& router, Readiness& readiness, const Metrics& metrics) {
+void add_ops_routes(Router& router, ops::Readiness& readiness, const ops::Metrics& metrics) {
   add_probe_routes(router, readiness);
   router.add(Method::get, "/metrics", [&metrics](Request&) { return metrics_text(metrics); });
 }

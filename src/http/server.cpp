@@ -1,5 +1,6 @@
 #include "http/server.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,7 +12,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
-#include <algorithm>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -82,8 +82,8 @@ class InFlightMark {
  public:
   InFlightMark(Connection& conn, const Request& req, std::string_view route) : conn_(conn) {
     std::lock_guard lock(conn_.current_mutex);
-    conn_.current = std::string(to_string(req.method)) + " " + std::string(route.empty() ? req.path : route) + " " +
-                    req.request_id;
+    conn_.current =
+        std::string(to_string(req.method)) + " " + std::string(route.empty() ? req.path : route) + " " + req.request_id;
     conn_.current_since = req.received_at;
   }
   ~InFlightMark() {
@@ -175,13 +175,13 @@ class StreamedBody final : public BodyReader {
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
-  Impl(asio::io_context& io, ServerConfig cfg, const Router& r, Metrics& m)
+  Impl(asio::io_context& io, ServerConfig cfg, const Router& r, ops::Metrics& m)
       : ioc(io), config(std::move(cfg)), router(r), metrics(m), acceptor(asio::make_strand(io)) {}
 
   asio::io_context& ioc;
   ServerConfig config;
   const Router& router;
-  Metrics& metrics;
+  ops::Metrics& metrics;
   tcp::acceptor acceptor;
   std::atomic<bool> draining{false};
 
@@ -249,8 +249,8 @@ std::optional<std::string> framing_error(const bhttp::request_header<>& head) {
   if (codings > 1) return "Transfer-Encoding appears more than once.";
   if (codings == 1 && head.version() < 11) return "Transfer-Encoding is not defined for HTTP/1.0.";
   if (head.version() >= 11) {
-    const auto hosts = std::distance(head.equal_range(bhttp::field::host).first,
-                                     head.equal_range(bhttp::field::host).second);
+    const auto hosts =
+        std::distance(head.equal_range(bhttp::field::host).first, head.equal_range(bhttp::field::host).second);
     if (hosts != 1) return "An HTTP/1.1 request carries exactly one Host header.";
   }
   return std::nullopt;
@@ -268,9 +268,11 @@ Response read_error_response(const boost::system::error_code& ec, std::size_t bo
 
 }  // namespace
 
-Server::Server(asio::io_context& ioc, ServerConfig config, const Router& router, Metrics& metrics)
+Server::Server(asio::io_context& ioc, ServerConfig config, const Router& router, ops::Metrics& metrics)
     : impl_(std::make_shared<Impl>(ioc, std::move(config), router, metrics)) {
-  impl_->metrics.bind_routes(router);
+  std::vector<ops::Metrics::RouteName> routes;
+  for (const auto& route : router.routes()) routes.push_back({std::string(to_string(route.method)), route.pattern});
+  impl_->metrics.bind_routes(routes);
 }
 
 Server::~Server() = default;

@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-#include "http/metrics.hpp"
+#include "ops/metrics.hpp"
 #include "http/router.hpp"
 
 namespace nimbus::http {
@@ -40,7 +40,7 @@ struct ServerConfig {
 
 class Server {
  public:
-  Server(boost::asio::io_context& ioc, ServerConfig config, const Router& router, Metrics& metrics);
+  Server(boost::asio::io_context& ioc, ServerConfig config, const Router& router, ops::Metrics& metrics);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

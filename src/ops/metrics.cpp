@@ -1,11 +1,9 @@
-#include "http/metrics.hpp"
+#include "ops/metrics.hpp"
 
 #include <cstdio>
 #include <set>
 
-#include "http/router.hpp"
-
-namespace nimbus::http {
+namespace nimbus::ops {
 namespace {
 
 void append_double(std::string& out, double v) {
@@ -26,12 +24,12 @@ std::string braces(const std::string& labels) {
 
 }  // namespace
 
-void Metrics::bind_routes(const Router& router) {
+void Metrics::bind_routes(const std::vector<RouteName>& routes) {
   slots_.clear();
-  for (const auto& route : router.routes()) {
+  for (const auto& route : routes) {
     auto slot = std::make_unique<Slot>();
     slot->route = route.pattern;
-    slot->method = std::string(to_string(route.method));
+    slot->method = route.method;
     slots_.push_back(std::move(slot));
   }
   auto unmatched = std::make_unique<Slot>();
@@ -136,4 +134,4 @@ std::string Metrics::render() const {
   return out;
 }
 
-}  // namespace nimbus::http
+}  // namespace nimbus::ops

@@ -15,9 +15,7 @@
 #include <string>
 #include <vector>
 
-namespace nimbus::http {
-
-class Router;
+namespace nimbus::ops {
 
 class Counter {
  public:
@@ -43,8 +41,12 @@ class Metrics {
   static constexpr std::array<double, 14> kLatencyBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                              0.1,    0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
 
-  // Creates one slot per route plus one for unmatched requests. Call before serving.
-  void bind_routes(const Router& router);
+  // Creates one slot per route (method, pattern) plus one for unmatched requests. Call
+  // before serving.
+  struct RouteName {
+    std::string method, pattern;
+  };
+  void bind_routes(const std::vector<RouteName>& routes);
   std::size_t unmatched_slot() const { return slots_.empty() ? 0 : slots_.size() - 1; }
   void observe_request(std::size_t slot, unsigned status, double seconds);
 
@@ -86,4 +88,4 @@ class Metrics {
   std::vector<std::tuple<std::string, std::string, std::function<double()>>> gauge_fns_, counter_fns_;
 };
 
-}  // namespace nimbus::http
+}  // namespace nimbus::ops

@@ -1,4 +1,4 @@
-#include "http/readiness.hpp"
+#include "ops/readiness.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -8,7 +8,7 @@
 
 #include "core/log.hpp"
 
-namespace nimbus::http {
+namespace nimbus::ops {
 
 namespace asio = boost::asio;
 using namespace asio::experimental::awaitable_operators;
@@ -55,4 +55,4 @@ asio::awaitable<Readiness::Report> Readiness::report() {
   co_return fresh;
 }
 
-}  // namespace nimbus::http
+}  // namespace nimbus::ops

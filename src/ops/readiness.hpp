@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace nimbus::http {
+namespace nimbus::ops {
 
 class Readiness {
  public:
@@ -42,4 +42,4 @@ class Readiness {
   Report cached_;
 };
 
-}  // namespace nimbus::http
+}  // namespace nimbus::ops

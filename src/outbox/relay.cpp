@@ -6,7 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "core/log.hpp"
-#include "http/metrics.hpp"
+#include "ops/metrics.hpp"
 
 namespace nimbus::outbox {
 
@@ -46,7 +46,7 @@ Relay::Relay(std::shared_ptr<pg::Pool> pool, amqp::Publisher& publisher, RelayCo
   routing_keys_ += '}';
 }
 
-void Relay::export_metrics(http::Metrics& metrics) {
+void Relay::export_metrics(ops::Metrics& metrics) {
   metrics.counter_fn("nimbus_outbox_published_total", "Outbox messages published by this relay.",
                      [this] { return static_cast<double>(published_.load()); });
   metrics.counter_fn("nimbus_outbox_failures_total", "Relay batches that failed and will be retried.",

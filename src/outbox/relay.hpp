@@ -21,7 +21,7 @@
 #include "queue/amqp/publisher.hpp"
 #include "store/pg/pool.hpp"
 
-namespace nimbus::http {
+namespace nimbus::ops {
 class Metrics;
 }
 
@@ -48,7 +48,7 @@ class Relay {
   boost::asio::awaitable<void> run();
   void stop() { stopping_ = true; }
   bool running() const { return running_.load(); }
-  void export_metrics(http::Metrics& metrics);
+  void export_metrics(ops::Metrics& metrics);
 
  private:
   boost::asio::awaitable<void> purge_published();

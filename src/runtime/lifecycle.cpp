@@ -32,7 +32,7 @@ LifecycleConfig LifecycleConfig::from_env() {
 
 namespace {
 
-asio::awaitable<void> shutdown_sequence(std::vector<http::Server*> servers, http::Readiness& readiness,
+asio::awaitable<void> shutdown_sequence(std::vector<http::Server*> servers, ops::Readiness& readiness,
                                         LifecycleConfig config, StopStep stop, int signal_number) {
   const auto started = std::chrono::steady_clock::now();
   readiness.set_draining();
@@ -65,7 +65,7 @@ void wait_for_interrupt(asio::signal_set& signals, asio::io_context& ioc) {
 
 }  // namespace
 
-int run(asio::io_context& ioc, std::vector<http::Server*> servers, http::Readiness& readiness,
+int run(asio::io_context& ioc, std::vector<http::Server*> servers, ops::Readiness& readiness,
         const LifecycleConfig& config, StopStep stop) {
   // Keeps run() alive while the server waits on nothing but the acceptor; released once
   // the shutdown sequence is over, after which every remaining operation is ours.

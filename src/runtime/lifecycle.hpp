@@ -11,7 +11,7 @@
 #include <functional>
 #include <vector>
 
-#include "http/readiness.hpp"
+#include "ops/readiness.hpp"
 #include "http/server.hpp"
 
 namespace nimbus::runtime {
@@ -33,9 +33,9 @@ using StopStep = std::function<boost::asio::awaitable<void>()>;
 // shutdown sequence completes; returns the process exit code. The servers must already
 // be listening; the first is the one whose in-flight requests a stall report names,
 // and all are drained together.
-int run(boost::asio::io_context& ioc, std::vector<http::Server*> servers, http::Readiness& readiness,
+int run(boost::asio::io_context& ioc, std::vector<http::Server*> servers, ops::Readiness& readiness,
         const LifecycleConfig& config, StopStep stop = {});
-inline int run(boost::asio::io_context& ioc, http::Server& server, http::Readiness& readiness,
+inline int run(boost::asio::io_context& ioc, http::Server& server, ops::Readiness& readiness,
                const LifecycleConfig& config, StopStep stop = {}) {
   return run(ioc, std::vector<http::Server*>{&server}, readiness, config, std::move(stop));
 }

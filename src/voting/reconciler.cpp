@@ -27,7 +27,7 @@ ReconcilerConfig ReconcilerConfig::from_env() {
   return c;
 }
 
-void Reconciler::export_metrics(http::Metrics& metrics) {
+void Reconciler::export_metrics(ops::Metrics& metrics) {
   metrics.counter_fn("nimbus_tally_recounted_total", "Polls whose Redis tally had lost ballots and was re-counted.",
                      [this] { return static_cast<double>(recounted_.load()); });
   metrics.counter_fn("nimbus_tally_reconcile_passes_total", "Reconciler passes completed by this worker.",

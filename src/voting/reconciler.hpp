@@ -16,7 +16,7 @@
 #include <chrono>
 #include <memory>
 
-#include "http/metrics.hpp"
+#include "ops/metrics.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
 #include "voting/tally.hpp"
@@ -42,7 +42,7 @@ class Reconciler {
   void stop() { stopping_ = true; }
   // One pass; returns how many polls had lost counts and were re-counted.
   boost::asio::awaitable<std::int64_t> pass();
-  void export_metrics(http::Metrics& metrics);
+  void export_metrics(ops::Metrics& metrics);
 
  private:
   std::shared_ptr<pg::Pool> pg_;

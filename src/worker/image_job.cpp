@@ -107,7 +107,7 @@ asio::awaitable<void> publish(amqp::Publisher& publisher, amqp::Message message)
 
 }  // namespace
 
-void ImageJobs::export_metrics(http::Metrics& metrics) {
+void ImageJobs::export_metrics(ops::Metrics& metrics) {
   metrics.counter_fn("nimbus_image_jobs_ready_total", "Images this worker made ready.",
                      [this] { return static_cast<double>(ready_.load()); });
   metrics.counter_fn("nimbus_image_jobs_failed_total", "Images this worker marked failed.",

@@ -25,7 +25,7 @@
 #include <memory>
 #include <string>
 
-#include "http/metrics.hpp"
+#include "ops/metrics.hpp"
 #include "images/repository.hpp"
 #include "queue/amqp/consumer.hpp"
 #include "queue/amqp/publisher.hpp"
@@ -64,7 +64,7 @@ class ImageJobs {
   amqp::Outcome handle(const amqp::Delivery& delivery);
   // Jobs in flight stop at their next step and go back to the queue (any thread).
   void cancel() { cancelled_ = true; }
-  void export_metrics(http::Metrics& metrics);
+  void export_metrics(ops::Metrics& metrics);
 
  private:
   template <typename T>

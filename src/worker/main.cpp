@@ -109,8 +109,8 @@ asio::awaitable<void> stop_work(std::vector<amqp::Consumer*> consumers, worker::
 int run_worker(const runtime::ServiceConfig& config) {
   const auto started = std::chrono::steady_clock::now();
   asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
-  http::Metrics metrics;
-  http::Readiness readiness;
+  ops::Metrics metrics;
+  ops::Readiness readiness;
 
   auto pg_config = pg::PoolConfig::from_env();
   pg_config.size = 4;

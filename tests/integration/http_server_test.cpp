@@ -97,7 +97,7 @@ class ServerTest : public ::testing::Test {
   asio::executor_work_guard<asio::io_context::executor_type> guard_ = asio::make_work_guard(ioc_);
   asio::io_context client_ioc_;
   Router router_;
-  Metrics metrics_;
+  nimbus::ops::Metrics metrics_;
   std::unique_ptr<Server> server_;
   std::vector<std::jthread> threads_;
 };

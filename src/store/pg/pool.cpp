@@ -11,7 +11,7 @@
 #include "core/log.hpp"
 #include "core/oneshot.hpp"
 #include "core/random.hpp"
-#include "http/metrics.hpp"
+#include "ops/metrics.hpp"
 
 namespace nimbus::pg {
 
@@ -80,7 +80,7 @@ Pool::Stats Pool::stats() const {
   return {open_, idle_.size(), waiters_.size()};
 }
 
-void Pool::export_metrics(http::Metrics& metrics) {
+void Pool::export_metrics(ops::Metrics& metrics) {
   auto self = weak_from_this();
   auto read = [self](auto field) {
     return [self, field] {

@@ -20,7 +20,7 @@
 
 #include "store/pg/connection.hpp"
 
-namespace nimbus::http {
+namespace nimbus::ops {
 class Metrics;
 }
 
@@ -79,7 +79,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
     std::size_t open = 0, idle = 0, waiting = 0;
   };
   Stats stats() const;
-  void export_metrics(http::Metrics& metrics);
+  void export_metrics(ops::Metrics& metrics);
 
  private:
   friend class Lease;
