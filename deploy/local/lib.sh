@@ -68,6 +68,43 @@ build() {
   cmake --build --preset "$preset"
 }
 
+# npm packages of a folder, exactly as its lockfile says, when they changed since the
+# last install (npm ci starts from scratch, so it is skipped when nothing changed).
+npm_ci() {
+  local dir=$1
+  if [[ ! -f $dir/node_modules/.package-lock.json || $dir/package-lock.json -nt $dir/node_modules/.package-lock.json ]]; then
+    say "installing npm packages of ${dir#"$ROOT"/} (from its package-lock.json)"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+  fi
+}
+
+# The web app (web/): its API types generated from docs/api/openapi.yaml, type checked
+# and bundled by Vite into web/dist (hashed assets, .gz beside each, openapi.json).
+# Rebuilt only when a source is newer than the last build.
+build_web() {
+  local web=$ROOT/web
+  npm_ci "$web"
+  if [[ -f $web/dist/index.html ]] && [[ -z $(find "$web/src" "$web/public" "$web/index.html" "$web/package-lock.json" \
+    "$web/vite.config.ts" "$web/tsconfig.json" "$web/scripts" "$ROOT/docs/api/openapi.yaml" -newer "$web/dist/index.html" -print -quit) ]]; then
+    say "web app up to date (web/dist)"
+    return
+  fi
+  say "building the web app (web/ -> web/dist)"
+  npm run --prefix "$web" --silent build
+}
+
+# The built app into the run folder, where nginx (user nobody) serves it. Assets first,
+# the page last, and old hashed assets kept: a page loaded before a deploy still finds
+# its scripts.
+install_web() {
+  [[ -f $ROOT/web/dist/index.html ]] || die "the web app is not built (npm run build in web/, or ./stack up)"
+  mkdir -p "$RUN/web/assets"
+  cp -R "$ROOT/web/dist/assets/." "$RUN/web/assets/"
+  find "$ROOT/web/dist" -maxdepth 1 -type f ! -name 'index.html*' -exec cp {} "$RUN/web/" \;
+  cp "$ROOT/web/dist/index.html" "$ROOT/web/dist/index.html.gz" "$RUN/web/"
+  chmod -R a+rX "$RUN/web"
+}
+
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 ensure_secret() {
@@ -204,6 +241,7 @@ write_configs() {
     umask 077
     render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf"
   )
+  install_web
   render "$TEMPLATES/redis.conf" "$RUN/redis/redis.conf"
   render "$TEMPLATES/rabbitmq.conf" "$RUN/rabbitmq/rabbitmq.conf"
   cp "$TEMPLATES/enabled_plugins" "$RUN/rabbitmq/enabled_plugins"
@@ -284,6 +322,7 @@ start_supervisor() {
     ctl reread >/dev/null
     ctl update
     ctl start all >/dev/null 2>&1 || true
+    ctl signal HUP nginx >/dev/null || true  # nginx re-reads its config, gracefully
     rolling_restart
   else
     check_ports_free
