@@ -13,6 +13,7 @@ import random
 import time
 
 import gevent
+import gevent.lock
 import gevent.pool
 
 import checks
@@ -159,9 +160,10 @@ DRILLS = {d.name: d for d in [
 # ---------------------------------------------------------------------- load
 
 class Load:
-    def __init__(self, rec, ledger, voters, uploaders, polls, images):
-        self.rec, self.ledger = rec, ledger
+    def __init__(self, rec, ledger, owner, voters, uploaders, polls, images):
+        self.rec, self.ledger, self.owner = rec, ledger, owner
         self.voters, self.uploaders, self.polls, self.images = voters, uploaders, polls, images
+        self.lock = gevent.lock.Semaphore()
         self.stopping = False
         self.group = gevent.pool.Group()
         self.acks = 0
@@ -172,12 +174,27 @@ class Load:
         for c in self.uploaders:
             self.group.spawn(self._upload, c)
 
+    def _poll(self, j):
+        """The j-th poll of the drill; the owner makes more when the voters reach the end."""
+        while j >= len(self.polls) and not self.stopping:
+            with self.lock:
+                if j >= len(self.polls):
+                    p = self.owner.create_poll(f"drill poll {j}")
+                    if p:
+                        self.polls.append(p)
+                    else:
+                        gevent.sleep(0.5)
+            self.owner.bind()
+        return self.polls[j] if j < len(self.polls) else None
+
     def _vote(self, k, c):
-        c.bind()
-        order = self.polls[k % len(self.polls):] + self.polls[:k % len(self.polls)]
-        for poll in order:
-            if self.stopping:
+        j = 0
+        while not self.stopping:
+            poll = self._poll(j)
+            j += 1
+            if poll is None:
                 return
+            c.bind()
             option = random.choice(poll["options"])["id"]
             if c.vote(poll["id"], option, retries=10_000, pause=0.2) in (200, 201):
                 self.acks += 1
@@ -256,7 +273,7 @@ def run(name, out, short=False):
         owner, voters, uploaders = clients[0], clients[1:1 + n_voters], clients[1 + n_voters:]
         progress.label = f"creating {n_polls} polls"
         polls = [p for p in (owner.create_poll(f"drill {name} {k}") for k in range(n_polls)) if p]
-        load = Load(rec, ledger, voters, uploaders, polls, images)
+        load = Load(rec, ledger, owner, voters, uploaders, polls, images)
         progress.extra = lambda: f"; {load.acks} votes acknowledged, {len(ledger.uploads_accepted)} uploads accepted"
         progress.label = "load before the fault"
         load.start()
