@@ -18,6 +18,9 @@ APT_PACKAGES=(
   # services of the local stack
   postgresql-15 postgresql-client-15 redis-server redis-tools rabbitmq-server memcached nginx supervisor
   swift swift-proxy swift-account swift-container swift-object python3-lxml
+  # the load simulation, drills and reports (sim/, ./stack sim|drill|report): Locust, charts,
+  # diagrams, PDF pages to images (headless Chromium and fonts-noto-cjk are listed with the browser tests)
+  python3-locust python3-matplotlib graphviz poppler-utils
   # tools for tests, benchmarks and the simulation
   curl jq gettext-base iproute2 openssl wrk python3 python3-pytest python3-requests python3-jwt python3-cryptography python3-pil libvips-tools
   python3-pika s3cmd
