@@ -23,6 +23,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 def load_env():
     path = os.environ.get("NIMBUS_STACK_ENV")
+    if not path and os.environ.get("NIMBUS_STACK_RUN"):
+        # Under ./stack test (ctest) the stack's variables are exported already.
+        path = os.path.join(os.environ["NIMBUS_STACK_RUN"], "stack.env")
     if not path:
         profile = os.environ.get("NIMBUS_PROFILE", "local")
         path = os.path.join(ROOT, ".run", profile, "stack.env")
