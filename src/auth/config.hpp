@@ -26,7 +26,7 @@ struct Config {
   // Per client IP, per minute, shared by all instances (Redis).
   int ip_start_per_minute = 10;
   int ip_verify_per_minute = 30;
-  std::string code_secret;                                   // HMAC key for stored codes (≥ 32 bytes)
+  std::string code_secret;  // HMAC key for stored codes (≥ 32 bytes)
   // X-Forwarded-For counts only on requests that carry this secret in X-Nimbus-Gateway,
   // which the gateway sets (and overwrites on whatever a client sends). Empty: never.
   std::string gateway_secret;
@@ -36,8 +36,8 @@ struct Config {
 
   // NIMBUS_AUTH_ISSUER, NIMBUS_AUTH_AUDIENCE, NIMBUS_AUTH_ACCESS_TTL, NIMBUS_AUTH_REFRESH_IDLE,
   // NIMBUS_AUTH_REFRESH_ABSOLUTE, NIMBUS_AUTH_REFRESH_GRACE, NIMBUS_AUTH_CODE_TTL,
-  // NIMBUS_AUTH_CODE_ATTEMPTS, NIMBUS_AUTH_DAILY_ATTEMPTS, NIMBUS_AUTH_RESEND_COOLDOWN, NIMBUS_AUTH_IP_START_PER_MINUTE,
-  // NIMBUS_AUTH_IP_VERIFY_PER_MINUTE, NIMBUS_AUTH_CODE_SECRET (required),
+  // NIMBUS_AUTH_CODE_ATTEMPTS, NIMBUS_AUTH_DAILY_ATTEMPTS, NIMBUS_AUTH_RESEND_COOLDOWN,
+  // NIMBUS_AUTH_IP_START_PER_MINUTE, NIMBUS_AUTH_IP_VERIFY_PER_MINUTE, NIMBUS_AUTH_CODE_SECRET (required),
   // NIMBUS_GATEWAY_SECRET, NIMBUS_MAIL_FROM, NIMBUS_AUTH_COOKIE_SECURE,
   // NIMBUS_JWT_KEYS ("kid=/path/key.pem,kid2=/path/old.pem", required),
   // NIMBUS_JWT_SIGNING_KID (default: the first key).

@@ -319,7 +319,7 @@ asio::awaitable<bool> Service::revoked(const Claims& claims) {
   auto replies = co_await redis_->pipeline(std::move(lookups));
   if (replies.at(0).as_integer() != 0) co_return true;
   auto revoked_before = replies.at(1).as_optional_number();
-  co_return revoked_before && claims.iat <= *revoked_before;
+  co_return revoked_before&& claims.iat <= *revoked_before;
 }
 
 asio::awaitable<std::optional<User>> Service::user(std::string id) {

@@ -14,8 +14,8 @@
 #include <memory>
 #include <string>
 
-#include "ops/metrics.hpp"
 #include "http/router.hpp"
+#include "ops/metrics.hpp"
 
 namespace nimbus::http {
 

@@ -11,8 +11,8 @@
 #include <functional>
 #include <vector>
 
-#include "ops/readiness.hpp"
 #include "http/server.hpp"
+#include "ops/readiness.hpp"
 
 namespace nimbus::runtime {
 

@@ -23,8 +23,7 @@ LiveConfig LiveConfig::from_env() {
   LiveConfig c;
   c.coalesce = env::duration("NIMBUS_LIVE_COALESCE", c.coalesce);
   c.heartbeat = env::duration("NIMBUS_LIVE_HEARTBEAT", c.heartbeat);
-  c.streams_per_user =
-      static_cast<int>(env::integer("NIMBUS_LIVE_STREAMS_PER_USER", c.streams_per_user, 1, 10'000));
+  c.streams_per_user = static_cast<int>(env::integer("NIMBUS_LIVE_STREAMS_PER_USER", c.streams_per_user, 1, 10'000));
   return c;
 }
 

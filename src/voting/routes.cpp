@@ -5,9 +5,9 @@
 #include "auth/jwt.hpp"
 #include "auth/routes.hpp"
 #include "core/errors.hpp"
-#include "core/sha256.hpp"
 #include "core/ids.hpp"
 #include "core/random.hpp"
+#include "core/sha256.hpp"
 #include "http/json_body.hpp"
 #include "http/paging.hpp"
 #include "http/problem.hpp"
@@ -229,9 +229,8 @@ asio::awaitable<void> stream_events(const StreamContext& s, http::StreamWriter& 
       co_await out.write(end_event("token_expired"));
       co_return;
     }
-    const auto wait =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::min(expires, next_check) - now) +
-        std::chrono::milliseconds(1);
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(std::min(expires, next_check) - now) +
+                      std::chrono::milliseconds(1);
     auto event = co_await handle->watcher().next(wait);
     if (event.kind == Watcher::Event::Kind::closed) co_return;
     std::string chunk;
@@ -311,10 +310,9 @@ void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::share
   router.add(http::Method::get, "/v1/polls/{id}/results",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return results(polls, r, c); }));
   router.add(http::Method::get, "/v1/polls/{id}/results/stream",
-             auth::authenticated(
-                 accounts, [polls, live, slots, accounts](Request& r, const Claims& c) {
-                   return results_stream(polls, live, slots, accounts, r, c);
-                 }));
+             auth::authenticated(accounts, [polls, live, slots, accounts](Request& r, const Claims& c) {
+               return results_stream(polls, live, slots, accounts, r, c);
+             }));
 }
 
 }  // namespace nimbus::voting

@@ -124,10 +124,10 @@ asio::awaitable<Created> Service::create(std::string owner_id, NewPoll poll, std
   }
   {
     auto db = co_await pg_->acquire();
-    auto r = co_await db.query(kCreate, pg::params(id, owner_id, poll.title, poll.description, poll.max_choices,
-                                                   poll.results_visibility, poll.opens_at, poll.closes_at,
-                                                   pg::array_literal(option_ids), pg::array_literal(poll.options), key,
-                                                   fingerprint));
+    auto r = co_await db.query(
+        kCreate,
+        pg::params(id, owner_id, poll.title, poll.description, poll.max_choices, poll.results_visibility, poll.opens_at,
+                   poll.closes_at, pg::array_literal(option_ids), pg::array_literal(poll.options), key, fingerprint));
     if (r.is_null(0, 0)) {
       auto first = co_await db.query(kByIdempotencyKey, pg::params(owner_id, *key));
       if (first.rows() == 0) throw std::runtime_error("idempotency key conflict without a row");

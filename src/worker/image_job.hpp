@@ -25,8 +25,8 @@
 #include <memory>
 #include <string>
 
-#include "ops/metrics.hpp"
 #include "images/repository.hpp"
+#include "ops/metrics.hpp"
 #include "queue/amqp/consumer.hpp"
 #include "queue/amqp/publisher.hpp"
 #include "storage/s3/client.hpp"

@@ -9,7 +9,6 @@
 #include <gtest/gtest.h>
 
 #include "core/errors.hpp"
-
 #include "core/ids.hpp"
 #include "store/pg/migrate.hpp"
 #include "support/run.hpp"
@@ -20,6 +19,9 @@ using namespace nimbus;
 using namespace nimbus::voting;
 
 namespace {
+
+// No service of the stack uses it (they all use database 0).
+constexpr int kPrivateRedisDb = 9;
 
 class BallotBoxTest : public ::testing::Test {
  protected:
@@ -35,8 +37,12 @@ class BallotBoxTest : public ::testing::Test {
     c.url = test::stack_env("NIMBUS_TEST_DATABASE_URL");
     c.size = 8;
     pool_ = pg::Pool::create(ioc_.get_executor(), c);
-    redis_ =
-        redis::Client::create(ioc_.get_executor(), redis::Config::from_url(test::stack_env("NIMBUS_TEST_REDIS_URL")));
+    // A Redis database of these tests' own: the stack's workers run a reconciler every
+    // second on database 0, and would repair the damage below before (or instead of)
+    // the reconciler under test.
+    auto redis_config = redis::Config::from_url(test::stack_env("NIMBUS_TEST_REDIS_URL"));
+    redis_config.db = kPrivateRedisDb;
+    redis_ = redis::Client::create(ioc_.get_executor(), redis_config);
     redis_->start();
     tally_ = std::make_shared<Tally>(redis_, pool_);
     // A small batch limit makes the burst below span several batches.
@@ -167,6 +173,8 @@ TEST_F(BallotBoxTest, TalliesRebuildAndReconcileToTheSameCounts) {
     co_await redis_->command("HINCRBY", tally_key, options_[0], "-1");
     co_await redis_->command("HINCRBY", tally_key, "_total", "-1");
   });
+  EXPECT_EQ(run([&] { return tally_->counts(poll_); }).total, 19);
+  // Nothing else repairs it: no reconciler runs on this database, and a read does not.
   EXPECT_EQ(run([&] { return tally_->counts(poll_); }).total, 19);
   Reconciler reconciler(pool_, redis_, tally_, ReconcilerConfig{.settle = std::chrono::milliseconds(50)});
   EXPECT_GE(run([&] { return reconciler.pass(); }), 1);

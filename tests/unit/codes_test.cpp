@@ -54,7 +54,9 @@ TEST(Emails, NonAsciiAddressesAreRefusedNotStored) {
   // Two spellings of one Unicode address must not become two accounts, and the mail
   // path has no SMTPUTF8: refused up front (422), never a failure after the code.
   EXPECT_FALSE(normalize_email("j\xC3\xB6rg@example.com"));
-  EXPECT_FALSE(normalize_email("user@b\xC3\xBC" "cher.example"));
+  EXPECT_FALSE(
+      normalize_email("user@b\xC3\xBC"
+                      "cher.example"));
   EXPECT_FALSE(normalize_email("user@example.com\x7F"));
   EXPECT_EQ(normalize_email("User@XN--BCHER-KVA.example").value_or(""), "user@xn--bcher-kva.example");
 }

@@ -143,8 +143,8 @@ std::string presign(const Credentials& creds, std::string_view method, std::stri
   query.emplace_back("X-Amz-Expires", std::to_string(expires.count()));
   query.emplace_back("X-Amz-SignedHeaders", names);
   const auto cq = canonical_query(query);
-  const auto canonical_request = std::string(method) + "\n" + std::string(path) + "\n" + cq + "\n" +
-                                 canonical_headers + "\n" + names + "\n" + std::string(kUnsignedPayload);
+  const auto canonical_request = std::string(method) + "\n" + std::string(path) + "\n" + cq + "\n" + canonical_headers +
+                                 "\n" + names + "\n" + std::string(kUnsignedPayload);
   const auto string_to_sign =
       "AWS4-HMAC-SHA256\n" + datetime + "\n" + scope(creds, date) + "\n" + sha256_hex(canonical_request);
   return std::string(scheme) + "://" + std::string(host) + std::string(path) + "?" + cq +

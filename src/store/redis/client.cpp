@@ -123,8 +123,8 @@ std::optional<std::int64_t> Reply::as_optional_number() const {
 }
 
 bool transient_error(std::string_view message) {
-  constexpr std::string_view kinds[] = {"LOADING", "BUSY",    "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
-                                        "READONLY", "NOREPLICAS", "OOM",     "MISCONF"};
+  constexpr std::string_view kinds[] = {"LOADING",  "BUSY",       "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
+                                        "READONLY", "NOREPLICAS", "OOM",        "MISCONF"};
   for (auto kind : kinds) {
     if (message.starts_with(kind) && (message.size() == kind.size() || message[kind.size()] == ' ')) return true;
   }
@@ -427,7 +427,7 @@ asio::awaitable<bool> Client::ping() {
   try {
     Command ping_cmd{"PING"};
     auto r = co_await command(std::move(ping_cmd));
-    co_return r.type == Reply::Type::status && r.str == "PONG";
+    co_return r.type == Reply::Type::status&& r.str == "PONG";
   } catch (const std::exception&) {
     co_return false;
   }
