@@ -99,6 +99,15 @@ http::Response to_response(const Refused& r, const UploadLimits& limits) {
 Judged judge_head(std::string_view head, bool at_end, const UploadLimits& limits) {
   if (head.size() < 12 && !at_end) return NeedMore{};
   auto format = sniff(head);
+  // The HEIF brands may come late in the ftyp box (major brand "mif1", "heic" among the
+  // compatible ones): judge only once the whole box is at hand.
+  if (!format && !at_end && head.size() >= 8 && head.substr(4, 4) == "ftyp") {
+    const auto box = (static_cast<std::size_t>(static_cast<unsigned char>(head[0])) << 24) |
+                     (static_cast<std::size_t>(static_cast<unsigned char>(head[1])) << 16) |
+                     (static_cast<std::size_t>(static_cast<unsigned char>(head[2])) << 8) |
+                     static_cast<std::size_t>(static_cast<unsigned char>(head[3]));
+    if (box > head.size() && box <= 4096 && head.size() < kHeadLimit) return NeedMore{};
+  }
   if (!format) {
     if (head.size() < 12 && sniff(std::string(head) + std::string(12, '\0'))) {
       return refused(Refusal::corrupt_image, "The file is truncated.");

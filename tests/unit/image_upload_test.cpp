@@ -139,6 +139,37 @@ TEST(JudgeHead, WaitsForTwelveBytesThenJudgesByTheBytesAlone) {
   EXPECT_EQ(std::get<Refused>(cut).refusal, Refusal::corrupt_image) << "a PNG cut short is corrupt, not unknown";
 }
 
+TEST(JudgeHead, AnFtypBoxLongerThanTheBytesAtHandIsWaitedFor) {
+  // A HEIC whose major brand is mif1 names heic only among the compatible brands,
+  // further into the ftyp box than the first read may reach.
+  std::string ftyp(
+      "\0\0\0\x20"
+      "ftyp"
+      "mif1"
+      "\0\0\0\0"
+      "mif1"
+      "miaf"
+      "MiHB"
+      "heic",
+      32);
+  const UploadLimits limits;
+  EXPECT_TRUE(std::holds_alternative<NeedMore>(judge_head(ftyp.substr(0, 16), false, limits)));
+  EXPECT_TRUE(std::holds_alternative<NeedMore>(judge_head(ftyp.substr(0, 28), false, limits)));
+  // With the whole ftyp box at hand, it is a HEIC (whose header follows).
+  EXPECT_FALSE(std::holds_alternative<Refused>(judge_head(ftyp, false, limits)));
+  // An ftyp box of other brands only is refused once it is whole.
+  std::string mp4(
+      "\0\0\0\x18"
+      "ftyp"
+      "isom"
+      "\0\0\0\0"
+      "isom"
+      "mp41",
+      24);
+  EXPECT_TRUE(std::holds_alternative<NeedMore>(judge_head(mp4.substr(0, 16), false, limits)));
+  EXPECT_TRUE(std::holds_alternative<Refused>(judge_head(mp4, false, limits)));
+}
+
 TEST(JudgeHead, RefusesTooManyPixelsFromTheHeader) {
   UploadLimits limits;
   limits.max_pixels = 1'000'000;
