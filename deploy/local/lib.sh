@@ -17,7 +17,7 @@ load_profile() {
   local shift_by=0
   case $PROFILE in
     local) shift_by=0 ;;
-    test) shift_by=30000 ;;
+    test) shift_by=${NIMBUS_TEST_PORT_SHIFT:-30000} ;;  # another shift lets two test runs share a machine
     *) die "NIMBUS_PROFILE must be local or test, not '$PROFILE'" ;;
   esac
   GATEWAY_PORT=${NIMBUS_GATEWAY_PORT:-$((8080 + shift_by))}
@@ -37,6 +37,7 @@ load_profile() {
   SMTP_PORT=${NIMBUS_SMTP_PORT:-$((1025 + shift_by))}
   MAILDEV_WEB_PORT=${NIMBUS_MAILDEV_WEB_PORT:-$((1080 + shift_by))}
   RABBIT_NODE="nimbus-$PROFILE@localhost"
+  [[ $PROFILE == test && $shift_by != 30000 ]] && RABBIT_NODE="nimbus-test$shift_by@localhost"
   RUN=$(run_dir)
   export PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT API_BASE_PORT WORKER_BASE_PORT OPS_BASE_PORT PG_PORT REDIS_PORT AMQP_PORT \
     RABBIT_DIST_PORT MEMCACHED_PORT S3_PORT SWIFT_ACCOUNT_PORT SWIFT_CONTAINER_PORT SWIFT_OBJECT_PORT SMTP_PORT \
@@ -433,7 +434,8 @@ print_urls() {
   cat <<EOF
 
 Nimbus is up (profile '$PROFILE').
-  API (gateway)      http://127.0.0.1:$GATEWAY_PORT        e.g. curl -i http://127.0.0.1:$GATEWAY_PORT/readyz
+  web app            http://127.0.0.1:$GATEWAY_PORT        sign in, polls with live results, photos
+  API (gateway)      http://127.0.0.1:$GATEWAY_PORT/v1     e.g. curl -i http://127.0.0.1:$GATEWAY_PORT/readyz; contract: /v1/openapi.json
   web inbox (mail)   http://127.0.0.1:$MAILDEV_WEB_PORT
   S3 (Swift s3api)   http://127.0.0.1:$S3_PORT             bucket '$S3_BUCKET', key '$S3_ACCESS_KEY'
   metrics (private)  http://127.0.0.1:$GATEWAY_ADMIN_PORT/metrics
