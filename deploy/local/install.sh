@@ -23,7 +23,9 @@ APT_PACKAGES=(
   python3-locust python3-matplotlib graphviz poppler-utils
   # tools for tests, benchmarks and the simulation
   curl jq gettext-base iproute2 openssl wrk python3 python3-pytest python3-requests python3-jwt python3-cryptography python3-pil libvips-tools
-  python3-pika s3cmd
+  python3-pika s3cmd python3-yaml python3-jsonschema
+  # the browser tests (tests/browser drives it with playwright-core), Korean glyphs
+  chromium fonts-noto-cjk
 )
 
 missing=()

@@ -101,6 +101,11 @@ describe("the web app", { concurrency: 1 }, () => {
     const { page } = ada;
     await page.goto(GATEWAY);
     await page.waitForURL("**/polls");
+    // The first load stays small: JavaScript under 150 KB gzip (the budget; see measure.mjs).
+    const js = await page.evaluate(() =>
+      performance.getEntriesByType("resource").filter((e) => e.name.endsWith(".js")).reduce((n, e) => n + e.encodedBodySize, 0),
+    );
+    assert.ok(js > 0 && js < 150 * 1024, `first-load JavaScript: ${js} bytes gzip`);
     await page.getByRole("link", { name: "Sign in" }).click();
     await page.waitForURL("**/sign-in**");
 
@@ -163,10 +168,12 @@ describe("the web app", { concurrency: 1 }, () => {
     await page.waitForURL(/\/polls\/[0-9a-f-]{36}$/);
     pollId = page.url().split("/").pop();
     await page.locator(".live.live").waitFor();
-    assert.equal(await page.locator(".total").getAttribute("data-total"), "0");
+    assert.equal(await page.locator(".results li").count(), 3);
     const poll = (await api("GET", `/v1/polls/${pollId}`)).body;
-    const [bibimbap, kimbap, tteokbokki] = poll.options.map((o) => o.id);
+    const [, kimbap, tteokbokki] = poll.options.map((o) => o.id);
 
+    // Counts only grow by the votes of this test on the test stack; on a shared stack a
+    // load simulation may vote too, so the checks below are "at least".
     // Bo, on a phone, signs in from the poll and votes with the keyboard only.
     bo = await open({ viewport: PHONE });
     await signIn(bo.page, BO);
@@ -181,8 +188,7 @@ describe("the web app", { concurrency: 1 }, () => {
     await axe(bo.page, "poll, voted (360 px)");
 
     // Ada's chart moves without a reload.
-    await waitUntil(async () => (await votesShown(page, kimbap)) === 1, 10_000, "Bo's vote on Ada's chart");
-    assert.equal(await votesShown(page, bibimbap), 0);
+    await waitUntil(async () => (await votesShown(page, kimbap)) >= 1, 10_000, "Bo's vote on Ada's chart");
     await axe(page, "poll with live results (owner)");
 
     // The instance serving Ada's stream dies (kill -9); supervisord restarts it, and the
@@ -200,11 +206,12 @@ describe("the web app", { concurrency: 1 }, () => {
     if (cut >= 0) ada.problems.splice(cut, 1);
 
     // A third person votes (through the API): the chart still follows.
+    const before = await votesShown(page, tteokbokki);
     const token = await signInByApi(`cy-${run}@example.com`);
     const vote = await api("POST", `/v1/polls/${pollId}/votes`, { token, json: { option_ids: [tteokbokki] } });
     assert.equal(vote.status, 201);
-    await waitUntil(async () => (await votesShown(page, tteokbokki)) === 1, 10_000, "the third vote after the recovery");
-    assert.equal(await page.locator(".total").getAttribute("data-total"), "2");
+    await waitUntil(async () => (await votesShown(page, tteokbokki)) >= before + 1, 10_000, "the third vote after the recovery");
+    assert.ok(Number(await page.locator(".total").getAttribute("data-total")) >= 2);
   });
 
   it("uploads 10 photos at once, each with progress, all ready with thumbnails", { timeout: 180_000 }, async () => {

@@ -46,6 +46,13 @@ export function t(key: Key, params: Record<string, string | number> = {}): strin
   return text.replace(/\{(\w+)\}/g, (whole, name: string) => (name in params ? String(params[name]) : whole));
 }
 
+/** A count in words: `key.one` when the language says "one" (English: 1 vote). */
+export function tn(key: Key, n: number): string {
+  const one = `${key}.one` as Key;
+  const form = new Intl.PluralRules(lang.get()).select(n);
+  return t(form === "one" && one in en ? one : key, { n: formatNumber(n) });
+}
+
 export function formatDate(iso: string): string {
   return new Intl.DateTimeFormat(lang.get(), { dateStyle: "medium", timeStyle: "short" }).format(new Date(iso));
 }

@@ -1,5 +1,5 @@
 // One photo: the preview, its facts, the original to download, delete.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, call, networkError, problemOf, type Image } from "../api/client";
 import { Confirm, ErrorText, Link, PageTitle, Spinner } from "../components";
 import { accessToken } from "../lib/auth";
@@ -19,6 +19,7 @@ export function PhotoView({ id }: { id: string }) {
   const [gone, setGone] = useState(false);
   const [confirm, setConfirm] = useState(false);
   const [downloading, setDownloading] = useState(false);
+  const lastRetry = useRef(0);
 
   async function load() {
     try {
@@ -103,7 +104,12 @@ export function PhotoView({ id }: { id: string }) {
               alt={t("photo.alt", { date })}
               width={preview.width}
               height={preview.height}
-              onError={() => void load()} // its presigned URL ran out: fetch a fresh one
+              onError={() => {
+                // Its presigned URL ran out (5 minutes): fetch a fresh one, at most every 10 s.
+                if (Date.now() - lastRetry.current < 10_000) return;
+                lastRetry.current = Date.now();
+                void load();
+              }}
             />
           ) : (
             <p class="placeholder big">{image.status === "failed" ? image.error : t("photo.notReady")}</p>

@@ -70,7 +70,11 @@ export function PollList() {
         </ul>
       </nav>
       <ErrorText>{error}</ErrorText>
-      {items.length > 0 ? (
+      {tab === "mine" && !current ? (
+        <p class="notice">
+          {t("signIn.needed")} <Link href="/sign-in?next=%2Fpolls%3Ftab%3Dmine">{t("nav.signIn")}</Link>
+        </p>
+      ) : items.length > 0 ? (
         <ul class="poll-list">
           {items.map((poll) => (
             <li key={poll.id} class="card poll-item">
@@ -88,7 +92,7 @@ export function PollList() {
       ) : !loading && !error ? (
         <p class="muted empty">{t("polls.empty")}</p>
       ) : null}
-      {loading ? (
+      {tab === "mine" && !current ? null : loading ? (
         <p class="muted" role="status">
           {t("app.loading")}
         </p>

@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, call, type Poll, type Results } from "../api/client";
 import { Confirm, ErrorText, Link, PageTitle, Spinner } from "../components";
 import { session } from "../lib/auth";
-import { formatDate, formatNumber, t } from "../lib/i18n";
+import { formatDate, t, tn } from "../lib/i18n";
 import { watchResults, type LiveState } from "../lib/live";
 import { messageOf } from "../lib/problems";
 import { navigate } from "../lib/router";
@@ -95,6 +95,8 @@ export function PollView({ id }: { id: string }) {
   if (!poll) return error ? <ErrorText>{error}</ErrorText> : <Spinner />;
 
   const owner = userId === poll.owner_id;
+  // Once voted, the choices are told in one line and the results take the room.
+  const showChoices = !(ballot && ballot.length > 0);
   const textOf = (optionId: string) => poll.options.find((o) => o.id === optionId)?.text ?? "";
 
   async function ownerAction(action: "close" | "delete") {
@@ -131,42 +133,44 @@ export function PollView({ id }: { id: string }) {
       {poll.description ? <p class="description">{poll.description}</p> : null}
       <ErrorText>{error}</ErrorText>
 
-      <div class="poll-grid">
-        <section class="card" aria-labelledby="vote-heading">
-          <h2 id="vote-heading">{t("poll.choices")}</h2>
-          {ballot && ballot.length > 0 ? (
-            <p class="voted" role="status">
-              ✓ {t("poll.youVoted", { choice: ballot.map(textOf).join(", ") })}
-            </p>
-          ) : null}
-          {!current ? (
-            <>
-              <OptionList poll={poll} />
-              {poll.status === "open" ? (
-                <Link class="button primary" href={`/sign-in?next=${encodeURIComponent(`/polls/${poll.id}`)}`}>
-                  {t("poll.signInToVote")}
-                </Link>
-              ) : null}
-            </>
-          ) : ballot === null ? (
-            <Spinner />
-          ) : ballot.length === 0 && poll.status === "open" ? (
-            <VoteForm
-              poll={poll}
-              onVoted={(ids) => {
-                setBallot(ids);
-                void loadMine();
-              }}
-            />
-          ) : ballot.length === 0 ? (
-            <>
-              <OptionList poll={poll} />
-              <p class="muted">
-                {poll.status === "scheduled" && poll.opens_at ? t("poll.scheduled", { date: formatDate(poll.opens_at) }) : t("poll.notOpen")}
-              </p>
-            </>
-          ) : null}
-        </section>
+      {ballot && ballot.length > 0 ? (
+        <p class="voted" role="status">
+          ✓ {t("poll.youVoted", { choice: ballot.map(textOf).join(", ") })}
+        </p>
+      ) : null}
+      <div class={showChoices && current ? "poll-grid" : "poll-grid single"}>
+        {showChoices ? (
+          <section class="card" aria-labelledby="vote-heading">
+            <h2 id="vote-heading">{t("poll.choices")}</h2>
+            {!current ? (
+              <>
+                <OptionList poll={poll} />
+                {poll.status === "open" ? (
+                  <Link class="button primary" href={`/sign-in?next=${encodeURIComponent(`/polls/${poll.id}`)}`}>
+                    {t("poll.signInToVote")}
+                  </Link>
+                ) : null}
+              </>
+            ) : ballot === null ? (
+              <Spinner />
+            ) : poll.status === "open" ? (
+              <VoteForm
+                poll={poll}
+                onVoted={(ids) => {
+                  setBallot(ids);
+                  void loadMine();
+                }}
+              />
+            ) : (
+              <>
+                <OptionList poll={poll} />
+                <p class="muted">
+                  {poll.status === "scheduled" && poll.opens_at ? t("poll.scheduled", { date: formatDate(poll.opens_at) }) : t("poll.notOpen")}
+                </p>
+              </>
+            )}
+          </section>
+        ) : null}
 
         {current ? (
           <section class="card" aria-labelledby="results-heading">
@@ -290,7 +294,7 @@ function ResultBars({ results, mine }: { results: Results; mine: string[] }) {
   return (
     <>
       <p class="total" aria-live="polite" data-total={total}>
-        {t("poll.totalVotes", { n: formatNumber(total) })}
+        {tn("poll.totalVotes", total)}
       </p>
       <ol class="results">
         {results.options.map((o) => {
@@ -304,7 +308,7 @@ function ResultBars({ results, mine }: { results: Results; mine: string[] }) {
                   {o.text}
                 </span>
                 <span class="count">
-                  {t("poll.votes", { n: formatNumber(o.votes) })} · {percent}
+                  {tn("poll.votes", o.votes)} · {percent}
                 </span>
               </div>
               <div class="meter" aria-hidden="true">

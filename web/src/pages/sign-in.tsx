@@ -183,7 +183,7 @@ export function SignIn() {
           <button class="button primary" type="submit" disabled={busy}>
             {busy ? t("signIn.verifying") : t("signIn.verify")}
           </button>
-          <div class="row">
+          <div class="row links">
             <button type="button" class="button link" disabled={busy || waiting} onClick={() => void send()}>
               {waiting ? t("signIn.resendIn", { wait: formatWait((cooldownUntil - now) / 1000) }) : t("signIn.resend")}
             </button>
