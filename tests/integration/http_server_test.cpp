@@ -1,5 +1,6 @@
 // The HTTP server against real sockets on loopback (port 0): framing errors, limits,
 // timeouts, keep-alive and the graceful drain.
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -20,7 +21,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-asio::awaitable<Response> sleep_for(std::chrono::milliseconds ms) {
+// Counts its entries (`entered`), then sleeps: a test waits for the request to be
+// inside the handler instead of guessing how long that takes.
+asio::awaitable<Response> sleep_for(std::chrono::milliseconds ms, std::atomic<int>* entered) {
+  ++*entered;
   asio::steady_timer t(co_await asio::this_coro::executor, ms);
   co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
   co_return json(200, R"({"slept":true})");
@@ -30,6 +34,9 @@ asio::awaitable<Response> hello() {
 }
 asio::awaitable<Response> body_size(Request& r) {
   co_return text(200, std::to_string(r.body.size()));
+}
+asio::awaitable<Response> echo(Request& r) {
+  co_return text(200, "[" + r.body + "]");
 }
 asio::awaitable<Response> boom() {
   throw std::runtime_error("secret database password in exception text");
@@ -45,7 +52,9 @@ class ServerTest : public ::testing::Test {
     config.port = 0;
     config.instance = "test-1";
     router_.add(Method::get, "/hello", [](Request&) { return hello(); });
-    router_.add(Method::get, "/sleep", [](Request&) { return sleep_for(400ms); });
+    router_.add(Method::get, "/sleep", [this](Request&) { return sleep_for(400ms, &entered_); });
+    router_.add(Method::get, "/long", [this](Request&) { return sleep_for(30s, &entered_); });
+    router_.add(Method::post, "/echo", [](Request& r) { return echo(r); }, {.body_limit = 1024});
     router_.add(Method::post, "/small", [](Request& r) { return body_size(r); }, {.body_limit = 1024});
     router_.add(Method::get, "/boom", [](Request&) { return boom(); });
     server_ = std::make_unique<Server>(ioc_, config, router_, metrics_);
@@ -85,6 +94,34 @@ class ServerTest : public ::testing::Test {
     return read_response(s, buf);
   }
 
+  // Waits until `n` requests are inside a sleeping handler (the event, not a guess of
+  // how long it takes; 10 s only bounds a failure).
+  void wait_entered(int n) {
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (entered_.load() < n && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+    ASSERT_GE(entered_.load(), n) << "the request never reached its handler";
+  }
+
+  // Everything the server sends until it closes the connection (or 10 s pass).
+  static std::string read_until_closed(tcp::socket& s) {
+    std::string all;
+    char buf[4096];
+    boost::system::error_code ec;
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < until) {
+      const auto n = s.read_some(asio::buffer(buf), ec);
+      if (ec) break;
+      all.append(buf, n);
+    }
+    return all;
+  }
+
+  static int count_of(const std::string& text, std::string_view what) {
+    int n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  }
+
   // True when the server closed the connection (read returns EOF or reset).
   static bool closed_by_peer(tcp::socket& s) {
     char c;
@@ -100,6 +137,7 @@ class ServerTest : public ::testing::Test {
   nimbus::ops::Metrics metrics_;
   std::unique_ptr<Server> server_;
   std::vector<std::jthread> threads_;
+  std::atomic<int> entered_{0};
 };
 
 std::string code_of(const RawResponse& res) {
@@ -312,7 +350,7 @@ TEST_F(ServerTest, ShutdownFinishesInFlightRequestsAndRefusesNewOnes) {
   EXPECT_EQ(read_response(idle, idle_buf).result_int(), 200);
 
   asio::write(busy, asio::buffer(std::string_view("GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")));
-  std::this_thread::sleep_for(100ms);  // the request is now in the handler
+  wait_entered(1);
   const auto port = server_->port();
   auto done = shutdown_async(5s);
 
@@ -333,12 +371,14 @@ TEST_F(ServerTest, ShutdownFinishesInFlightRequestsAndRefusesNewOnes) {
 TEST_F(ServerTest, ShutdownTimeoutCutsRequestsThatTakeTooLong) {
   start();
   auto busy = connect();
-  asio::write(busy, asio::buffer(std::string_view("GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")));
-  std::this_thread::sleep_for(50ms);
+  asio::write(busy, asio::buffer(std::string_view("GET /long HTTP/1.1\r\nHost: x\r\n\r\n")));
+  wait_entered(1);
   const auto began = std::chrono::steady_clock::now();
   shutdown(100ms);
-  EXPECT_LT(std::chrono::steady_clock::now() - began, 2s);
-  EXPECT_TRUE(closed_by_peer(busy));
+  // Cut at the 100 ms timeout, not after the handler's 30 s: 5 s is headroom for a
+  // loaded machine, far below what waiting for the handler would take.
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 5s);
+  EXPECT_TRUE(closed_by_peer(busy)) << "closed without an answer";
 }
 
 TEST_F(ServerTest, MetricsCountRequestsByRoute) {
@@ -349,6 +389,67 @@ TEST_F(ServerTest, MetricsCountRequestsByRoute) {
   EXPECT_NE(text.find(R"(nimbus_http_requests_total{route="/hello",method="GET",status="200"} 1)"), std::string::npos)
       << text;
   EXPECT_NE(text.find(R"(nimbus_http_requests_total{route="unmatched",method="*",status="404"} 1)"), std::string::npos);
+}
+
+// Request smuggling: every way a front end and this server could disagree on where a
+// request ends is refused with 400 and the connection closed, so that the bytes after
+// it are never read as a request of their own.
+TEST_F(ServerTest, AmbiguousFramingIsRefusedAndTheConnectionClosed) {
+  start();
+  const std::string smuggled = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::vector<std::string> heads = {
+      // Content-Length and Transfer-Encoding together (RFC 9112 6.3: reject, or let
+      // chunked win and close; never use the length).
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+      // Two Content-Lengths that disagree, as two fields or as a list.
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 0\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0, 5\r\n\r\n",
+      // Lengths another parser reads differently.
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+      // A header folded onto the next line (obsolete line folding).
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n Transfer-Encoding: chunked\r\n\r\n",
+      // Whitespace between the field name and the colon.
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\nContent-Length: 0\r\n\r\n",
+      // A chunk size that overflows 64 bits.
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000005\r\n",
+  };
+  for (const auto& head : heads) {
+    auto s = connect();
+    asio::write(s, asio::buffer(head + "hello" + smuggled));
+    const auto all = read_until_closed(s);
+    EXPECT_TRUE(all.starts_with("HTTP/1.1 400 ") || all.starts_with("HTTP/1.1 413 ")) << head << "\n" << all;
+    EXPECT_EQ(count_of(all, "HTTP/1.1 "), 1) << "the bytes after the request were answered too:\n" << head << all;
+    EXPECT_EQ(all.find("hello"), std::string::npos) << head << all;
+  }
+}
+
+// Pipelined requests — several in one segment, a body in between — are each answered,
+// in order, and each body is read by its own length.
+TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  start();
+  auto s = connect();
+  asio::write(s, asio::buffer(std::string_view("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                                               "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                                               "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                               "2\r\nde\r\n0\r\n\r\n"
+                                               "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")));
+  boost::beast::flat_buffer buf;
+  auto first = read_response(s, buf);
+  EXPECT_EQ(first.result_int(), 200);
+  EXPECT_EQ(first.body(), "[abc]");
+  auto second = read_response(s, buf);
+  EXPECT_EQ(second.result_int(), 200);
+  EXPECT_EQ(second.body(), "hello");
+  auto third = read_response(s, buf);
+  EXPECT_EQ(third.result_int(), 200);
+  EXPECT_EQ(third.body(), "[de]");
+  auto fourth = read_response(s, buf);
+  EXPECT_EQ(fourth.result_int(), 404);
+  EXPECT_TRUE(buf.size() == 0 && closed_by_peer(s));
 }
 
 }  // namespace

@@ -343,7 +343,7 @@ TEST(RedisErrors, OnlyServerStateErrorsAreTransient) {
 // Replies cut anywhere — one byte per segment, inside a length, between CR and LF, in a
 // nested array — are read whole, and each pipelined command gets its own.
 TEST(RedisReplies, RepliesArrivingInPiecesAreReadWhole) {
-  const std::string reply = "*4\r\n$11\r\nhello\r\nworld\r\n*2\r\n:-42\r\n$-1\r\n+OK\r\n$0\r\n\r\n";
+  const std::string reply = "*4\r\n$12\r\nhello\r\nworld\r\n*2\r\n:-42\r\n$-1\r\n+OK\r\n$0\r\n\r\n";
   for (const std::size_t piece : {1, 2, 3, 7}) {
     asio::io_context ioc;
     ErringRedis fake(ioc, reply, piece);

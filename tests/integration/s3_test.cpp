@@ -190,7 +190,7 @@ TEST_F(S3Test, PresignedUrlsWorkAndExpire) {
 
   auto short_lived = client_->presign_get(key, 1s);
   auto short_put = client_->presign_put(key, 1s);
-  std::this_thread::sleep_for(2100ms);
+  std::this_thread::sleep_for(2100ms);  // the expiry is the point: past 1 s, in whole seconds of X-Amz-Date
   EXPECT_EQ(http("GET", short_lived).first, 403) << "an expired URL is refused";
   EXPECT_EQ(http("PUT", short_put, "late").first, 403);
   run([&]() -> asio::awaitable<void> { co_await client_->delete_object(key); });
