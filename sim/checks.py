@@ -63,7 +63,10 @@ def check_votes(ledger, observed):
         acked[(p, u)] = o
     missing = [[p, u, o, stored.get((p, u), [])] for (p, u), o in acked.items() if stored.get((p, u)) != [o]]
     duplicates = [[p, u, v] for (p, u), v in stored.items() if len(v) > 1]
-    phantom = [[p, u] for (p, u) in stored if (p, u) not in sent]
+    # A ballot of one of the run's users that none of its clients sent. (Ballots of other
+    # users are not the run's: the stack may be shared, and voters vote in any open poll.)
+    ours = set(ledger["users"])
+    phantom = [[p, u] for (p, u) in stored if u in ours and (p, u) not in sent]
     mismatched = []
     for poll, published in observed.get("results", {}).items():
         if published is None:
