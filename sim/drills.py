@@ -10,7 +10,6 @@ database and storage hold."""
 import hashlib
 import os
 import random
-import time
 
 import gevent
 import gevent.lock

@@ -88,15 +88,29 @@ def foreign_events(data):
     start = datetime.datetime.strptime(data["started_at"], "%Y-%m-%dT%H:%M:%SZ")
     end = start + datetime.timedelta(seconds=data["duration_s"])
     out = []
+    down = {}  # program -> when supervisord gave up on it (FATAL until spawned again)
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
-            m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ WARN exited: (\S+) \((.*?)\)", line)
+            m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ \w+ (exited|gave up|spawned): '?([\w-]+)'? ?(.*)", line)
             if not m:
                 continue
             t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
-            if start <= t <= end:
-                out.append({"t": round((t - start).total_seconds(), 1), "program": m.group(2), "how": m.group(3)})
-    return out
+            what, program, rest = m.group(2), m.group(3), m.group(4).strip(" ()")
+            if what == "gave up":
+                down[program] = t
+            elif what == "spawned" and program in down:
+                since = down.pop(program)
+                if since <= end and t >= start:
+                    out.append({"t": round((max(since, start) - start).total_seconds(), 1), "program": program,
+                                "how": f"not running (FATAL) for {(min(t, end) - max(since, start)).total_seconds():.0f} s "
+                                       "of the run"})
+            elif what == "exited" and start <= t <= end:
+                out.append({"t": round((t - start).total_seconds(), 1), "program": program, "how": rest})
+    for program, since in down.items():
+        if since <= end:
+            out.append({"t": round((max(since, start) - start).total_seconds(), 1), "program": program,
+                        "how": "not running (FATAL) until the end of the run"})
+    return sorted(out, key=lambda e: e["t"])
 
 
 def own_kills(data):
@@ -713,6 +727,13 @@ def honesty(lang, runs):
                      f"- 가상 사용자 {top['users']:,}명에서 머신은 {100 * top.get('machine_cpu_busy', 0):.0f} % 바빴다(2코어에 "
                      f"load average {top.get('load1', 0):.1f}): 최상위 단계의 지연은 부하 생성기, 스택, 다른 작업이 나눠 쓰는 "
                      f"CPU 대기를 잰 것이다."))
+    disturbed = [k for k, r in runs.items() if r.get("foreign")]
+    if disturbed:
+        out.append(L(lang, f"- Runs disturbed by processes of the shared stack that the run did not stop (other "
+                           f"engineers' tests and rebuilds; see Interference in simulation.{lang}.md): "
+                           f"{', '.join(disturbed)}. Their numbers include that.",
+                     f"- 실행이 멈추지 않은 공유 스택 프로세스(다른 엔지니어들의 테스트와 재빌드)의 영향을 받은 실행 "
+                     f"(simulation.{lang}.md의 간섭 절 참조): {', '.join(disturbed)}. 그 수치에는 이 영향이 포함되어 있다."))
     out.append(L(lang, "- The runs are minutes long, not hours: slow leaks, log growth and token expiry over a "
                        "day are not covered.",
                  "- 실행은 시간 단위가 아니라 분 단위다: 느린 누수, 로그 증가, 하루에 걸친 토큰 만료는 다루지 않는다."))

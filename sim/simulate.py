@@ -279,7 +279,6 @@ def run_open(name, rates, step_s, out, budget_p99_ms=100.0, voters=200, connecti
         for i in range(connections):
             conns.put((i, stackenv.Http(stackenv.gateway(), timeout=15)))
         lag = []
-        results = []
 
         def send(due, poll_id, client, option):
             i, http = conns.get()  # waiting for a connection counts: the clock runs from `due`
