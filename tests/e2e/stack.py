@@ -3,11 +3,14 @@
 `./stack test` exports NIMBUS_TEST_* and NIMBUS_STACK_* for the stack it started; to run
 these tests by hand against another stack, point NIMBUS_STACK_ENV at its stack.env.
 """
+import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
+import uuid
 
 import requests
 
@@ -47,6 +50,28 @@ def redis_cli(*args):
     return out.stdout.strip()
 
 
+def psql(sql):
+    """One statement (or several) against the stack's PostgreSQL; the output, stripped."""
+    out = subprocess.run(["psql", "-qtA", "-v", "ON_ERROR_STOP=1", os.environ["NIMBUS_TEST_DATABASE_URL"], "-c", sql],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def mint_users(n, ttl=600):
+    """n users stored in PostgreSQL, each with an access token signed by the stack's key —
+    the same tokens sign-in would give, without n sign-ins through the mail sink."""
+    import jwt  # (PyJWT; only the suites that mint need it)
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    values = ",".join(f"('{i}', 'live-{i}@example.com')" for i in ids)
+    psql(f"INSERT INTO users (id, email) VALUES {values}")
+    with open(os.environ["NIMBUS_TEST_JWT_KEY"], "rb") as f:
+        key = f.read()
+    now = int(time.time())
+    return [jwt.encode({"iss": os.environ["NIMBUS_TEST_AUTH_ISSUER"], "aud": "nimbus-api", "sub": i,
+                        "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now, "exp": now + ttl},
+                       key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"}) for i in ids]
+
+
 def ctl(*args):
     out = subprocess.run(["supervisorctl", "-c", SUPERVISOR_CONF, *args],
                          capture_output=True, text=True, check=False)
@@ -54,8 +79,104 @@ def ctl(*args):
 
 
 def pid_of(program):
-    text = ctl("pid", program)
+    """The pid supervisord shows for `program` (or for itself, without one); 0 when none."""
+    text = ctl("pid", program) if program else ctl("pid")
     return int(text) if text.isdigit() else 0
+
+
+def _signalable(pid):
+    """Refuses, loudly, any pid a test must not signal: 0 and negative ones (a process
+    group: os.kill(0, SIGKILL) would end pytest, ctest and ./stack together, with no
+    teardown), 1, the test itself, anything in the test's process group, and anything
+    that is not a process of this stack (same session as its supervisord)."""
+    assert isinstance(pid, int) and pid > 1, f"refusing to signal pid {pid!r}"
+    assert pid != os.getpid(), "refusing to signal the test itself"
+    try:
+        pgid, sid = os.getpgid(pid), os.getsid(pid)
+    except ProcessLookupError:
+        raise AssertionError(f"no process {pid} to signal") from None
+    assert pgid != os.getpgrp(), f"refusing to signal pid {pid}: it is in the test's own process group"
+    assert sid == _stack_session(), f"refusing to signal pid {pid}: not a process of the stack under {SUPERVISOR_CONF}"
+
+
+_STACK_SID = []
+
+
+def _stack_session():
+    """The session of the stack's supervisord (asked once: supervisorctl is slow on a
+    loaded machine, and a signal that comes seconds late can miss what it aims at)."""
+    if not _STACK_SID:
+        supervisord = pid_of(None)
+        assert supervisord > 1, f"no supervisord for {SUPERVISOR_CONF}"
+        _STACK_SID.append(os.getsid(supervisord))
+    return _STACK_SID[0]
+
+
+def send_signal(pid, sig):
+    """Every signal a test sends goes through here (see _signalable)."""
+    _signalable(pid)
+    os.kill(pid, sig)
+
+
+def signal_program(program, sig):
+    """Sends `sig` to supervisord's `program`, which must be running; returns its pid."""
+    pid = pid_of(program)
+    assert pid > 1, f"{program} is not running ({ctl('status', program)})"
+    send_signal(pid, sig)
+    return pid
+
+
+def process_tree(pid):
+    """`pid` and all its descendants (a program that forks workers, e.g. swift-proxy)."""
+    pids = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for child in children:
+            pids += process_tree(int(child))
+    return pids
+
+
+class Frozen:
+    """SIGSTOPs `program` and its children for the block (a dependency that accepts
+    connections and never answers); SIGCONTs them on the way out, whatever happened."""
+
+    def __init__(self, program):
+        self.program = program
+        self.pids = []
+
+    def __enter__(self):
+        root = pid_of(self.program)
+        assert root > 1, f"{self.program} is not running"
+        for p in process_tree(root):
+            send_signal(p, signal.SIGSTOP)
+            self.pids.append(p)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.pids:
+            try:
+                send_signal(p, signal.SIGCONT)
+            except AssertionError:
+                pass  # gone meanwhile
+
+
+def metric(url, name):
+    """The sum of every sample of metric `name` on a Prometheus endpoint; 0 when absent."""
+    text = requests.get(url, timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def worker_metrics_url(index):
+    """A worker's private /metrics (1-based index)."""
+    return f"http://127.0.0.1:{int(os.environ['NIMBUS_STACK_WORKER_BASE_PORT']) + index}/metrics"
 
 
 def wait_until(predicate, timeout, interval=0.1, what="condition"):
@@ -84,10 +205,29 @@ def supervisor_log():
         return f.read()
 
 
+def log_offset(name):
+    """(path, size now) of a program's log (e.g. "worker-2"), to read what comes after."""
+    path = os.path.join(RUN, "logs", f"{name}.log")
+    return path, os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def log_lines_since(path, offset):
+    """The JSON log lines written to `path` after byte `offset` (other lines skipped)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        f.seek(offset)
+        lines = []
+        for line in f:
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+        return lines
+
+
 def exit_status_logged(program, since_offset):
     """The exit status supervisord logged for `program` after byte `since_offset`."""
     tail = supervisor_log()[since_offset:]
-    m = re.search(rf"exited: {re.escape(program)} \(exit status (\d+);", tail)
+    m = re.search(rf"(?:exited|stopped): {re.escape(program)} \(exit status (\d+)[;)]", tail)
     return int(m.group(1)) if m else None
 
 

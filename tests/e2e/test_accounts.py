@@ -13,6 +13,7 @@ import jwt
 import requests
 
 import stack
+from stack import psql
 
 MAILDEV = os.environ["NIMBUS_TEST_MAILDEV"]
 ISSUER = os.environ["NIMBUS_TEST_AUTH_ISSUER"]
@@ -38,7 +39,13 @@ def code_in(mail):
     return found.group(1)
 
 
-def next_code(email, seen, timeout=10):
+# How long a mail may take through the outbox, RabbitMQ, a worker and SMTP: seconds
+# normally; generous, since a loaded machine (or a drill that stops the workers) slows it
+# and the wait ends as soon as the mail is there.
+MAIL_WAIT = 60
+
+
+def next_code(email, seen, timeout=MAIL_WAIT):
     """The code of the first email to `email` beyond the `seen` it already had."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -53,13 +60,30 @@ def verify(email, code, base=stack.GATEWAY):
     return requests.post(f"{base}/v1/auth/email/verify", json={"email": email, "code": code}, timeout=10)
 
 
+def start_after_cooldown(email, timeout=15):
+    """POST start once the address's resend cooldown (2 s on the test stack) is over."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = start(email)
+        if r.status_code != 429 or r.json().get("code") != "resend_cooldown" or time.monotonic() > deadline:
+            return r
+        time.sleep(0.2)
+
+
 def sign_in(email=None):
+    """Signs in by email code (a setup step for most tests). The test stack's codes live
+    6 s; a mail slower than that (a loaded machine) gets a new code, at most twice."""
     email = email or new_email()
-    seen = len(mails_to(email))
-    assert start(email).status_code == 202
-    r = verify(email, next_code(email, seen))
-    assert r.status_code == 200, r.text
-    return email, r.json()
+    for _ in range(3):
+        seen = len(mails_to(email))
+        r = start_after_cooldown(email)
+        assert r.status_code == 202, r.text
+        r = verify(email, next_code(email, seen))
+        if r.status_code == 401 and r.json().get("code") == "code_expired":
+            continue
+        assert r.status_code == 200, r.text
+        return email, r.json()
+    raise AssertionError(f"every code for {email} expired before it arrived")
 
 
 def bearer(token):
@@ -76,7 +100,6 @@ def test_happy_path_and_me():
     assert me.json()["id"] == tokens["user"]["id"]
     assert me.json()["email"] == email
     # The same address signs in to the same account.
-    time.sleep(2.2)  # the test stack's resend cooldown
     _, again = sign_in(email)
     assert again["user"]["id"] == tokens["user"]["id"]
 
@@ -93,8 +116,7 @@ def test_access_token_verifies_against_the_published_jwks():
 
 def test_start_answers_alike_for_new_and_known_addresses():
     known, _ = sign_in()
-    time.sleep(2.2)  # the test stack's resend cooldown
-    a, b = start(known), start(new_email())
+    a, b = start_after_cooldown(known), start(new_email())
     assert a.status_code == b.status_code == 202
     assert a.json() == b.json() == {"status": "sent"}
 
@@ -124,11 +146,16 @@ def test_expired_code_is_refused():
 
 def test_a_code_works_once():
     email = new_email()
-    start(email)
+    assert start(email).status_code == 202
     code = next_code(email, 0)
-    assert verify(email, code).status_code == 200
+    first = verify(email, code)
+    assert first.status_code == 200, first.text
     r = verify(email, code)
-    assert r.status_code == 401
+    assert r.status_code == 401 and r.json()["code"] == "invalid_code", r.text
+    assert "access_token" not in r.json()
+    # The second use opened no session.
+    user = first.json()["user"]["id"]
+    assert psql(f"SELECT count(*) FROM sessions WHERE user_id = '{user}'") == "1"
 
 
 def test_resend_cooldown_and_a_new_code_voids_the_old_one():
@@ -139,8 +166,7 @@ def test_resend_cooldown_and_a_new_code_voids_the_old_one():
     assert again.status_code == 429
     assert again.json()["code"] == "resend_cooldown"
     assert int(again.headers["Retry-After"]) >= 1
-    time.sleep(2.2)  # the test stack's cooldown is 2 s
-    assert start(email).status_code == 202
+    assert start_after_cooldown(email).status_code == 202
     second = next_code(email, 1)
     if second != first:  # (one in a million they are equal)
         assert verify(email, first).status_code == 401, "the old code is void"
@@ -154,7 +180,7 @@ def test_refresh_rotates_and_reuse_after_the_grace_window_revokes_the_session():
     assert r.status_code == 200
     fresh = r.json()
     assert fresh["refresh_token"] != old
-    time.sleep(3.5)  # past the test stack's 3 s grace window
+    time.sleep(4)  # past the test stack's 3 s grace window (the deadline is the point; 1 s of headroom)
     reuse = requests.post(f"{stack.GATEWAY}/v1/auth/refresh", json={"refresh_token": old}, timeout=5)
     assert reuse.status_code == 401
     assert reuse.headers["WWW-Authenticate"].startswith("Bearer")
@@ -235,8 +261,7 @@ def test_new_codes_do_not_reset_the_daily_attempt_budget():
     assert refused.json()["code"] == "too_many_attempts"
     assert int(refused.headers["Retry-After"]) > 3600  # until the day's window ends
     # Even the right code of a fresh email is refused now.
-    time.sleep(2.2)
-    assert start(email).status_code == 202
+    assert start_after_cooldown(email).status_code == 202
     r = verify(email, next_code(email, seen))
     assert r.status_code == 429 and r.json()["code"] == "too_many_attempts"
 
@@ -299,7 +324,6 @@ def test_logout_on_one_instance_rejects_the_token_on_another_at_once():
 
 def test_global_logout_ends_every_session_of_the_user():
     email, first = sign_in()
-    time.sleep(2.2)  # resend cooldown
     _, second = sign_in(email)
     r = requests.post(f"{stack.GATEWAY}/v1/auth/logout", headers=bearer(first["access_token"]),
                       json={"scope": "global"}, timeout=5)
@@ -366,7 +390,7 @@ def test_bad_input_gets_clear_4xx():
 
 def test_browser_mode_keeps_the_refresh_token_in_an_httponly_cookie():
     email = new_email()
-    start(email)
+    assert start(email).status_code == 202
     code = next_code(email, 0)
     r = requests.post(f"{stack.GATEWAY}/v1/auth/email/verify", json={"email": email, "code": code, "cookie": True},
                       timeout=5)

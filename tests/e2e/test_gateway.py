@@ -21,15 +21,16 @@ def test_round_robin_reaches_every_instance():
 
 
 def test_readyz_is_ready_through_the_gateway():
-    # The integration tests before this restart PostgreSQL, Redis and RabbitMQ: every
-    # instance must come back to ready by itself, without a restart.
+    # (Coming back to ready after PostgreSQL, Redis and RabbitMQ restarts is the fault
+    # drills' business, test_faults.py; here the stack is expected up. Another suite on
+    # the shared stack may be restarting something: ready within 30 s, then.)
     for i in range(1, stack.APIS + 1):
         stack.wait_until(lambda i=i: requests.get(f"{stack.api_url(i)}/readyz", timeout=5).status_code == 200,
                          timeout=30, interval=0.2, what=f"api-{i} ready")
     r = requests.get(f"{stack.GATEWAY}/readyz", timeout=5)
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "ready"
-    assert set(r.json()["checks"]) == {"postgres", "redis", "s3"}
+    assert r.json()["checks"] == {"postgres": "ok", "redis": "ok", "s3": "ok"}, r.json()
     assert r.headers["Cache-Control"] == "no-store"
 
 

@@ -1,9 +1,7 @@
 """Live results (SSE), the Redis tally and 500 voters at once, through the stack."""
 import json
-import os
 import queue
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -14,37 +12,30 @@ import requests
 
 import stack
 from test_accounts import bearer, sign_in
-from test_polls import G, create, results, vote
+from test_polls import G, new_poll, results, vote
 
 
-def psql(sql):
-    out = subprocess.run(["psql", "-qtA", "-v", "ON_ERROR_STOP=1", os.environ["NIMBUS_TEST_DATABASE_URL"], "-c", sql],
-                         check=True, capture_output=True, text=True)
-    return out.stdout.strip()
+psql = stack.psql
 
 
-def mint_users(n, ttl=600):
-    """n users stored in PostgreSQL, each with an access token signed by the stack's key —
-    the same tokens sign-in would give, without n sign-ins through the mail sink."""
-    ids = [str(uuid.uuid4()) for _ in range(n)]
-    values = ",".join(f"('{i}', 'live-{i}@example.com')" for i in ids)
-    psql(f"INSERT INTO users (id, email) VALUES {values}")
-    with open(os.environ["NIMBUS_TEST_JWT_KEY"], "rb") as f:
-        key = f.read()
-    now = int(time.time())
-    return [jwt.encode({"iss": os.environ["NIMBUS_TEST_AUTH_ISSUER"], "aud": "nimbus-api", "sub": i,
-                        "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now, "exp": now + ttl},
-                       key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"}) for i in ids]
+mint_users = stack.mint_users
 
 
 class Stream:
-    """Reads an SSE stream on a thread; events and comments land in a queue."""
+    """Reads an SSE stream on a thread; events and comments land in a queue, and every
+    event is also kept in order (`events`). How the stream ended is recorded: `error` is
+    None only for a clean end (for a chunked response, its terminating zero-length
+    chunk); a reset or a connection cut mid-stream is an error, unless the test itself
+    closed the response."""
 
     def __init__(self, base, poll_id, token):
         self.response = requests.get(f"{base}/v1/polls/{poll_id}/results/stream", headers=bearer(token),
                                      stream=True, timeout=(5, 30))
         self.items = queue.Queue()
+        self.events = []
         self.ended = threading.Event()
+        self.error = None
+        self.closing = False
         if self.response.status_code == 200:
             threading.Thread(target=self._read, daemon=True).start()
 
@@ -59,10 +50,12 @@ class Stream:
                 elif line.startswith("data: "):
                     event["data"] = line[6:]
                 elif line == "" and event:
+                    self.events.append(event)
                     self.items.put(("event", event))
                     event = {}
-        except (requests.RequestException, AttributeError, ValueError):
-            pass  # the test closed the response under the reader
+        except Exception as e:  # noqa: BLE001 (anything but a clean end is recorded)
+            if not self.closing:
+                self.error = repr(e)
         self.ended.set()
 
     def next_event(self, timeout=5):
@@ -73,13 +66,20 @@ class Stream:
                 return item
 
     def end_reason(self, timeout):
-        """The reason of the stream's `end` event, once the stream has ended after it."""
+        """The reason of the stream's `end` event, once the stream has ended cleanly after it."""
         deadline = time.monotonic() + timeout
         while True:
             e = self.next_event(timeout=deadline - time.monotonic())
             if e.get("event") == "end":
                 assert self.ended.wait(timeout=5), "the stream went on after its end event"
+                assert self.error is None, f"the stream broke off after its end event: {self.error}"
+                assert self.events[-1] is e, f"events after the end event: {self.events[self.events.index(e):]}"
                 return json.loads(e["data"])["reason"]
+
+    def assert_ended_cleanly(self, timeout, what):
+        assert self.ended.wait(timeout), f"{what}: the stream did not end within {timeout}s"
+        assert self.error is None, f"{what}: the stream broke off instead of ending: {self.error}"
+        assert self.response.headers.get("Transfer-Encoding", "").lower() == "chunked", self.response.headers
 
     def events_until(self, predicate, timeout=5):
         """Events seen until one satisfies predicate (inclusive)."""
@@ -92,13 +92,14 @@ class Stream:
                 return seen
 
     def close(self):
+        self.closing = True
         self.response.close()
 
 
 def test_stream_on_one_instance_sees_a_vote_cast_on_another():
     _, owner = sign_in()
     token = owner["access_token"]
-    poll = create(token).json()
+    poll = new_poll(token)
     stream = Stream(stack.api_url(1), poll["id"], token)
     assert stream.response.status_code == 200
     assert stream.response.headers["Content-Type"] == "text/event-stream"
@@ -113,7 +114,7 @@ def test_stream_on_one_instance_sees_a_vote_cast_on_another():
 def test_stream_through_the_gateway_coalesces_a_burst_and_beats():
     _, owner = sign_in()
     token = owner["access_token"]
-    poll = create(token).json()
+    poll = new_poll(token)
     voters = mint_users(120)
     stream = Stream(G, poll["id"], token)
     assert stream.response.status_code == 200
@@ -136,7 +137,7 @@ def test_stream_through_the_gateway_coalesces_a_burst_and_beats():
 def test_stream_respects_visibility_and_unknown_polls():
     _, owner = sign_in()
     _, other = sign_in()
-    hidden = create(owner["access_token"], results_visibility="after_close").json()
+    hidden = new_poll(owner["access_token"], results_visibility="after_close")
     r = requests.get(f"{G}/v1/polls/{hidden['id']}/results/stream", headers=bearer(other["access_token"]), timeout=5)
     assert r.status_code == 403 and r.json()["code"] == "results_hidden"
     r = requests.get(f"{G}/v1/polls/{uuid.uuid4()}/results/stream", headers=bearer(other["access_token"]), timeout=5)
@@ -148,28 +149,38 @@ def test_stream_respects_visibility_and_unknown_polls():
 def test_closing_and_deleting_reach_the_stream():
     _, owner = sign_in()
     token = owner["access_token"]
-    poll = create(token).json()
+    poll = new_poll(token)
     stream = Stream(stack.api_url(3), poll["id"], token)
+    assert stream.response.status_code == 200
     stream.next_event()
-    requests.post(f"{G}/v1/polls/{poll['id']}/close", headers=bearer(token), timeout=5)
+    closed = requests.post(f"{G}/v1/polls/{poll['id']}/close", headers=bearer(token), timeout=5)
+    assert closed.status_code == 200, closed.text
     stream.events_until(lambda r: r["closed"])
-    requests.delete(f"{G}/v1/polls/{poll['id']}", headers=bearer(token), timeout=5)
-    assert stream.ended.wait(5), "a deleted poll ends its streams"
+    deleted = requests.delete(f"{G}/v1/polls/{poll['id']}", headers=bearer(token), timeout=5)
+    assert deleted.status_code == 204, deleted.text
+    # Ended by the server, cleanly, with the closed results last (no `end` event: that
+    # one tells a client to refresh its token).
+    stream.assert_ended_cleanly(10, "a deleted poll ends its streams")
+    assert stream.events[-1].get("event") == "results" and json.loads(stream.events[-1]["data"])["closed"]
 
 
 def test_sigterm_ends_open_streams_cleanly_and_exits_zero():
     _, owner = sign_in()
     token = owner["access_token"]
-    poll = create(token).json()
+    poll = new_poll(token)
     victim = "api:api-2"
-    pid = stack.pid_of(victim)
     log_offset = len(stack.supervisor_log())
     streams = [Stream(stack.api_url(2), poll["id"], token) for _ in range(5)]
     for s in streams:
+        assert s.response.status_code == 200
         s.next_event()
-    os.kill(pid, signal.SIGTERM)
+    pid = stack.signal_program(victim, signal.SIGTERM)
+    # They end at once (README: "on SIGTERM streams end at once so clients reconnect");
+    # 10 s is headroom for a loaded machine, well under the 15 s shutdown timeout that
+    # would cut them instead.
     for s in streams:
-        assert s.ended.wait(10), "the stream ends when its instance shuts down"
+        s.assert_ended_cleanly(10, "the stream ends when its instance shuts down")
+        assert [e.get("event") for e in s.events] == ["results"], s.events
     stack.wait_until(lambda: stack.exit_status_logged("api-2", log_offset) is not None, timeout=20,
                      what="api-2 exit logged")
     assert stack.exit_status_logged("api-2", log_offset) == 0
@@ -180,7 +191,7 @@ def test_sigterm_ends_open_streams_cleanly_and_exits_zero():
 
 def test_500_voters_at_once_results_equal_the_ballot_table():
     _, owner = sign_in()
-    poll = create(owner["access_token"], max_choices=2).json()
+    poll = new_poll(owner["access_token"], max_choices=2)
     ids = [o["id"] for o in poll["options"]]
     voters = mint_users(500)
 
@@ -201,7 +212,7 @@ def test_500_voters_at_once_results_equal_the_ballot_table():
 def test_tally_lost_from_redis_is_rebuilt_from_postgres():
     _, owner = sign_in()
     token = owner["access_token"]
-    poll = create(token).json()
+    poll = new_poll(token)
     voters = mint_users(30)
     for i, v in enumerate(voters):
         assert vote(v, poll["id"], [poll["options"][i % 3]["id"]]).status_code == 201
@@ -223,7 +234,7 @@ def test_tally_lost_from_redis_is_rebuilt_from_postgres():
 def test_a_ballot_committed_but_never_counted_is_counted_by_the_reconciler():
     _, owner = sign_in()
     token = owner["access_token"]
-    poll = create(token).json()
+    poll = new_poll(token)
     option = poll["options"][2]["id"]
     (voter,) = mint_users(1)
     user = jwt.decode(voter, options={"verify_signature": False})["sub"]
@@ -241,13 +252,17 @@ def test_a_ballot_committed_but_never_counted_is_counted_by_the_reconciler():
 
 def test_a_stream_ends_when_its_token_expires():
     _, owner = sign_in()
-    poll = create(owner["access_token"]).json()
+    poll = new_poll(owner["access_token"])
     token = mint_users(1, ttl=3)[0]
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
     stream = Stream(stack.GATEWAY, poll["id"], token)
     assert stream.response.status_code == 200
-    started = time.monotonic()
-    assert stream.end_reason(timeout=10) == "token_expired"
-    assert time.monotonic() - started < 6
+    assert stream.end_reason(timeout=15) == "token_expired"
+    # At the expiry, not before it (the claim is in whole seconds) and not long after:
+    # the bound is 5 s of headroom for a loaded machine, while a stream that waited for
+    # anything but its expiry (another heartbeat, a vote) would never end here.
+    ended = time.time()
+    assert expires - 1 <= ended <= expires + 5, (ended, expires)
     # The same expired token opens no new stream: refused, or (within the 30 s leeway
     # for clock skew that access checks allow) ended at once.
     again = Stream(stack.GATEWAY, poll["id"], token)
@@ -260,7 +275,7 @@ def test_a_stream_ends_when_its_token_expires():
 def test_a_stream_ends_when_its_session_is_signed_out():
     _, owner = sign_in()
     token = owner["access_token"]
-    poll = create(token).json()
+    poll = new_poll(token)
     stream = Stream(stack.api_url(1), poll["id"], token)
     assert stream.response.status_code == 200
     stream.next_event()  # the opening results
@@ -274,7 +289,7 @@ def test_a_stream_ends_when_its_session_is_signed_out():
 
 def test_live_streams_are_capped_per_user():
     _, owner = sign_in()
-    poll = create(owner["access_token"]).json()
+    poll = new_poll(owner["access_token"])
     token = mint_users(1)[0]
     streams = [Stream(stack.api_url(i % stack.APIS + 1), poll["id"], token) for i in range(8)]
     try:
