@@ -21,12 +21,21 @@ export function PhotoView({ id }: { id: string }) {
   const [downloading, setDownloading] = useState(false);
   const lastRetry = useRef(0);
 
+  const alive = useRef(true);
+  useEffect(() => {
+    alive.current = true;
+    return () => {
+      alive.current = false;
+    };
+  }, [id]);
+
   async function load() {
     try {
       const { data } = await call("get", "/v1/images/{id}", { path: { id } });
+      if (!alive.current) return;
       setImage(data);
       imageUpdated(data);
-      if (data.status === "queued" || data.status === "processing") setTimeout(() => void load(), 1500);
+      if (data.status === "queued" || data.status === "processing") setTimeout(() => alive.current && void load(), 1500);
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) setGone(true);
       else setError(messageOf(e));

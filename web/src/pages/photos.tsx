@@ -32,6 +32,14 @@ export function Photos() {
     return () => observer.disconnect();
   }, [g.next === null]);
 
+  // A page that did not fill the screen leaves the end in view: no new intersection
+  // will come, so look again after each page.
+  useEffect(() => {
+    const end = sentinel.current;
+    if (!end || g.loading || !g.next) return;
+    if (end.getBoundingClientRect().top < window.innerHeight + 400) void loadMore();
+  }, [g.items.length, g.next, g.loading]);
+
   function take(files: FileList | null) {
     if (files && files.length > 0) void addFiles(Array.from(files));
   }
