@@ -1,0 +1,120 @@
+// deploy/k8s: every kustomization renders, validates against its schemas and passes the
+// policy checks; and the checks do fail on manifests that break their rules (each case
+// below changes one thing of a real render).
+import assert from "node:assert/strict";
+import path from "node:path";
+import { before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { checkPolicy } from "../../deploy/k8s/tools/policy.mjs";
+import { render } from "../../deploy/k8s/tools/render.mjs";
+import { validateSchemas } from "../../deploy/k8s/tools/schema.mjs";
+import { check, context, renders } from "../../deploy/k8s/tools/validate.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const ctx = context();
+const clone = (o) => structuredClone(o);
+const find = (objects, kind, name) => objects.find((o) => o.kind === kind && o.metadata.name === name);
+const container = (objects, name) => find(objects, "Deployment", name).spec.template.spec.containers[0];
+
+describe("every kustomization", () => {
+  for (const dir of renders()) {
+    test(`${dir} renders, validates and passes the policy checks`, async () => {
+      const { objects, errors } = await check(dir, ctx);
+      assert.deepEqual(errors, []);
+      assert.ok(objects.length > 20);
+    });
+  }
+});
+
+describe("the checks refuse", () => {
+  let prod;
+  before(() => {
+    prod = render("overlays/prod");
+  });
+  const policyOf = (objects) => checkPolicy(objects, ctx);
+
+  test("a manifest without probes (rendered by kustomize from a fixture)", async () => {
+    const { errors } = await check(path.join(here, "fixtures/no-probes"), ctx);
+    assert.ok(errors.some((e) => /Deployment\/nimbus-api container api: no readinessProbe/.test(e)), errors.join("\n"));
+    assert.ok(errors.some((e) => /no livenessProbe/.test(e)));
+  });
+
+  test("a container without limits, running as root, with a writable root", () => {
+    const objects = clone(prod);
+    const c = container(objects, "nimbus-worker");
+    delete c.resources.limits;
+    c.securityContext.runAsNonRoot = false;
+    c.securityContext.readOnlyRootFilesystem = false;
+    const errors = policyOf(objects).join("\n");
+    assert.match(errors, /nimbus-worker container worker: no cpu in resources.limits/);
+    assert.match(errors, /runAsNonRoot is not true/);
+    assert.match(errors, /root file system is not read-only/);
+  });
+
+  test("a preStop sleep no longer than the gateway's keep-alive", () => {
+    const objects = clone(prod);
+    container(objects, "nimbus-api").lifecycle.preStop.exec.command = ["/bin/sleep", String(ctx.gatewayKeepAliveSeconds)];
+    assert.match(policyOf(objects).join("\n"), /preStop sleep 1 s is not longer than the gateway's upstream keep-alive/);
+  });
+
+  test("a grace period shorter than preStop + drain + shutdown", () => {
+    const objects = clone(prod);
+    find(objects, "Deployment", "nimbus-worker").spec.template.spec.terminationGracePeriodSeconds = 30;
+    assert.match(policyOf(objects).join("\n"), /grace period 30 s does not cover .* worker drain 23 = 31 s/);
+  });
+
+  test("an HPA whose Deployment does not exist, and one without scale-down stabilisation", () => {
+    const objects = clone(prod);
+    const hpa = find(objects, "HorizontalPodAutoscaler", "nimbus-api");
+    hpa.spec.scaleTargetRef.name = "nimbus-apii";
+    delete hpa.spec.behavior.scaleDown;
+    const errors = policyOf(objects).join("\n");
+    assert.match(errors, /targets Deployment\/nimbus-apii, which is not a Deployment of this render/);
+    assert.match(errors, /scale-down not stabilised/);
+  });
+
+  test("a rollout that may lower the serving count", () => {
+    const objects = clone(prod);
+    find(objects, "Deployment", "nimbus-api").spec.strategy.rollingUpdate.maxUnavailable = 1;
+    assert.match(policyOf(objects).join("\n"), /nimbus-api: rolling update without maxUnavailable 0/);
+  });
+
+  test("metrics that no ServiceMonitor scrapes", () => {
+    const objects = clone(prod).filter((o) => !(o.kind === "ServiceMonitor" && o.metadata.name === "nimbus-api"));
+    assert.match(policyOf(objects).join("\n"), /no ServiceMonitor scrapes its metrics port 9090/);
+  });
+
+  test("a gateway secret other than the instances'", () => {
+    const objects = clone(prod);
+    const env = container(objects, "nimbus-gateway").env.find((e) => e.name === "NIMBUS_GATEWAY_SECRET");
+    env.valueFrom.secretKeyRef.name = "other-secret";
+    assert.match(policyOf(objects).join("\n"), /its NIMBUS_GATEWAY_SECRET is not the one the gateway sends/);
+  });
+
+  test("an API port open to more than the gateway, and no default deny", () => {
+    let objects = clone(prod);
+    find(objects, "NetworkPolicy", "api-from-gateway").spec.ingress[0].from = [{ namespaceSelector: {} }];
+    objects = objects.filter((o) => o.metadata.name !== "default-deny-ingress");
+    const errors = policyOf(objects).join("\n");
+    assert.match(errors, /api-from-gateway: lets more than the gateway reach/);
+    assert.match(errors, /no default deny of ingress/);
+  });
+
+  test("a Secret with values", () => {
+    const objects = [...clone(prod), { apiVersion: "v1", kind: "Secret", metadata: { name: "leak" }, stringData: { k: "v" } }];
+    assert.match(policyOf(objects).join("\n"), /Secret\/leak: a Secret with values/);
+  });
+
+  test("a schema violation and a kind without a schema", async () => {
+    const objects = clone(prod);
+    container(objects, "nimbus-api").ports[0].containerPort = "eighty";
+    objects.push({ apiVersion: "example.com/v1", kind: "Widget", metadata: { name: "w" } });
+    const source = { apiVersion: "sources.knative.dev/v1alpha1", kind: "RabbitmqSource", metadata: { name: "s" },
+      spec: { rabbitmqClusterReference: { name: "r" }, sink: { ref: { kind: "Service", name: "x" } }, delivry: {} } };
+    objects.push(source);
+    const errors = (await validateSchemas(objects)).join("\n");
+    assert.match(errors, /Deployment\/nimbus-api: .*containerPort must be integer/);
+    assert.match(errors, /Widget\/w: no schema for example.com\/v1 Widget/);
+    assert.match(errors, /RabbitmqSource\/s: \/spec must NOT have additional properties \(delivry\)/);
+  });
+});
