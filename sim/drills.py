@@ -220,6 +220,9 @@ def sign_in_all(clients):
     for c in clients:
         pool.spawn(c.sign_in)
     pool.join()
+    for c in clients:  # a sign-in lost to a busy moment gets a second round
+        if not c.token:
+            c.sign_in()
     bad = [c for c in clients if not c.token]
     if bad:
         raise RuntimeError(f"{len(bad)} of {len(clients)} drill users could not sign in")
