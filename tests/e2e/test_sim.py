@@ -44,7 +44,9 @@ def test_short_vote_simulation_closed_and_open_model(out):
         assert len(data["samples"]["t"]) == data["summary"]["requests"] > 0
         assert data["timeline"] and data["phases"]
     assert [p["users"] for p in closed["phases"]] == [4, 8]
-    assert closed["summary"]["endpoints"]["POST /v1/auth/email/verify"]["statuses"] == {"200": closed["notes"]["signed_in"]}
+    # Every virtual user signed in by the email-code flow (plus the owner who seeds polls).
+    verify = closed["summary"]["endpoints"]["POST /v1/auth/email/verify"]["statuses"]
+    assert closed["notes"]["signed_in"] == 8 and verify.get("200", 0) >= 8
     assert all("rate" in p and "schedule_lag_ms" in p for p in open_["phases"])
 
 
