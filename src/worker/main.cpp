@@ -1,5 +1,7 @@
 // nimbus-worker: background jobs — the outbox relay, email, thumbnails (with the
-// stuck-image sweeper), the tally reconciler.
+// stuck-image sweeper), the tally reconciler. With NIMBUS_WORKER_MODE=function it is
+// instead the thumbnail job alone, as a function fed CloudEvents over HTTP
+// (worker/function.hpp).
 // Only main builds concrete clients; the worker serves /healthz, /readyz and /metrics
 // on its own port.
 #include <boost/asio/as_tuple.hpp>
@@ -8,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cstdlib>
 #include <thread>
@@ -25,6 +28,7 @@
 #include "store/redis/client.hpp"
 #include "voting/reconciler.hpp"
 #include "worker/email_job.hpp"
+#include "worker/function.hpp"
 #include "worker/image_job.hpp"
 #include "worker/sweeper.hpp"
 #include "worker/thumbnails.hpp"
@@ -144,7 +148,9 @@ int run_worker(const runtime::ServiceConfig& config) {
   image_jobs.export_metrics(metrics);
   amqp::Consumer images(amqp::Config::from_env(), std::string(amqp::topology::kImageProcess), image_config.threads,
                         [&image_jobs](const amqp::Delivery& d) { return image_jobs.handle(d); });
-  images.start();
+  // Off when the thumbnail function (Knative, NIMBUS_WORKER_MODE=function) consumes the
+  // image queue instead; the sweeper still re-queues stuck images for it.
+  if (env::boolean("NIMBUS_WORKER_IMAGE_JOBS", true)) images.start();
   std::atomic<bool> sweeping{true};
   worker::Sweeper sweeper(image_rows, s3, image_config);
   asio::co_spawn(ioc, sweeper.run(&sweeping), asio::detached);
@@ -169,8 +175,60 @@ int run_worker(const runtime::ServiceConfig& config) {
                       });
 }
 
+// Invocations still running after the server's drain stop at their next step.
+asio::awaitable<void> hand_back_jobs(worker::ImageJobs* image_jobs, s3::Client* s3) {
+  image_jobs->cancel();
+  s3->cancel_requests();
+  co_return;
+}
+
+// Function mode: only the image job, one CloudEvent per request on the HTTP port (with
+// the probes and metrics). The relay, email, sweeper and reconciler stay with the queue
+// workers; retries still go through the delay exchanges, back to the queue the event
+// source reads. On SIGTERM the server drains its invocations, then jobs still running
+// are handed back (their senders see the connection close and redeliver).
+int run_function(const runtime::ServiceConfig& config) {
+  const auto started = std::chrono::steady_clock::now();
+  asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
+  ops::Metrics metrics;
+  ops::Readiness readiness;
+  auto pg_config = pg::PoolConfig::from_env();
+  pg_config.size = 4;
+  auto pg = pg::Pool::create(ioc.get_executor(), pg_config);
+  pg->export_metrics(metrics);
+  auto schema_ready = pg::migrate_in_background(ioc.get_executor(), pg);
+  readiness.add_check("postgres", [pg, schema_ready] { return pg::ready(pg, schema_ready); });
+  amqp::Publisher publisher(amqp::Config::from_env());
+  readiness.add_check("rabbitmq", [&publisher] { return publisher_ready(&publisher); });
+  auto s3 = std::make_shared<s3::Client>(s3::Config::from_env());
+  readiness.add_check("s3", [s3] { return s3->ping(); });
+  const auto image_config = worker::ImageJobConfig::from_env();
+  worker::init_vips("nimbus-worker");
+  worker::ImageJobs image_jobs(ioc, std::make_shared<images::Repository>(pg), s3, publisher, image_config);
+  image_jobs.export_metrics(metrics);
+  asio::thread_pool jobs(static_cast<std::size_t>(image_config.threads));
+
+  http::Router router;
+  http::add_ops_routes(router, readiness, metrics);
+  worker::add_function_routes(
+      router, [&image_jobs](const amqp::Delivery& d) { return image_jobs.handle(d); }, jobs);
+  http::Server server(ioc, config.http, router, metrics);
+  server.listen();
+  const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  log::info("listening", {{"port", server.port()}, {"mode", "function"}, {"startup_ms", ms}});
+  const int code = runtime::run(ioc, server, readiness, config.lifecycle,
+                                [&image_jobs, s3] { return hand_back_jobs(&image_jobs, s3.get()); });
+  jobs.join();
+  return code;
+}
+
 }  // namespace
 
 int main() {
-  return runtime::service_main("nimbus-worker", run_worker);
+  return runtime::service_main("nimbus-worker", [](const runtime::ServiceConfig& config) {
+    const auto mode = env::string("NIMBUS_WORKER_MODE", "queue");
+    if (mode == "function") return run_function(config);
+    if (mode != "queue") throw env::ConfigError("NIMBUS_WORKER_MODE must be queue or function");
+    return run_worker(config);
+  });
 }
