@@ -85,8 +85,10 @@ asio::awaitable<std::string> fetch_original(std::shared_ptr<s3::Client> s3, std:
   co_return std::move(read->data);
 }
 
-// Stores the variants, then commits; false if the image was deleted meanwhile (its new
-// objects are removed again).
+// Stores the variants, then commits; false if the image was no longer waiting for them.
+// Its new objects are removed again only if the image was deleted meanwhile: when a
+// concurrent delivery of the same job (a redelivery, a sweep) finished it first, the
+// objects under these keys are that delivery's too, and the ready image needs them.
 asio::awaitable<bool> store(std::shared_ptr<images::Repository> images, std::shared_ptr<s3::Client> s3, std::string id,
                             std::vector<Variant> variants) {
   std::vector<images::VariantRow> rows;
@@ -95,6 +97,7 @@ asio::awaitable<bool> store(std::shared_ptr<images::Repository> images, std::sha
     rows.push_back({v.name, v.content_type, v.width, v.height, static_cast<std::int64_t>(v.data.size())});
   }
   if (co_await images->finish(id, rows)) co_return true;
+  if (co_await images->status(id)) co_return false;
   for (const auto& v : variants) co_await s3->delete_object(images::variant_key(id, v.name));
   co_return false;
 }
@@ -183,7 +186,8 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     step();
     const bool kept = await(store(images_, s3_, id, std::move(variants)));
     const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began).count();
-    log::info(kept ? "image ready" : "image deleted while processing", {{"image_id", id}, {"duration_ms", ms}});
+    log::info(kept ? "image ready" : "image finished by another delivery, or deleted, while processing",
+              {{"image_id", id}, {"duration_ms", ms}});
     ++(kept ? ready_ : skipped_);
     busy_ms_ += static_cast<std::uint64_t>(ms);
     return amqp::Outcome::ack;
