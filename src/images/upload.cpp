@@ -5,6 +5,7 @@
 #include <set>
 
 #include "core/env.hpp"
+#include "core/errors.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/oneshot.hpp"
@@ -212,23 +213,29 @@ asio::awaitable<Stored> pipe_to_storage(FileReader& file, std::string first, For
 
   Digest digest(kEndingHead);
   std::exception_ptr failure;
+  bool storage_stopped = false;
   try {
     std::string chunk = std::move(first);
     while (!chunk.empty()) {
       digest.update(chunk);
-      if (!co_await pipe->write(std::move(chunk))) throw std::runtime_error("storage stopped reading");
+      if (!co_await pipe->write(std::move(chunk))) {
+        storage_stopped = true;  // the PUT ended early: its own error says why
+        break;
+      }
       chunk = co_await file.next();
     }
-    pipe->close();
+    if (!storage_stopped) pipe->close();
   } catch (...) {
-    failure = std::current_exception();
+    failure = std::current_exception();  // the client's body (timeout, layout, limit)
     pipe->abort();
   }
   // The PUT ends within the storage client's own deadline; this one only guards it.
   auto put_error = co_await put_done->wait_until(std::chrono::steady_clock::now() + std::chrono::minutes(10));
   if (failure) std::rethrow_exception(failure);
-  if (!put_error) throw std::runtime_error("storage upload did not finish");
+  // Storage trouble is the storage's: 503 + Retry-After, never a 500.
+  if (!put_error) throw DependencyUnavailable("s3", "storage upload did not finish");
   if (*put_error) std::rethrow_exception(*put_error);
+  if (storage_stopped) throw DependencyUnavailable("s3", "storage stopped reading the upload");
   co_return Stored{digest.sha256(), digest.ends_complete(format)};
 }
 

@@ -293,6 +293,31 @@ def test_storage_outage_under_vote_load(people):
     run_drill("storage outage", people, outage)
 
 
+def test_an_upload_while_storage_is_down_is_503_not_500():
+    """Found by the simulation's storage drill: an upload whose storage PUT failed while
+    its body was streaming ended in a 500 ("storage stopped reading")."""
+    from test_images import jpeg, upload_raw
+    (token,) = stack.mint_users(1)
+    port = port_of(os.environ["NIMBUS_TEST_S3_ENDPOINT"])
+    body = jpeg(1600, 1200, quality=100) + b"\0" * (3 * 1024 * 1024)  # long enough to stream
+    assert stack.pid_of("swift-proxy") > 0
+    stack.ctl("stop", "swift-proxy")
+    try:
+        stack.wait_until(lambda: not stack.port_open(port), timeout=10, what="storage down")
+        answers = [upload_raw(token, body) for _ in range(3)]
+    finally:
+        stack.ctl("start", "swift-proxy")
+    stack.wait_until(lambda: stack.port_open(port), timeout=30, what="storage back")
+    wait_all_ready()
+    for r in answers:
+        assert r.status_code == 503, (r.status_code, r.text)
+        assert r.json()["code"] in ("dependency_unavailable", "service_unavailable")
+        assert int(r.headers["Retry-After"]) >= 1
+    # Nothing of the refused uploads is left behind.
+    owner = jwt.decode(token, options={"verify_signature": False})["sub"]
+    assert psql(f"SELECT count(*) FROM images WHERE owner_id = '{owner}'") == "0"
+
+
 def _instance_log_size(name):
     path = os.path.join(stack.RUN, "logs", f"{name}.log")
     return path, os.path.getsize(path) if os.path.exists(path) else 0
