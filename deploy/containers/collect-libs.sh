@@ -14,9 +14,12 @@ if [[ -f /etc/nimbus-base-files ]]; then
   while read -r f; do base[$f]=1; done </etc/nimbus-base-files
 fi
 copy() {
-  local path=$1 dir
+  local path dir
+  # Into the real folder: with a merged /usr, /lib and /lib64 are symlinks in the base,
+  # and a folder of that name copied over them would hide the whole of /usr/lib.
+  dir=$(readlink -f "$(dirname "$1")")
+  path="$dir/$(basename "$1")"
   [[ -n ${base[$path]:-} ]] && return 0
-  dir=$(dirname "$path")
   mkdir -p "$dest$dir"
   # The name the binary asks for (often a symlink) and the file it points to.
   cp -a "$path" "$dest$path"

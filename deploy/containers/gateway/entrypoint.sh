@@ -1,7 +1,8 @@
 #!/bin/bash
-# The gateway's start: renders nginx.conf from the environment into /run (the root file
-# system is read-only), then runs nginx in the foreground. SIGTERM becomes nginx's
-# graceful stop (SIGQUIT: open requests finish, keep-alive connections close).
+# The gateway's start: renders nginx.conf from the environment into /tmp/nginx (the root
+# file system is read-only; /tmp is an emptyDir or podman's tmpfs), then runs nginx in
+# the foreground. SIGTERM becomes nginx's graceful stop (SIGQUIT: open requests finish,
+# keep-alive connections close).
 #
 #   NIMBUS_GATEWAY_UPSTREAMS  API instances, "host:port host:port ..." (required; on
 #                             Kubernetes the API Service, e.g. "nimbus-api:8080")
@@ -30,8 +31,8 @@ for cidr in ${NIMBUS_GATEWAY_TRUSTED_PROXIES:-}; do
   real_ip+="  set_real_ip_from $cidr;"$'\n'
 done
 [[ -n $real_ip ]] && real_ip+="  real_ip_header X-Forwarded-For;"$'\n'"  real_ip_recursive on;"
-mkdir -p /run/nginx /tmp/nginx
-conf=/run/nginx/nginx.conf
+mkdir -p /tmp/nginx
+conf=/tmp/nginx/nginx.conf
 template=$(</etc/nimbus/nginx.conf.template)
 template=${template//@UPSTREAMS@/$upstreams}
 template=${template//@PORT@/$port}
@@ -43,8 +44,8 @@ template=${template//@STORAGE@/${NIMBUS_GATEWAY_STORAGE_ORIGIN:-}}
 template=${template//@INBOX@/${NIMBUS_GATEWAY_INBOX:-}}
 (umask 077 && printf '%s\n' "$template" >"$conf")
 
-nginx -t -q -c "$conf"
-nginx -c "$conf" &
+nginx -t -q -e stderr -c "$conf"
+nginx -e stderr -c "$conf" &
 pid=$!
 trap 'kill -QUIT "$pid" 2>/dev/null' TERM INT
 # wait returns early when a trapped signal arrives: wait again for nginx to finish.
