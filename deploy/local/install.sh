@@ -26,6 +26,9 @@ APT_PACKAGES=(
   python3-pika s3cmd python3-yaml python3-jsonschema
   # the browser tests (tests/browser drives it with playwright-core), Korean glyphs
   chromium fonts-noto-cjk
+  # container images (./stack images, tests/deploy): podman with runc (crun fails on this
+  # host's cgroups), debootstrap for the base image, catatonit for podman's pod infra
+  podman runc debootstrap catatonit
 )
 
 missing=()

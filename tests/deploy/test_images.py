@@ -61,8 +61,12 @@ class Container:
         for src, dst in mounts:
             args += ["-v", f"{src}:{dst}:ro"]
         podman(*args, image(name))
-        if wait_url:
-            stack.wait_until(lambda: self._answers(wait_url), timeout=60, interval=0.2, what=f"{self.name} ready")
+        self.wait_url = wait_url
+
+    def wait(self):
+        if self.wait_url:
+            stack.wait_until(lambda: self._answers(self.wait_url), timeout=60, interval=0.2, what=f"{self.name} ready")
+        return self
 
     def _answers(self, url):
         state = podman("inspect", "--format", "{{.State.Status}}", self.name, check=False).stdout.strip()
@@ -109,6 +113,7 @@ def deployment():
                    "NIMBUS_JWT_KEYS": "k1=/etc/nimbus/jwt/k1.pem"}
             made.append(Container(f"api-{i}", "api", env, mounts=[(keys, "/etc/nimbus/jwt")],
                                   wait_url=f"http://127.0.0.1:{port}/readyz"))
+            made[-1].wait()
             apis.append((made[-1], port, ops))
         gateway_port = private._free_port()
         made.append(Container("gateway", "gateway", {
@@ -117,16 +122,18 @@ def deployment():
             "NIMBUS_GATEWAY_AUTH_RATE": "100r/s", "NIMBUS_GATEWAY_AUTH_BURST": "100",
             "NIMBUS_GATEWAY_STORAGE_ORIGIN": os.environ["NIMBUS_TEST_S3_ENDPOINT"]},
             wait_url=f"http://127.0.0.1:{gateway_port}/gateway/healthz"))
-        gateway = made[-1]
+        gateway = made[-1].wait()
         worker_port = private._free_port()
         made.append(Container("worker", "worker", {**worker_env, "NIMBUS_INSTANCE": "container-worker",
                                                    "NIMBUS_HTTP_ADDRESS": "127.0.0.1", "NIMBUS_HTTP_PORT": worker_port},
                               wait_url=f"http://127.0.0.1:{worker_port}/readyz"))
+        made[-1].wait()
         function_port = private._free_port()
         made.append(Container("function", "worker", {**worker_env, "NIMBUS_INSTANCE": "container-function",
                                                      "NIMBUS_WORKER_MODE": "function", "NIMBUS_HTTP_ADDRESS": "127.0.0.1",
                                                      "NIMBUS_HTTP_PORT": function_port},
                               wait_url=f"http://127.0.0.1:{function_port}/readyz"))
+        made[-1].wait()
         yield {"gateway": f"http://127.0.0.1:{gateway_port}", "gateway_container": gateway, "apis": apis,
                "worker": made[-2], "function": f"http://127.0.0.1:{function_port}", "function_container": made[-1]}
     finally:
@@ -231,3 +238,43 @@ def test_sigterm_drains_an_api_container_without_failed_requests(deployment):
         codes = [c for f in load for c in f.result()]
     assert codes and all(c == 200 for c in codes), {c: codes.count(c) for c in set(codes)}
     assert deployment["gateway_container"].stop() == 0  # nginx's graceful stop, then exit 0
+
+
+def test_podman_kube_play_runs_the_rendered_api_and_worker_pods():
+    """The prod overlay's API and worker Deployments as rendered (images, ConfigMaps with
+    their hashed names, securityContext, resources, probes) under `podman kube play`
+    against the stack's services. What podman cannot run of them (Services, Ingress,
+    HPA, KEDA, NetworkPolicies, PDBs) is checked by tests/deploy/manifests.test.mjs;
+    what it runs differently is listed in deploy/k8s/tools/kube-play.mjs."""
+    k8s = pathlib.Path(__file__).resolve().parents[2] / "deploy/k8s"
+    work = tempfile.mkdtemp(prefix="nimbus-kube-play-")
+    os.chmod(work, 0o755)
+    api, ops, worker = private._free_port(), private._free_port(), private._free_port()
+    stack_env = os.path.abspath(os.environ.get("NIMBUS_STACK_ENV") or os.path.join(stack.RUN, "stack.env"))
+    subprocess.run(["node", str(k8s / "tools/kube-play.mjs"), "overlays/prod", stack_env, str(api), str(ops), str(worker), work],
+                   check=True, cwd=k8s, timeout=120)
+    podman("secret", "rm", "nimbus-secrets", check=False)
+    podman("secret", "create", "nimbus-secrets", f"{work}/nimbus-secrets.json")
+    try:
+        podman("kube", "play", f"{work}/pods.yaml", timeout=300)
+        for port in (api, worker):
+            stack.wait_until(lambda port=port: _ready(port), timeout=90, interval=0.3, what=f"pod on :{port} ready")
+        assert requests.get(f"http://127.0.0.1:{api}/.well-known/jwks.json", timeout=5).json()["keys"]
+        assert "nimbus_http_requests_total" in requests.get(f"http://127.0.0.1:{ops}/metrics", timeout=5).text
+        config = podman("inspect", "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.Memory}}",
+                        "nimbus-api-pod-0-api").stdout.split()
+        assert config == ["65532:65532", "true", str(256 * 1024 * 1024)], config
+        # SIGTERM as the kubelet sends it: the instance drains and exits 0.
+        podman("pod", "stop", "-t", "40", "nimbus-api-pod-0", timeout=90)
+        assert podman("inspect", "--format", "{{.State.ExitCode}}", "nimbus-api-pod-0-api").stdout.strip() == "0"
+    finally:
+        podman("kube", "down", f"{work}/pods.yaml", check=False, timeout=120)
+        podman("secret", "rm", "nimbus-secrets", check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _ready(port):
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
