@@ -1,5 +1,6 @@
 #include "runtime/watchdog.hpp"
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdio>
 #include <cstdlib>

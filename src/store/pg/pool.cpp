@@ -116,6 +116,7 @@ asio::awaitable<std::unique_ptr<Connection>> Pool::open_connection() {
 
 asio::awaitable<Lease> Pool::acquire() {
   auto self = shared_from_this();
+  const auto executor = co_await asio::this_coro::executor;  // (not under the mutex below)
   const auto give_up = std::chrono::steady_clock::now() + config_.acquire_timeout;
   for (;;) {
     std::unique_ptr<Connection> conn;
@@ -133,7 +134,7 @@ asio::awaitable<Lease> Pool::acquire() {
         ++open_;
         open_new = true;
       } else {
-        waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor);
+        waiter = std::make_shared<Waiter>(executor);
         waiters_.push_back(waiter);
       }
     }
