@@ -5,10 +5,10 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { ErrorText, Link, PageTitle } from "../components";
 import { ACCEPT, formatBytes } from "../lib/files";
 import { formatDate, lang, t } from "../lib/i18n";
-import { addFiles, clearFinished, gallery, loadMore, uploads, type UploadTask } from "../lib/photos";
+import { addFiles, clearFinished, gallery, imageUpdated, loadMore, uploads, type UploadTask } from "../lib/photos";
 import { messageOf } from "../lib/problems";
 import { useStore } from "../lib/store";
-import type { Image } from "../api/client";
+import { call, type Image } from "../api/client";
 
 export function Photos() {
   const tasks = useStore(uploads);
@@ -137,6 +137,19 @@ export function Photos() {
   );
 }
 
+// Presigned URLs last 5 minutes; a gallery left open longer (or scrolled to later) gets
+// fresh ones for the images whose thumbnail failed to load, at most every 30 s each.
+const refreshed = new Map<string, number>();
+async function refreshUrls(id: string): Promise<void> {
+  if (Date.now() - (refreshed.get(id) ?? 0) < 30_000) return;
+  refreshed.set(id, Date.now());
+  try {
+    imageUpdated((await call("get", "/v1/images/{id}", { path: { id } })).data);
+  } catch {
+    // gone or signed out: the gallery learns it elsewhere
+  }
+}
+
 function thumbOf(image: Image): string | undefined {
   return image.variants.find((v) => v.name === "thumb")?.url;
 }
@@ -147,7 +160,7 @@ function Thumb({ image }: { image: Image }) {
   return (
     <Link href={`/photos/${image.id}`} class="thumb" aria-label={t("photos.open", { date })} data-status={image.status}>
       {url ? (
-        <img src={url} alt={t("photo.thumbAlt", { date })} width={256} height={256} loading="lazy" decoding="async" />
+        <img src={url} alt={t("photo.thumbAlt", { date })} width={256} height={256} loading="lazy" decoding="async" onError={() => void refreshUrls(image.id)} />
       ) : (
         <span class={`placeholder ${image.status}`}>{image.status === "failed" ? t("photos.failed") : t(`photos.phase.${image.status === "uploading" ? "finishing" : image.status}`)}</span>
       )}
