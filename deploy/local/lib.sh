@@ -447,3 +447,90 @@ Nimbus is up (profile '$PROFILE').
   connection details $RUN/stack.env
 EOF
 }
+
+# ./stack scale api=N workers=M: the running stack to N API instances and M workers,
+# live. supervisord replaces a whole group when its member list changes (every member
+# stopped, then the new ones started), so the API group is swapped blue/green: standby
+# instances on ports of their own take the gateway's traffic first (nginx reloads
+# gracefully), the group is replaced behind them, then the gateway moves to the new
+# group and the standby instances drain and go. Each instance ends as it does on any
+# stop: /readyz 503, the drain delay (longer than nginx's upstream keep-alive), its
+# requests finished. Workers take no requests: their group is replaced in one step (jobs
+# in flight finish or go back to the queue).
+scale_stack() {
+  supervisor_running || die "stack '$PROFILE' is not running (./stack up first)"
+  local old_apis old_workers apis workers arg
+  old_apis=$(sed -n 's/^NIMBUS_STACK_APIS=//p' "$RUN/stack.env")
+  old_workers=$(sed -n 's/^NIMBUS_STACK_WORKERS=//p' "$RUN/stack.env")
+  apis=$old_apis workers=$old_workers
+  for arg in "$@"; do
+    case $arg in
+      api=* | apis=*) apis=${arg#*=} ;;
+      worker=* | workers=*) workers=${arg#*=} ;;
+      *) die "usage: ./stack scale api=N workers=M" ;;
+    esac
+  done
+  [[ $apis =~ ^[1-9]$ && $workers =~ ^[1-9]$ ]] || die "api and workers must be 1 to 9"
+  init_services >/dev/null
+  local started=$SECONDS
+  if ((apis != old_apis)); then
+    swap_api_group "$apis" "$old_workers"
+  fi
+  if ((workers != old_workers)); then
+    say "workers: $old_workers -> $workers"
+    write_configs "$apis" "$workers" >/dev/null 2>&1
+    ctl reread >/dev/null
+    ctl update workers
+    local i
+    for ((i = 1; i <= workers; i++)); do
+      wait_for "worker-$i" 60 curl -fsS "http://127.0.0.1:$((WORKER_BASE_PORT + i))/readyz"
+    done
+  fi
+  wait_for "gateway :$GATEWAY_PORT with $apis API instances" 60 all_instances_answer "$apis"
+  say "scaled to $apis API instances and $workers workers in $((SECONDS - started)) s"
+}
+
+# Standby API instances, their ports 40 above the group's, and the upstream list of
+# the gateway that sends to them.
+standby_programs() {
+  local count=$1 i
+  for ((i = 1; i <= count; i++)); do
+    NAME="api-standby-$i" BINARY="$ROOT/build/release/src/api/nimbus-api" PORT=$((API_BASE_PORT + 40 + i)) \
+      OPS_PORT=$((OPS_BASE_PORT + 40 + i)) render "$TEMPLATES/program-nimbus.conf" -
+  done
+  echo "[group:api-standby]"
+  echo "programs=$(seq -s, -f 'api-standby-%g' 1 "$count")"
+}
+
+swap_api_group() {
+  local apis=$1 workers=$2 i
+  say "API instances: $(sed -n 's/^NIMBUS_STACK_APIS=//p' "$RUN/stack.env") -> $apis (blue/green through standby instances)"
+  write_configs "$apis" "$workers" >/dev/null 2>&1  # the final layout: supervisord.conf, nginx.conf, stack.env
+  cp "$RUN/nginx/nginx.conf" "$RUN/nginx/nginx.conf.final"
+  standby_programs "$apis" >>"$RUN/supervisord.conf"
+  local standby=""
+  for ((i = 1; i <= apis; i++)); do
+    standby+="    server 127.0.0.1:$((API_BASE_PORT + 40 + i)) max_fails=2 fail_timeout=3s;"$'\n'
+  done
+  (
+    umask 077
+    API_UPSTREAMS=$standby render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf"
+  )
+  ctl reread >/dev/null
+  ctl update api-standby >/dev/null
+  for ((i = 1; i <= apis; i++)); do
+    wait_for "api-standby-$i" 60 curl -fsS "http://127.0.0.1:$((API_BASE_PORT + 40 + i))/readyz"
+  done
+  ctl signal HUP nginx >/dev/null  # new nginx workers send to the standby instances only
+  sleep 2  # the old nginx workers finish what they hold (upstream keep-alive: 1 s)
+  ctl update api >/dev/null        # the group replaced: old instances drain, new ones start
+  for ((i = 1; i <= apis; i++)); do
+    wait_for "api-$i" 60 curl -fsS "http://127.0.0.1:$((API_BASE_PORT + i))/readyz"
+  done
+  mv "$RUN/nginx/nginx.conf.final" "$RUN/nginx/nginx.conf"
+  ctl signal HUP nginx >/dev/null
+  sleep 2
+  write_configs "$apis" "$workers" >/dev/null 2>&1  # supervisord.conf without the standby group
+  ctl reread >/dev/null
+  ctl update api-standby >/dev/null  # standby instances drain and go
+}
