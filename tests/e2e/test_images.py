@@ -501,10 +501,13 @@ def test_open_reservations_are_limited_per_user():
     assert reserve(first, 1000).status_code == 201
 
 
-# How long a worker may take from SIGTERM to its exit: the drain delay (1.5 s on the
-# stack), the image drain (NIMBUS_WORKER_DRAIN_TIMEOUT, 20 s) and its 3 s overrun, the
-# outbox relay's stop (5 s at most) — about 30 s (src/worker/main.cpp). The wait is twice
-# that: the bound under test is the drain's own, checked apart where it is the point.
+# How long a worker may take from SIGTERM to its exit, one step after the other
+# (src/runtime/lifecycle.cpp, src/worker/main.cpp): the drain delay (1.5 s on the
+# stack), its ops listener's shutdown (NIMBUS_SHUTDOWN_TIMEOUT, 15 s, only if a probe
+# hangs), the image drain (NIMBUS_WORKER_DRAIN_TIMEOUT, 20 s) and its 3 s overrun, the
+# outbox relay's stop (5 s at most): 45 s at worst, about 25 s in practice. The wait
+# leaves headroom above the worst case; where the drain's own bound is the point, it is
+# checked apart.
 WORKER_EXIT_WAIT = 60
 
 
