@@ -18,7 +18,7 @@ namespace asio = boost::asio;
 namespace {
 
 // An event's body is one small job; anything bigger is not one.
-constexpr std::size_t kBodyLimit = 64 * 1024;
+constexpr std::size_t kBodyLimit = std::size_t{64} * 1024;
 // Longer than any job can take (five storage round trips and one decode); the event
 // source's own timeout (Knative's timeoutSeconds) is the one that matters.
 constexpr auto kJobDeadline = std::chrono::minutes(15);
@@ -37,16 +37,15 @@ std::string media_type(std::string_view content_type) {
   return out;
 }
 
-asio::awaitable<http::Response> invoke(http::Request& request, Job job, asio::thread_pool& pool) {
-  auto parsed = parse_binary_event(request);
-  if (const auto* refused = std::get_if<EventRefused>(&parsed)) {
-    log::warn("event refused", {{"code", refused->code}, {"detail", refused->detail}});
-    co_return http::problem(refused->status, refused->code,
-                            refused->status == 415 ? "Unsupported media type" : "Bad request", refused->detail);
-  }
-  auto event = std::get<CloudEvent>(std::move(parsed));
+asio::awaitable<http::Response> respond(http::Response response) {
+  co_return response;
+}
+
+// The job runs on `pool` (it blocks); this coroutine waits for its outcome without
+// holding the event loop.
+asio::awaitable<http::Response> run_job(CloudEvent event, Job job, asio::thread_pool* pool) {
   auto done = std::make_shared<OneShot<amqp::Outcome>>(co_await asio::this_coro::executor);
-  asio::post(pool, [job = std::move(job), delivery = to_delivery(event), done] {
+  asio::post(*pool, [job = std::move(job), delivery = to_delivery(event), done] {
     amqp::Outcome outcome = amqp::Outcome::requeue;
     try {
       outcome = job(delivery);
@@ -57,6 +56,17 @@ asio::awaitable<http::Response> invoke(http::Request& request, Job job, asio::th
   });
   auto outcome = co_await done->wait_until(std::chrono::steady_clock::now() + kJobDeadline);
   co_return answer(outcome.value_or(amqp::Outcome::requeue), event);
+}
+
+// Not a coroutine: the request is read here, and only values reach the coroutines.
+asio::awaitable<http::Response> invoke(const http::Request& request, const Job& job, asio::thread_pool& pool) {
+  auto parsed = parse_binary_event(request);
+  if (const auto* refused = std::get_if<EventRefused>(&parsed)) {
+    log::warn("event refused", {{"code", refused->code}, {"detail", refused->detail}});
+    return respond(http::problem(refused->status, refused->code,
+                                 refused->status == 415 ? "Unsupported media type" : "Bad request", refused->detail));
+  }
+  return run_job(std::get<CloudEvent>(std::move(parsed)), job, &pool);
 }
 
 }  // namespace

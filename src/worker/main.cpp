@@ -175,11 +175,24 @@ int run_worker(const runtime::ServiceConfig& config) {
                       });
 }
 
-// Invocations still running after the server's drain stop at their next step.
-asio::awaitable<void> hand_back_jobs(worker::ImageJobs* image_jobs, s3::Client* s3) {
+// Invocations still running after the server's drain stop at their next step, while
+// the event loop still runs their I/O (their threads wait on it); one that does not stop
+// within kOverrun ends the process, as in queue mode: its sender redelivers.
+asio::awaitable<void> hand_back_jobs(worker::ImageJobs* image_jobs, s3::Client* s3, const std::atomic<int>* running) {
+  constexpr auto kOverrun = std::chrono::seconds(3);
   image_jobs->cancel();
   s3->cancel_requests();
-  co_return;
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  const auto deadline = std::chrono::steady_clock::now() + kOverrun;
+  while (running->load() > 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      log::error("function jobs did not stop after the drain: exiting now", {{"running", running->load()}});
+      log::shutdown();
+      std::_Exit(0);
+    }
+    tick.expires_after(std::chrono::milliseconds(20));
+    co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
 }
 
 // Function mode: only the image job, one CloudEvent per request on the HTTP port (with
@@ -210,14 +223,27 @@ int run_function(const runtime::ServiceConfig& config) {
 
   http::Router router;
   http::add_ops_routes(router, readiness, metrics);
+  std::atomic<int> running{0};
   worker::add_function_routes(
-      router, [&image_jobs](const amqp::Delivery& d) { return image_jobs.handle(d); }, jobs);
+      router,
+      [&image_jobs, &running](const amqp::Delivery& d) {
+        struct Counted {
+          std::atomic<int>* n;
+          explicit Counted(std::atomic<int>* c) : n(c) { ++*n; }
+          ~Counted() { --*n; }
+          Counted(const Counted&) = delete;
+          Counted& operator=(const Counted&) = delete;
+        } counted(&running);
+        return image_jobs.handle(d);
+      },
+      jobs);
   http::Server server(ioc, config.http, router, metrics);
   server.listen();
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   log::info("listening", {{"port", server.port()}, {"mode", "function"}, {"startup_ms", ms}});
-  const int code = runtime::run(ioc, server, readiness, config.lifecycle,
-                                [&image_jobs, s3] { return hand_back_jobs(&image_jobs, s3.get()); });
+  const int code = runtime::run(ioc, server, readiness, config.lifecycle, [&image_jobs, s3, &running] {
+    return hand_back_jobs(&image_jobs, s3.get(), &running);
+  });
   jobs.join();
   return code;
 }
