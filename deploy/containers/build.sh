@@ -54,6 +54,10 @@ build api "$here/Containerfile" api --build-arg BINARIES="$from"
 build worker "$here/Containerfile" worker --build-arg BINARIES="$from"
 build gateway "$here/gateway/Containerfile" gateway --build-arg WEB="$from"
 
+# Tags of earlier commits go (their layers with them, once nothing else uses them).
+podman images --format '{{.Repository}}:{{.Tag}}' --filter 'reference=localhost/nimbus/*' |
+  grep -E '^localhost/nimbus/(api|worker|gateway):' | grep -v -E ":(latest|$tag)\$" |
+  xargs -r podman rmi >/dev/null 2>&1 || true
 podman image prune -f >/dev/null || true  # dangling layers of earlier builds
 say "images built in $((SECONDS - started)) s (tag :latest and :$tag)"
 podman images --filter 'reference=localhost/nimbus/*' --format '{{.Repository}}:{{.Tag}} {{.Size}}' | sort >&2
