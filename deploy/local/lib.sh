@@ -28,7 +28,8 @@ load_profile() {
   PG_PORT=${NIMBUS_PG_PORT:-$((5433 + shift_by))}
   REDIS_PORT=${NIMBUS_REDIS_PORT:-$((6380 + shift_by))}
   AMQP_PORT=${NIMBUS_AMQP_PORT:-$((5673 + shift_by))}
-  RABBIT_DIST_PORT=${NIMBUS_RABBIT_DIST_PORT:-$((25673 + shift_by))}
+  # (next to its AMQP port, so that no profile's lands on another's AMQP port)
+  RABBIT_DIST_PORT=${NIMBUS_RABBIT_DIST_PORT:-$((AMQP_PORT + 1000))}
   MEMCACHED_PORT=${NIMBUS_MEMCACHED_PORT:-$((11212 + shift_by))}
   S3_PORT=${NIMBUS_S3_PORT:-$((8090 + shift_by))}
   SWIFT_ACCOUNT_PORT=${NIMBUS_SWIFT_ACCOUNT_PORT:-$((6212 + shift_by))}
