@@ -45,7 +45,8 @@ const std::string kGet = "SELECT " + kPollColumns + " FROM polls p WHERE p.id = 
 // Keyset pagination, newest first; the cursor is the last poll of the previous page.
 const std::string kList = "SELECT " + kPollColumns + R"( FROM polls p
  WHERE ($1::text = 'all'
-        OR ($1::text = 'open' AND p.closed_at IS NULL AND (p.closes_at IS NULL OR p.closes_at > now()))
+        OR ($1::text = 'open' AND p.closed_at IS NULL AND (p.closes_at IS NULL OR p.closes_at > now())
+            AND (p.opens_at IS NULL OR p.opens_at <= now()))
         OR ($1::text = 'closed' AND (p.closed_at IS NOT NULL OR (p.closes_at IS NOT NULL AND p.closes_at <= now()))))
    AND ($2::uuid IS NULL OR p.owner_id = $2::uuid)
    AND ($3::uuid IS NULL OR (p.created_at, p.id) < (SELECT c.created_at, c.id FROM polls c WHERE c.id = $3::uuid))

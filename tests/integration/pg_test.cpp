@@ -209,6 +209,31 @@ TEST_F(PgTest, ADatabaseMigratedByAnotherBuildIsRefused) {
   });
 }
 
+// A pooled connection whose backend the server ended while it sat idle (a restart,
+// pg_terminate_backend) is dropped when taken, not handed out to fail its first query
+// (the first request after a database restart used to get a 503 per dead connection).
+TEST_F(PgTest, AConnectionTheServerEndedWhileIdleIsNotHandedOut) {
+  auto pool = make_pool(1);
+  auto admin = make_pool(1);
+  auto pid = run([&]() -> asio::awaitable<std::int64_t> {
+    auto db = co_await pool->acquire();
+    auto r = co_await db.query("SELECT pg_backend_pid()", {});
+    co_return r.get_int(0, 0);
+  });
+  auto ended = run([&]() -> asio::awaitable<bool> {
+    auto db = co_await admin->acquire();
+    auto r = co_await db.query("SELECT pg_terminate_backend($1::int)", pg::params(pid));
+    co_return r.get_bool(0, 0);
+  });
+  ASSERT_TRUE(ended);
+  std::this_thread::sleep_for(200ms);  // the server's goodbye reaches the idle socket
+  auto r = run([&]() -> asio::awaitable<pg::Result> {
+    auto db = co_await pool->acquire();
+    co_return co_await db.query("SELECT pg_backend_pid()", {});
+  });
+  EXPECT_NE(r.get_int(0, 0), pid) << "a new connection serves the query";
+}
+
 TEST_F(PgTest, PoolRecoversAfterPostgresRestarts) {
   NIMBUS_REQUIRE_STACK("NIMBUS_STACK_SUPERVISOR_CONF");
   auto pool = make_pool(4);

@@ -67,9 +67,16 @@ bool Connection::idle_in_no_transaction() const {
 
 bool Connection::alive() {
   if (broken_ || conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) return false;
-  pollfd p{PQsocket(conn_), POLLIN, 0};
+  pollfd p{PQsocket(conn_), POLLIN | POLLRDHUP, 0};
   if (::poll(&p, 1, 0) > 0) {
-    // Readable while idle: a notice, a NOTIFY, or the server closing on us.
+    // The server closed its end (a restart, pg_terminate_backend): its last words are
+    // a FATAL error that libpq reads as a mere notice while idle, and the end of the
+    // stream may not be seen by the same read — the hang-up flag is the proof.
+    if ((p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+      broken_ = true;
+      return false;
+    }
+    // Readable while idle: a notice or a NOTIFY.
     if (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK) {
       broken_ = true;
       return false;
