@@ -9,6 +9,8 @@ MAILDEV_VERSION="2.2.1"
 APT_PACKAGES=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config git clang-format clang-tidy shellcheck
+  # clang-tidy 19 for the coroutine checks of tests/lint/clang_tidy.py (14 lacks them)
+  clang-tidy-19
   # fuzzing (libFuzzer) and sanitizer runtimes
   clang libclang-rt-14-dev llvm
   # libraries
