@@ -26,8 +26,12 @@ def limited():
 
 
 def random_v4():
-    return f"203.0.113.{secrets.randbelow(254) + 1}" if secrets.randbelow(2) else \
-        f"198.51.100.{secrets.randbelow(254) + 1}"
+    """An address of the documentation ranges no request counted against this minute
+    (a previous run may have used the same one moments ago)."""
+    while True:
+        ip = f"{secrets.choice(('192.0.2', '198.51.100', '203.0.113'))}.{secrets.randbelow(254) + 1}"
+        if rate_keys(ip) == "" and stack.redis_cli("--scan", "--pattern", f"auth:rl:verify:{ip}:*") == "":
+            return ip
 
 
 def random_v6_prefix():
@@ -57,10 +61,7 @@ def assert_limited(r):
 
 def test_starts_per_address_are_limited_and_addresses_do_not_share(limited):
     secret = gateway_secret()
-    used, other = random_v4(), f"192.0.2.{secrets.randbelow(254) + 1}"
-    # Addresses of their own: no other test counted against them. (Ours could repeat a
-    # previous run's within its minute: the keys tell.)
-    assert rate_keys(used) == "" and rate_keys(other) == "", "address used moments ago: run again"
+    used, other = random_v4(), random_v4()
     start_of_a_fresh_minute()
     for _ in range(START_LIMIT):
         assert start(limited, used, secret).status_code == 202
@@ -115,7 +116,7 @@ def test_code_guesses_per_address_are_limited_across_addresses(limited):
 # --------------------------------------------------------------------------------------
 # Refresh tokens: idle and absolute expiry (the stack's own are 14 and 30 days).
 
-IDLE, ABSOLUTE = 4, 10  # seconds
+IDLE, ABSOLUTE = 5, 13  # seconds
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +155,9 @@ def test_a_refresh_token_left_unused_expires_after_the_idle_time(short_sessions)
 def test_a_session_in_use_still_ends_at_its_absolute_lifetime(short_sessions):
     tokens, signed_in = sign_in_at(short_sessions)
     token = tokens["refresh_token"]
-    # Used every 2 s (well within the idle time): it keeps working...
-    while time.monotonic() - signed_in < ABSOLUTE - 3:
+    # Used every 2 s (well within the idle time): it keeps working... (until 5 s before
+    # the absolute end: headroom for a slow request on a loaded machine)
+    while time.monotonic() - signed_in < ABSOLUTE - 5:
         time.sleep(2)  # the pace of use is the point: more often than the idle time
         r = refresh(short_sessions, token)
         assert r.status_code == 200, (time.monotonic() - signed_in, r.text)
