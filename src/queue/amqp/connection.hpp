@@ -67,6 +67,7 @@ class Connection {
   void check_status(int status, std::string_view what);
 
  private:
+  void open(const Config& config);  // the constructor's work, so that it can clean up
   amqp_connection_state_t state_ = nullptr;
 };
 
