@@ -71,10 +71,12 @@ struct Connection {
   bool stop_requested = false;
   std::function<void()> on_stop;  // set by a streamed response
 
-  // The request being handled, for the watchdog's report (read from its thread).
+  // The request being handled, for the watchdog's report (read from its thread, under
+  // the mutex; the mark that sets it is cleared before the request goes away). Pointers,
+  // not a copy: this runs on every request.
   std::mutex current_mutex;
-  std::string current;  // "METHOD route request-id"
-  Clock::time_point current_since;
+  const Request* current = nullptr;
+  std::string_view current_route;
 };
 
 // Marks a connection's request as in flight for the duration of its handler.
@@ -82,13 +84,12 @@ class InFlightMark {
  public:
   InFlightMark(Connection& conn, const Request& req, std::string_view route) : conn_(conn) {
     std::lock_guard lock(conn_.current_mutex);
-    conn_.current =
-        std::string(to_string(req.method)) + " " + std::string(route.empty() ? req.path : route) + " " + req.request_id;
-    conn_.current_since = req.received_at;
+    conn_.current = &req;
+    conn_.current_route = route;
   }
   ~InFlightMark() {
     std::lock_guard lock(conn_.current_mutex);
-    conn_.current.clear();
+    conn_.current = nullptr;
   }
   InFlightMark(const InFlightMark&) = delete;
   InFlightMark& operator=(const InFlightMark&) = delete;
@@ -308,7 +309,11 @@ std::string Server::describe_in_flight() const {
     for (auto& [id, entry] : impl_->connections) {
       auto& conn = *entry.second;
       std::unique_lock current(conn.current_mutex, std::try_to_lock);
-      if (current.owns_lock() && !conn.current.empty()) entries.push_back({conn.current, conn.current_since});
+      if (!current.owns_lock() || conn.current == nullptr) continue;
+      const auto& req = *conn.current;
+      const auto route = conn.current_route.empty() ? std::string_view(req.path) : conn.current_route;
+      entries.push_back(
+          {std::string(to_string(req.method)) + " " + std::string(route) + " " + req.request_id, req.received_at});
     }
   }
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.since < b.since; });

@@ -56,6 +56,7 @@ asio::awaitable<Response> create(std::shared_ptr<Service> polls, Request& req, a
   }
   try {
     auto created = co_await polls->create(who.sub, std::move(std::get<NewPoll>(poll)), std::move(idempotency));
+    if (created.outcome == CreateOutcome::gone) co_return poll_not_found();
     if (created.outcome == CreateOutcome::key_reused) {
       co_return http::problem(422, "idempotency_key_reused", "Idempotency key reused",
                               "This Idempotency-Key was used for another request.");

@@ -130,11 +130,13 @@ asio::awaitable<Created> Service::create(std::string owner_id, NewPoll poll, std
         pg::params(id, owner_id, poll.title, poll.description, poll.max_choices, poll.results_visibility, poll.opens_at,
                    poll.closes_at, pg::array_literal(option_ids), pg::array_literal(poll.options), key, fingerprint));
     if (r.is_null(0, 0)) {
+      // Only an idempotency key's conflict inserts nothing.
+      if (!key || !fingerprint) throw std::logic_error("poll insert skipped without an idempotency key");
       auto first = co_await db.query(kByIdempotencyKey, pg::params(owner_id, *key));
       if (first.rows() == 0) throw std::runtime_error("idempotency key conflict without a row");
       if (first.get(0, 1) != *fingerprint) co_return Created{CreateOutcome::key_reused, {}};
       auto existing = co_await get(std::string(first.get(0, 0)));
-      if (!existing) co_return Created{CreateOutcome::key_reused, {}};  // deleted since
+      if (!existing) co_return Created{CreateOutcome::gone, {}};  // deleted since
       co_return Created{CreateOutcome::replayed, std::move(*existing)};
     }
   }
@@ -147,6 +149,8 @@ asio::awaitable<Created> Service::create(std::string owner_id, NewPoll poll, std
     log::warn("tally not started; first read rebuilds it", {{"poll_id", id}, {"error", e.what()}});
   }
   auto created = co_await get(id);
+  // Deleted by its owner in the moment since the commit: nothing left to show.
+  if (!created) co_return Created{CreateOutcome::gone, {}};
   co_return Created{CreateOutcome::created, std::move(*created)};
 }
 

@@ -31,7 +31,7 @@ enum class OwnerAction { done, not_found, forbidden };
 struct Idempotency {
   std::string key, fingerprint;
 };
-enum class CreateOutcome { created, replayed, key_reused };
+enum class CreateOutcome { created, replayed, key_reused, gone };
 struct Created {
   CreateOutcome outcome;
   boost::json::object poll;  // created or replayed

@@ -110,18 +110,25 @@ asio::awaitable<void> stop_work(std::vector<amqp::Consumer*> consumers, worker::
   co_await stop_relay(relay);
 }
 
-int run_worker(const runtime::ServiceConfig& config) {
-  const auto started = std::chrono::steady_clock::now();
-  asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
-  ops::Metrics metrics;
-  ops::Readiness readiness;
-
+// Both modes' database: a small pool, migrated in the background, reported to
+// readiness and metrics.
+std::shared_ptr<pg::Pool> database(asio::io_context& ioc, ops::Metrics& metrics, ops::Readiness& readiness) {
   auto pg_config = pg::PoolConfig::from_env();
   pg_config.size = 4;
   auto pg = pg::Pool::create(ioc.get_executor(), pg_config);
   pg->export_metrics(metrics);
   auto schema_ready = pg::migrate_in_background(ioc.get_executor(), pg);
   readiness.add_check("postgres", [pg, schema_ready] { return pg::ready(pg, schema_ready); });
+  return pg;
+}
+
+int run_worker(const runtime::ServiceConfig& config) {
+  const auto started = std::chrono::steady_clock::now();
+  asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
+  ops::Metrics metrics;
+  ops::Readiness readiness;
+
+  auto pg = database(ioc, metrics, readiness);
 
   amqp::Publisher publisher(amqp::Config::from_env());
   readiness.add_check("rabbitmq", [&publisher] { return publisher_ready(&publisher); });
@@ -205,12 +212,7 @@ int run_function(const runtime::ServiceConfig& config) {
   asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
   ops::Metrics metrics;
   ops::Readiness readiness;
-  auto pg_config = pg::PoolConfig::from_env();
-  pg_config.size = 4;
-  auto pg = pg::Pool::create(ioc.get_executor(), pg_config);
-  pg->export_metrics(metrics);
-  auto schema_ready = pg::migrate_in_background(ioc.get_executor(), pg);
-  readiness.add_check("postgres", [pg, schema_ready] { return pg::ready(pg, schema_ready); });
+  auto pg = database(ioc, metrics, readiness);
   amqp::Publisher publisher(amqp::Config::from_env());
   readiness.add_check("rabbitmq", [&publisher] { return publisher_ready(&publisher); });
   auto s3 = std::make_shared<s3::Client>(s3::Config::from_env());

@@ -368,4 +368,7 @@ def test_hung_instance_under_vote_load_is_taken_out_and_back_within_seconds(peop
     with open(timing["log"], encoding="utf-8", errors="replace") as f:
         f.seek(timing["offset"])
         log = f.read()
-    assert request_id in log, "the watchdog's report names the request in flight"
+    reports = [line for line in log.splitlines() if "event loop stuck" in line]
+    assert reports, "the watchdog logged why it aborted"
+    assert f"POST /debug/hang {request_id}" in reports[-1], \
+        f"the watchdog's report names the request in flight: {reports[-1]}"
