@@ -11,6 +11,7 @@
 #include "images/upload.hpp"
 #include "storage/s3/sigv4.hpp"
 #include "support/run.hpp"
+#include "support/scripted_body.hpp"
 
 using namespace nimbus;
 using namespace nimbus::images;
@@ -29,23 +30,7 @@ std::string png(std::uint32_t w, std::uint32_t h) {
          std::string("\xae\x42\x60\x82", 4);
 }
 
-// A request body handed out in pieces of `piece` bytes, as a socket would.
-class ScriptedBody : public http::BodyReader {
- public:
-  ScriptedBody(std::string bytes, std::size_t piece) : bytes_(std::move(bytes)), piece_(piece) {}
-  asio::awaitable<std::size_t> read(std::string& out, std::size_t max) override {
-    const auto n = std::min({max, piece_, bytes_.size() - at_});
-    out.append(bytes_, at_, n);
-    at_ += n;
-    co_return n;
-  }
-  std::optional<std::uint64_t> content_length() const override { return bytes_.size(); }
-
- private:
-  std::string bytes_;
-  std::size_t piece_;
-  std::size_t at_ = 0;
-};
+using test::ScriptedBody;
 
 // The whole file as FileReader gives it, or the refusal/layout error.
 struct Read {

@@ -8,6 +8,7 @@
 #include "images/sniff.hpp"
 #include "images/upload.hpp"
 #include "support/run.hpp"
+#include "support/scripted_body.hpp"
 
 using namespace nimbus::images;
 
@@ -345,21 +346,7 @@ TEST(Multipart, OnlyTheExactClosingDelimiterEndsTheFile) {
 // exact close delimiter is a layout error (400), however the body is cut into reads.
 namespace {
 
-class Pieces : public nimbus::http::BodyReader {
- public:
-  Pieces(std::string bytes, std::size_t piece) : bytes_(std::move(bytes)), piece_(piece) {}
-  boost::asio::awaitable<std::size_t> read(std::string& out, std::size_t max) override {
-    const auto n = std::min({max, piece_, bytes_.size() - at_});
-    out.append(bytes_, at_, n);
-    at_ += n;
-    co_return n;
-  }
-  std::optional<std::uint64_t> content_length() const override { return bytes_.size(); }
-
- private:
-  std::string bytes_;
-  std::size_t piece_, at_ = 0;
-};
+using Pieces = nimbus::test::ScriptedBody;
 
 // "ok", "refused" or "layout" and, for "ok", the file's bytes.
 std::pair<std::string, std::string> read_form(const std::string& body, std::size_t piece) {
