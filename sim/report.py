@@ -119,6 +119,13 @@ def own_kills(data):
 
 # ---------------------------------------------------------------------- charts
 
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def chart_timeline(data, path, title):
     tl = data["timeline"]
     if not tl:
@@ -154,10 +161,7 @@ def chart_timeline(data, path, title):
         if "users" in p or "rate" in p:
             ax1.text((p["start"] + p["end"]) / 2, ax1.get_ylim()[1] * 0.92, p["label"], ha="center", fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def chart_histogram(data, endpoint, path, title):
@@ -172,10 +176,7 @@ def chart_histogram(data, endpoint, path, title):
     ax.set_xlabel("ms (the last bin holds everything above p99.9)")
     ax.set_ylabel("requests")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def chart_steps(data, endpoint, path, title, xkey="users"):
@@ -196,10 +197,7 @@ def chart_steps(data, endpoint, path, title, xkey="users"):
     ax2.set_ylabel("requests/s (bars)")
     ax1.legend(loc="upper left", fontsize=7)
     ax1.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def chart_capacity(data, path, title):
@@ -225,10 +223,7 @@ def chart_capacity(data, path, title):
     ax.set_ylabel("latency ms from the due time")
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def chart_ready(data, path, title):
@@ -246,10 +241,7 @@ def chart_ready(data, path, title):
     ax.set_ylabel("202 -> ready seen by the client, s")
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------- markdown -> HTML
