@@ -122,25 +122,29 @@ std::string user_key(const std::string& uid) {
   return "auth:revoked:user:" + uid;
 }
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 }  // namespace
 
-Service::Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis)
-    : config_(std::move(config)), pg_(std::move(pg)), redis_(std::move(redis)) {}
+RateWindow rate_window(std::chrono::system_clock::time_point now) {
+  const auto t = std::chrono::duration_cast<seconds>(now.time_since_epoch()).count();
+  return {t / 60, seconds(60 - t % 60)};
+}
 
-asio::awaitable<bool> Service::within_rate(const std::string& kind, const std::string& ip, int limit) {
-  const auto minute = unix_now() / 60;
-  const std::vector<std::string> keys{"auth:rl:" + kind + ":" + rate_subject(ip) + ":" + std::to_string(minute)};
+Service::Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis,
+                 std::shared_ptr<const core::Clock> clock)
+    : config_(std::move(config)), pg_(std::move(pg)), redis_(std::move(redis)), clock_(std::move(clock)) {}
+
+asio::awaitable<std::optional<seconds>> Service::over_rate(const std::string& kind, const std::string& ip, int limit) {
+  // One reading of the clock: the refusal's Retry-After belongs to the window counted.
+  const auto window = rate_window(clock_->system_now());
+  const std::vector<std::string> keys{"auth:rl:" + kind + ":" + rate_subject(ip) + ":" + std::to_string(window.minute)};
   const std::vector<std::string> args{"60"};
   auto n = co_await redis_->eval(kRateLimit, keys, args);
-  co_return n.as_integer() <= limit;
+  if (n.as_integer() <= limit) co_return std::nullopt;
+  co_return window.left;
 }
 
 Tokens Service::issue(const User& user, const std::string& session_id, std::string refresh_token) const {
-  const auto now = unix_now();
+  const auto now = core::unix_seconds(*clock_);
   Claims c{
       config_.issuer, config_.audience, user.id, session_id, random::hex(16), now, now + config_.access_ttl.count(),
       std::nullopt};
@@ -150,8 +154,8 @@ Tokens Service::issue(const User& user, const std::string& session_id, std::stri
 asio::awaitable<Outcome<Started>> Service::start_email(std::string email_text, std::string client_ip) {
   auto email = normalize_email(email_text);
   if (!email) co_return Refused{Failure::invalid_email};
-  if (!co_await within_rate("start", client_ip, config_.ip_start_per_minute)) {
-    co_return Refused{Failure::rate_limited, seconds(60 - unix_now() % 60)};
+  if (auto wait = co_await over_rate("start", client_ip, config_.ip_start_per_minute)) {
+    co_return Refused{Failure::rate_limited, *wait};
   }
   const auto executor = co_await asio::this_coro::executor;
   const auto code = generate_code();
@@ -186,8 +190,8 @@ asio::awaitable<Outcome<Tokens>> Service::verify_email(std::string email_text, s
                                                        std::string client_ip) {
   auto email = normalize_email(email_text);
   if (!email) co_return Refused{Failure::invalid_email};
-  if (!co_await within_rate("verify", client_ip, config_.ip_verify_per_minute)) {
-    co_return Refused{Failure::rate_limited, seconds(60 - unix_now() % 60)};
+  if (auto wait = co_await over_rate("verify", client_ip, config_.ip_verify_per_minute)) {
+    co_return Refused{Failure::rate_limited, *wait};
   }
   const std::vector<std::string> keys{code_key(*email), budget_key(*email)};
   const std::vector<std::string> args{std::to_string(config_.code_attempts), std::to_string(config_.daily_attempts),
@@ -283,7 +287,7 @@ asio::awaitable<void> Service::logout(Claims claims, bool everywhere) {
   const auto ttl = std::to_string(config_.access_ttl.count() + 60);
   if (everywhere) {
     co_await db.query(kRevokeUser, pg::params(claims.sub, std::string_view("logout_global")));
-    co_await redis_->command("SET", user_key(claims.sub), std::to_string(unix_now()), "EX", ttl);
+    co_await redis_->command("SET", user_key(claims.sub), std::to_string(core::unix_seconds(*clock_)), "EX", ttl);
   } else {
     co_await db.query(kRevokeSession, pg::params(claims.sid, std::string_view("logout")));
     co_await redis_->command("SET", sid_key(claims.sid), "1", "EX", ttl);
@@ -297,7 +301,7 @@ asio::awaitable<std::optional<Claims>> Service::authenticate(std::string authori
     co_return std::nullopt;
   }
   const auto token = std::string_view(authorization).substr(scheme.size());
-  const auto now = std::chrono::system_clock::now();
+  const auto now = clock_->system_now();
   auto claims = verified_->find(token, now);
   if (!claims) {
     auto verified = config_.keys->verify(token, config_.issuer, config_.audience, now);

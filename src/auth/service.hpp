@@ -16,6 +16,7 @@
 #include "auth/config.hpp"
 #include "auth/jwt.hpp"
 #include "auth/verified_tokens.hpp"
+#include "core/clock.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
 
@@ -52,9 +53,19 @@ using Outcome = std::variant<T, Refused>;
 
 struct Started {};
 
+// The fixed one-minute window the per-IP limits count in, at `now`: its number (part of
+// the counter's key) and the time left in it (a refusal's Retry-After).
+struct RateWindow {
+  std::int64_t minute = 0;
+  std::chrono::seconds left{0};
+};
+RateWindow rate_window(std::chrono::system_clock::time_point now);
+
 class Service {
  public:
-  Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis);
+  // `clock` dates tokens, rate-limit windows and sign-outs (tests pass a manual one).
+  Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis,
+          std::shared_ptr<const core::Clock> clock = core::Clock::system());
 
   boost::asio::awaitable<Outcome<Started>> start_email(std::string email, std::string client_ip);
   boost::asio::awaitable<Outcome<Tokens>> verify_email(std::string email, std::string code, std::string client_ip);
@@ -70,13 +81,16 @@ class Service {
   const Config& config() const { return config_; }
 
  private:
-  boost::asio::awaitable<bool> within_rate(const std::string& kind, const std::string& ip, int limit);
+  // nullopt within the limit; else the time left in the current window.
+  boost::asio::awaitable<std::optional<std::chrono::seconds>> over_rate(const std::string& kind, const std::string& ip,
+                                                                        int limit);
   Tokens issue(const User& user, const std::string& session_id, std::string refresh_token) const;
 
   Config config_;
   std::unique_ptr<VerifiedTokens> verified_ = std::make_unique<VerifiedTokens>();
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<redis::Client> redis_;
+  std::shared_ptr<const core::Clock> clock_;
 };
 
 }  // namespace nimbus::auth

@@ -1,0 +1,186 @@
+// The accounts service layer against the stack's real PostgreSQL and Redis, driven
+// directly (no HTTP) with a manual clock: a token's life, a sign-out's reach and the
+// per-IP rate-limit window are decided by the service's clock, to the second.
+//
+// Sign-in codes are put in Redis by the test (their MAC under its own secret) instead
+// of being asked for: asking would send an email through the stack's outbox.
+#include <gtest/gtest.h>
+
+#include "auth/codes.hpp"
+#include "auth/service.hpp"
+#include "core/random.hpp"
+#include "store/pg/migrate.hpp"
+#include "support/manual_clock.hpp"
+#include "support/run.hpp"
+
+namespace asio = boost::asio;
+using namespace nimbus;
+using namespace nimbus::auth;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A Redis database of these tests' own (the stack uses 0): codes, revocations and
+// rate-limit counters dated by the manual clock never meet the stack's.
+constexpr int kPrivateRedisDb = 11;
+// What verification and the verified-token memo allow past `exp` (their default).
+constexpr auto kLeeway = 30s;
+constexpr std::string_view kCode = "123456";
+
+class AuthServiceTest : public ::testing::Test {
+ protected:
+  template <typename Fn>
+  auto run(Fn&& fn) {
+    return test::run(ioc_, std::forward<Fn>(fn));
+  }
+
+  void SetUp() override {
+    NIMBUS_REQUIRE_STACK("NIMBUS_TEST_DATABASE_URL");
+    NIMBUS_REQUIRE_STACK("NIMBUS_TEST_REDIS_URL");
+    pg::PoolConfig c;
+    c.url = test::stack_env("NIMBUS_TEST_DATABASE_URL");
+    c.size = 2;
+    pool_ = pg::Pool::create(ioc_.get_executor(), c);
+    auto redis_config = redis::Config::from_url(test::stack_env("NIMBUS_TEST_REDIS_URL"));
+    redis_config.db = kPrivateRedisDb;
+    redis_ = redis::Client::create(ioc_.get_executor(), redis_config);
+    redis_->start();
+    config_.issuer = "nimbus-clock-test";
+    config_.code_secret = random::hex(32);
+    config_.keys = std::make_shared<KeySet>(std::vector<Key>{Key::generate("clock")}, "clock");
+    // Two hours behind the machine, at a whole minute: a service still reading the real
+    // clock would sign tokens two hours off, and count in another minute.
+    t0_ = std::chrono::time_point_cast<std::chrono::minutes>(std::chrono::system_clock::now()) - 2h;
+    clock_ = test::ManualClock::at(t0_);
+    service_ = std::make_shared<Service>(config_, pool_, redis_, clock_);
+    email_ = "clock-" + random::hex(8) + "@example.com";
+    run([&] { return pg::migrate(*pool_, pg::embedded_migrations()); });
+  }
+  void TearDown() override {
+    if (!pool_) return;
+    run([&]() -> asio::awaitable<void> {
+      auto db = co_await pool_->acquire();
+      co_await db.query("DELETE FROM users WHERE email = $1", pg::params(email_));  // sessions go with it
+    });
+    redis_->stop();
+  }
+
+  // Signs email_ in through the real verify flow (Lua scripts, session row), at the
+  // clock's time, from an address of its own.
+  Tokens sign_in() {
+    auto outcome = run([&]() -> asio::awaitable<Outcome<Tokens>> {
+      co_await redis_->command("HSET", "auth:code:" + email_, "mac", code_mac(config_.code_secret, email_, kCode),
+                               "attempts", "0");
+      co_await redis_->command("EXPIRE", "auth:code:" + email_, "600");
+      co_return co_await service_->verify_email(email_, std::string(kCode), unique_ip());
+    });
+    auto* tokens = std::get_if<Tokens>(&outcome);
+    if (!tokens) throw std::runtime_error("sign-in refused");
+    return *tokens;
+  }
+
+  std::optional<Claims> authenticate(const std::string& access_token) {
+    return run([&] { return service_->authenticate("Bearer " + access_token); });
+  }
+
+  static std::string unique_ip() {
+    const auto h = random::hex(3);
+    return "10." + std::to_string(std::stoi(h.substr(0, 2), nullptr, 16)) + "." +
+           std::to_string(std::stoi(h.substr(2, 2), nullptr, 16)) + "." +
+           std::to_string(std::stoi(h.substr(4, 2), nullptr, 16));
+  }
+
+  asio::io_context ioc_;
+  std::shared_ptr<pg::Pool> pool_;
+  std::shared_ptr<redis::Client> redis_;
+  Config config_;
+  std::chrono::system_clock::time_point t0_;
+  std::shared_ptr<test::ManualClock> clock_;
+  std::shared_ptr<Service> service_;
+  std::string email_;
+};
+
+TEST_F(AuthServiceTest, ATokenLivesUntilItsExpiryByTheClockEvenWhileTheMemoHoldsIt) {
+  const auto t = test::unix_of(t0_);
+  const auto tokens = sign_in();
+  auto claims = authenticate(tokens.access_token);  // verified in full, and memoised
+  ASSERT_TRUE(claims);
+  EXPECT_EQ(claims->iat, t);
+  EXPECT_EQ(claims->exp, t + config_.access_ttl.count());
+
+  clock_->set(t0_ + config_.access_ttl - 1s);
+  EXPECT_TRUE(authenticate(tokens.access_token)) << "one second before exp";
+  // Past exp the leeway still accepts it (clock skew between instances), to the second.
+  clock_->set(t0_ + config_.access_ttl + kLeeway - 1s);
+  EXPECT_TRUE(authenticate(tokens.access_token)) << "the memo answers, within the leeway";
+  clock_->advance(1s);
+  EXPECT_FALSE(authenticate(tokens.access_token)) << "expired, though the memo held it";
+  EXPECT_FALSE(authenticate(tokens.access_token)) << "and verifying it afresh agrees";
+}
+
+TEST_F(AuthServiceTest, RefreshedTokensAreDatedByTheClock) {
+  const auto first = sign_in();
+  clock_->advance(100s);
+  auto refreshed = run([&] { return service_->refresh(first.refresh_token); });
+  auto* tokens = std::get_if<Tokens>(&refreshed);
+  ASSERT_TRUE(tokens);
+  auto claims = authenticate(tokens->access_token);
+  ASSERT_TRUE(claims);
+  EXPECT_EQ(claims->iat, test::unix_of(t0_) + 100);
+  EXPECT_EQ(claims->exp, test::unix_of(t0_) + 100 + config_.access_ttl.count());
+}
+
+TEST_F(AuthServiceTest, SigningOutEverywhereRevokesTokensIssuedUpToThatSecondOnly) {
+  const auto before = sign_in();
+  clock_->advance(10s);
+  const auto r = test::unix_of(clock_->system_now());
+  const auto same_second = sign_in();
+  auto claims = authenticate(before.access_token);
+  ASSERT_TRUE(claims);
+  ASSERT_TRUE(authenticate(same_second.access_token));
+
+  run([&] { return service_->logout(*claims, true); });
+  auto stamp = run([&] { return redis_->command("GET", "auth:revoked:user:" + claims->sub); }).as_optional_string();
+  ASSERT_TRUE(stamp);
+  EXPECT_EQ(std::stoll(*stamp), r) << "the sign-out is dated by the clock";
+  EXPECT_FALSE(authenticate(before.access_token)) << "issued before the sign-out";
+  EXPECT_FALSE(authenticate(same_second.access_token)) << "issued in the sign-out's second";
+
+  clock_->advance(1s);
+  const auto after = sign_in();
+  auto after_claims = authenticate(after.access_token);
+  ASSERT_TRUE(after_claims) << "issued after the sign-out: valid";
+  EXPECT_EQ(after_claims->iat, r + 1);
+  EXPECT_FALSE(authenticate(before.access_token)) << "the old one stays revoked";
+}
+
+TEST_F(AuthServiceTest, ThePerIpLimitCountsInTheClocksMinuteAndSaysWhenItEnds) {
+  Config small = config_;
+  small.ip_verify_per_minute = 2;
+  small.ip_start_per_minute = 0;  // refuses every request: no code is ever sent
+  Service limited(small, pool_, redis_, clock_);
+  const auto ip = unique_ip();
+  auto verify = [&] { return run([&] { return limited.verify_email(email_, "000000", ip); }); };
+  auto failure = [](const Outcome<Tokens>& o) { return std::get<Refused>(o); };
+
+  clock_->set(t0_ + 45s);
+  EXPECT_EQ(failure(verify()).failure, Failure::invalid_code);
+  EXPECT_EQ(failure(verify()).failure, Failure::invalid_code);
+  auto third = failure(verify());
+  EXPECT_EQ(third.failure, Failure::rate_limited);
+  EXPECT_EQ(third.retry_after, 15s) << "clock at :45, the window ends at :00";
+  clock_->advance(14s);
+  auto at_59 = failure(verify());
+  EXPECT_EQ(at_59.failure, Failure::rate_limited) << "still the same minute";
+  EXPECT_EQ(at_59.retry_after, 1s);
+  clock_->advance(1s);
+  EXPECT_EQ(failure(verify()).failure, Failure::invalid_code) << "a new minute: counted afresh";
+
+  clock_->set(t0_ + 20s);
+  auto started = run([&] { return limited.start_email(email_, ip); });
+  ASSERT_TRUE(std::holds_alternative<Refused>(started));
+  EXPECT_EQ(std::get<Refused>(started).failure, Failure::rate_limited);
+  EXPECT_EQ(std::get<Refused>(started).retry_after, 40s);
+}
+
+}  // namespace
