@@ -65,12 +65,18 @@ BallotBoxConfig BallotBoxConfig::from_env() {
 }
 
 BallotBox::BallotBox(asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally,
-                     BallotBoxConfig config)
-    : executor_(std::move(executor)), pg_(std::move(pg)), tally_(std::move(tally)), config_(config) {}
+                     BallotBoxConfig config, std::shared_ptr<const core::Clock> clock)
+    : executor_(std::move(executor)),
+      pg_(std::move(pg)),
+      tally_(std::move(tally)),
+      config_(config),
+      clock_(std::move(clock)) {}
 
 std::shared_ptr<BallotBox> BallotBox::create(asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg,
-                                             std::shared_ptr<Tally> tally, BallotBoxConfig config) {
-  return std::shared_ptr<BallotBox>(new BallotBox(std::move(executor), std::move(pg), std::move(tally), config));
+                                             std::shared_ptr<Tally> tally, BallotBoxConfig config,
+                                             std::shared_ptr<const core::Clock> clock) {
+  return std::shared_ptr<BallotBox>(
+      new BallotBox(std::move(executor), std::move(pg), std::move(tally), config, std::move(clock)));
 }
 
 asio::awaitable<VoteResult> BallotBox::cast(Ballot ballot) {
@@ -89,7 +95,8 @@ asio::awaitable<VoteResult> BallotBox::cast(Ballot ballot) {
   }
   if (spawn) asio::co_spawn(executor_, flush_loop(shared_from_this()), asio::detached);
   // A flusher always finishes its batch (statement_timeout bounds the database), so
-  // the deadline is only a backstop against a bug leaving a vote waiting forever.
+  // the deadline — of a real wait, so on the real clock — is only a backstop against a
+  // bug leaving a vote waiting forever.
   auto outcome = co_await done->wait_until(std::chrono::steady_clock::now() + std::chrono::minutes(2));
   if (!outcome) throw std::runtime_error("ballot box: no outcome");
   if (auto* error = std::get_if<std::exception_ptr>(&*outcome)) std::rethrow_exception(*error);
@@ -158,7 +165,7 @@ asio::awaitable<void> BallotBox::flush_loop(std::shared_ptr<BallotBox> self) {
 // Polls of the batch not marked active by this instance in the last few seconds.
 std::vector<std::string> BallotBox::unmarked(const std::vector<Pending>& batch) {
   constexpr auto kRemark = std::chrono::seconds(5);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_->steady_now();
   std::vector<std::string> out;
   std::lock_guard lock(mutex_);
   if (marked_.size() > 100'000) marked_.clear();

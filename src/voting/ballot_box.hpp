@@ -24,6 +24,7 @@
 #include <mutex>
 #include <variant>
 
+#include "core/clock.hpp"
 #include "core/oneshot.hpp"
 #include "store/pg/pool.hpp"
 #include "voting/tally.hpp"
@@ -51,8 +52,10 @@ struct BallotBoxConfig {
 
 class BallotBox : public std::enable_shared_from_this<BallotBox> {
  public:
+  // `clock` spaces the re-marking of active polls (see unmarked()).
   static std::shared_ptr<BallotBox> create(boost::asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg,
-                                           std::shared_ptr<Tally> tally, BallotBoxConfig config = {});
+                                           std::shared_ptr<Tally> tally, BallotBoxConfig config = {},
+                                           std::shared_ptr<const core::Clock> clock = core::Clock::system());
 
   // Casts one ballot (option_ids sorted and distinct) and counts it in Redis once
   // committed. Throws what the database throws (DependencyUnavailable while it is down).
@@ -66,7 +69,7 @@ class BallotBox : public std::enable_shared_from_this<BallotBox> {
   };
 
   BallotBox(boost::asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally,
-            BallotBoxConfig config);
+            BallotBoxConfig config, std::shared_ptr<const core::Clock> clock);
   static boost::asio::awaitable<void> flush_loop(std::shared_ptr<BallotBox> self);
   std::vector<Pending> take_batch();
   boost::asio::awaitable<std::vector<VoteResult>> write(const std::vector<Pending>& batch);
@@ -76,6 +79,7 @@ class BallotBox : public std::enable_shared_from_this<BallotBox> {
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<Tally> tally_;
   BallotBoxConfig config_;
+  std::shared_ptr<const core::Clock> clock_;
 
   // Polls this instance marked active, and when (see Tally::mark_active).
   std::vector<std::string> unmarked(const std::vector<Pending>& batch);

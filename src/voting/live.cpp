@@ -16,6 +16,8 @@
 namespace nimbus::voting {
 
 namespace asio = boost::asio;
+// Watchers and refreshes wait on real timers, so their deadlines are real time too; the
+// one decision by the clock here, a stream slot's lease, reads the injected clock.
 using Clock = std::chrono::steady_clock;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
@@ -41,12 +43,11 @@ std::string slots_key(const std::string& user_id) {
   return "live:streams:" + user_id;
 }
 
-std::int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
+
+std::int64_t StreamSlots::unix_ms() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_->system_now().time_since_epoch()).count();
+}
 
 asio::awaitable<bool> StreamSlots::acquire(const std::string& user_id, const std::string& stream_id) {
   const std::vector<std::string> keys{slots_key(user_id)};

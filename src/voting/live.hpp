@@ -24,6 +24,7 @@
 #include <set>
 #include <string>
 
+#include "core/clock.hpp"
 #include "store/redis/client.hpp"
 
 namespace nimbus::voting {
@@ -114,10 +115,12 @@ class LiveResults : public std::enable_shared_from_this<LiveResults> {
 // Caps the live-results streams one user holds open, over every instance. Each stream
 // leases a slot in the user's Redis sorted set (member: stream id, score: lease end),
 // renewed at every heartbeat, so the slots of an instance that died expire on their own.
+// Lease ends are wall times of `clock`.
 class StreamSlots {
  public:
-  StreamSlots(std::shared_ptr<redis::Client> redis, int per_user, std::chrono::milliseconds lease)
-      : redis_(std::move(redis)), per_user_(per_user), lease_(lease) {}
+  StreamSlots(std::shared_ptr<redis::Client> redis, int per_user, std::chrono::milliseconds lease,
+              std::shared_ptr<const core::Clock> clock = core::Clock::system())
+      : redis_(std::move(redis)), per_user_(per_user), lease_(lease), clock_(std::move(clock)) {}
 
   // False when the user already holds every slot.
   boost::asio::awaitable<bool> acquire(const std::string& user_id, const std::string& stream_id);
@@ -126,9 +129,12 @@ class StreamSlots {
   std::chrono::milliseconds lease() const { return lease_; }
 
  private:
+  std::int64_t unix_ms() const;
+
   std::shared_ptr<redis::Client> redis_;
   int per_user_;
   std::chrono::milliseconds lease_;
+  std::shared_ptr<const core::Clock> clock_;
 };
 
 }  // namespace nimbus::voting

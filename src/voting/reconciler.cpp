@@ -35,7 +35,7 @@ void Reconciler::export_metrics(ops::Metrics& metrics) {
 }
 
 asio::awaitable<std::int64_t> Reconciler::pass() {
-  const auto now = std::chrono::system_clock::now();
+  const auto now = clock_->system_now();
   const auto since =
       std::chrono::duration_cast<std::chrono::seconds>((now - config_.window).time_since_epoch()).count();
   auto polls = co_await tally_->active_since(since);

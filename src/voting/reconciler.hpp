@@ -16,6 +16,7 @@
 #include <chrono>
 #include <memory>
 
+#include "core/clock.hpp"
 #include "ops/metrics.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
@@ -34,9 +35,15 @@ struct ReconcilerConfig {
 
 class Reconciler {
  public:
+  // `clock` decides which marks fall within `window` (the settle wait and the interval
+  // are real waits, on timers).
   Reconciler(std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis, std::shared_ptr<Tally> tally,
-             ReconcilerConfig config)
-      : pg_(std::move(pg)), redis_(std::move(redis)), tally_(std::move(tally)), config_(config) {}
+             ReconcilerConfig config, std::shared_ptr<const core::Clock> clock = core::Clock::system())
+      : pg_(std::move(pg)),
+        redis_(std::move(redis)),
+        tally_(std::move(tally)),
+        config_(config),
+        clock_(std::move(clock)) {}
 
   boost::asio::awaitable<void> run();
   void stop() { stopping_ = true; }
@@ -49,6 +56,7 @@ class Reconciler {
   std::shared_ptr<redis::Client> redis_;
   std::shared_ptr<Tally> tally_;
   ReconcilerConfig config_;
+  std::shared_ptr<const core::Clock> clock_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::int64_t> recounted_{0}, passes_{0};
 };

@@ -212,6 +212,7 @@ asio::awaitable<std::optional<std::string_view>> must_end(const StreamContext& s
 }
 
 asio::awaitable<void> stream_events(const StreamContext& s, http::StreamWriter& out) {
+  // Real time, not an injected clock: every deadline here bounds a real wait (next()).
   using Clock = std::chrono::system_clock;
   auto handle = s.live->watch(s.poll_id);
   std::weak_ptr<Watcher> watcher = handle->shared_watcher();

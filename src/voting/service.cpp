@@ -214,15 +214,13 @@ asio::awaitable<std::optional<std::vector<std::string>>> Service::my_ballot(std:
   co_return split_ids(r.get(0, 0));
 }
 
-bool Service::PollFacts::closed() const {
-  const auto now_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
+bool Service::PollFacts::closed(std::chrono::system_clock::time_point now) const {
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
   return closed_early || (closes_at_ms && *closes_at_ms <= now_ms);
 }
 
 asio::awaitable<std::shared_ptr<const Service::PollFacts>> Service::facts(const std::string& poll_id) {
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_->steady_now();
   {
     std::lock_guard lock(facts_mutex_);
     auto it = facts_.find(poll_id);
@@ -255,7 +253,7 @@ asio::awaitable<Service::Results> Service::results(std::string poll_id, std::str
   auto poll = co_await facts(poll_id);
   if (!poll) co_return Results{};
   const bool owner = poll->owner_id == user_id;
-  bool closed = poll->closed();
+  bool closed = poll->closed(clock_->system_now());
   // Whether this user voted matters only for after_vote polls still open.
   bool voted = false;
   if (!results_visible(poll->visibility, false, closed, owner)) {
@@ -268,7 +266,7 @@ asio::awaitable<Service::Results> Service::results(std::string poll_id, std::str
     forget_facts(poll_id);
     poll = co_await facts(poll_id);
     if (!poll) co_return Results{};
-    closed = poll->closed();
+    closed = poll->closed(clock_->system_now());
     if (!results_visible(poll->visibility, voted, closed, owner)) co_return Results{{}, true};
   }
   auto counts = co_await tally_->counts(poll_id);
@@ -280,7 +278,7 @@ asio::awaitable<std::optional<json::object>> Service::snapshot(std::string poll_
   auto poll = co_await facts(poll_id);
   if (!poll) co_return std::nullopt;
   auto counts = co_await tally_->counts(poll_id);
-  co_return results_json(poll_id, poll->options, counts, poll->closed());
+  co_return results_json(poll_id, poll->options, counts, poll->closed(clock_->system_now()));
 }
 
 }  // namespace nimbus::voting

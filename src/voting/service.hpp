@@ -17,6 +17,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/clock.hpp"
 #include "store/pg/pool.hpp"
 #include "voting/ballot_box.hpp"
 #include "voting/rules.hpp"
@@ -46,10 +47,16 @@ class Service {
  public:
   // `facts_ttl`: how long an instance reuses what results need of a poll besides its
   // counts (options, owner, visibility, times). Options and owner never change; a close
-  // reaches other instances' results within it. Votes always check PostgreSQL.
+  // reaches other instances' results within it. Votes always check PostgreSQL. `clock`
+  // ages those facts and tells whether a poll's closing time has passed.
   Service(std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally, std::shared_ptr<BallotBox> box,
-          std::chrono::milliseconds facts_ttl = std::chrono::seconds(1))
-      : pg_(std::move(pg)), tally_(std::move(tally)), box_(std::move(box)), facts_ttl_(facts_ttl) {}
+          std::chrono::milliseconds facts_ttl = std::chrono::seconds(1),
+          std::shared_ptr<const core::Clock> clock = core::Clock::system())
+      : pg_(std::move(pg)),
+        tally_(std::move(tally)),
+        box_(std::move(box)),
+        facts_ttl_(facts_ttl),
+        clock_(std::move(clock)) {}
 
   // With an idempotency key, a repeat of the same request returns the first poll; the
   // same key with another request is refused.
@@ -84,7 +91,7 @@ class Service {
     bool closed_early = false;                 // closed_at is set
     std::optional<std::int64_t> closes_at_ms;  // since the epoch
     boost::json::array options;                // [{id, text}] in order
-    bool closed() const;
+    bool closed(std::chrono::system_clock::time_point now) const;
   };
   // Shared, immutable: a cache hit copies a pointer, not the options.
   boost::asio::awaitable<std::shared_ptr<const PollFacts>> facts(const std::string& poll_id);
@@ -96,6 +103,7 @@ class Service {
   std::shared_ptr<Tally> tally_;
   std::shared_ptr<BallotBox> box_;
   std::chrono::milliseconds facts_ttl_;
+  std::shared_ptr<const core::Clock> clock_;
   std::mutex facts_mutex_;
   std::unordered_map<std::string, std::pair<std::chrono::steady_clock::time_point, std::shared_ptr<const PollFacts>>>
       facts_;

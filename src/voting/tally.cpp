@@ -97,8 +97,7 @@ asio::awaitable<std::int64_t> Tally::count(const std::vector<Ballot>& ballots) {
 }
 
 asio::awaitable<void> Tally::mark_active(const std::vector<std::string>& poll_ids) {
-  const auto now =
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto now = core::unix_seconds(*clock_);
   redis::Command cmd{"ZADD", "tally:active"};
   for (const auto& id : poll_ids) {
     cmd.push_back(std::to_string(now));

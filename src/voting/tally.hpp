@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
 
@@ -40,8 +41,10 @@ std::string changed_channel(const std::string& poll_id);
 
 class Tally : public std::enable_shared_from_this<Tally> {
  public:
-  Tally(std::shared_ptr<redis::Client> redis, std::shared_ptr<pg::Pool> pg)
-      : redis_(std::move(redis)), pg_(std::move(pg)) {}
+  // `clock` dates the marks of mark_active (the reconciler's clock reads them).
+  Tally(std::shared_ptr<redis::Client> redis, std::shared_ptr<pg::Pool> pg,
+        std::shared_ptr<const core::Clock> clock = core::Clock::system())
+      : redis_(std::move(redis)), pg_(std::move(pg)), clock_(std::move(clock)) {}
 
   // Counts committed ballots (any polls, any number), one round trip. Ballots already
   // counted are skipped; returns how many were new. Throws when Redis is unreachable.
@@ -72,6 +75,7 @@ class Tally : public std::enable_shared_from_this<Tally> {
   boost::asio::awaitable<std::optional<Counts>> counts_from_redis(const std::string& poll_id);
   std::shared_ptr<redis::Client> redis_;
   std::shared_ptr<pg::Pool> pg_;
+  std::shared_ptr<const core::Clock> clock_;
 };
 
 // "a,b" ↔ {"a","b"}
