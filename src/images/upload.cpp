@@ -229,7 +229,8 @@ asio::awaitable<Stored> pipe_to_storage(FileReader& file, std::string first, For
     failure = std::current_exception();  // the client's body (timeout, layout, limit)
     pipe->abort();
   }
-  // The PUT ends within the storage client's own deadline; this one only guards it.
+  // The PUT ends within the storage client's own deadline; this one (a real wait, on the
+  // real clock) only guards it.
   auto put_error = co_await put_done->wait_until(std::chrono::steady_clock::now() + std::chrono::minutes(10));
   if (failure) std::rethrow_exception(failure);
   // Storage trouble is the storage's: 503 + Retry-After, never a 500.
@@ -411,11 +412,13 @@ asio::awaitable<Outcome<DirectUpload>> Uploads::reserve(const std::string& owner
                           " direct uploads open; complete one or wait for the oldest to lapse.",
                       reserved.retry_after};
   }
-  // The URL is bound to the declared type and size: storage refuses any other.
+  // The URL is bound to the declared type and size: storage refuses any other. It is
+  // signed at the very instant its expiry is counted from.
+  const auto now = clock_->system_now();
   DirectUpload out{image.id,
                    s3_->presign_put(upload_key(image.id), limits_.upload_url_ttl,
-                                    {{"content-length", std::to_string(image.bytes)}, {"content-type", *type}}),
-                   *type, image.bytes, std::chrono::system_clock::now() + limits_.upload_url_ttl};
+                                    {{"content-length", std::to_string(image.bytes)}, {"content-type", *type}}, now),
+                   *type, image.bytes, now + limits_.upload_url_ttl};
   co_return out;
 }
 

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <variant>
 
+#include "core/clock.hpp"
 #include "core/sha256.hpp"
 #include "http/message.hpp"
 #include "images/multipart.hpp"
@@ -188,8 +189,11 @@ struct DirectUpload {
 
 class Uploads {
  public:
-  Uploads(std::shared_ptr<Repository> images, std::shared_ptr<s3::Client> s3, UploadLimits limits)
-      : images_(std::move(images)), s3_(std::move(s3)), limits_(limits) {}
+  // `clock` dates the presigned PUTs. (Image ids stay minted on the real clock: the
+  // storage sweeper reads their age from them.)
+  Uploads(std::shared_ptr<Repository> images, std::shared_ptr<s3::Client> s3, UploadLimits limits,
+          std::shared_ptr<const core::Clock> clock = core::Clock::system())
+      : images_(std::move(images)), s3_(std::move(s3)), limits_(limits), clock_(std::move(clock)) {}
 
   // POST /v1/images: a raw image body (`content_type` image/*) or a multipart form. The
   // id of the queued image.
@@ -216,6 +220,7 @@ class Uploads {
   std::shared_ptr<Repository> images_;
   std::shared_ptr<s3::Client> s3_;
   UploadLimits limits_;
+  std::shared_ptr<const core::Clock> clock_;
 };
 
 }  // namespace nimbus::images

@@ -493,10 +493,10 @@ std::string Client::presign_get(const std::string& key, std::chrono::seconds exp
                  std::chrono::system_clock::now(), query);
 }
 
-std::string Client::presign_put(const std::string& key, std::chrono::seconds expires,
-                                const HeaderList& signed_headers) const {
-  return presign(config_.credentials, "PUT", public_scheme_, public_host_, path_for(key), expires,
-                 std::chrono::system_clock::now(), {}, signed_headers);
+std::string Client::presign_put(const std::string& key, std::chrono::seconds expires, const HeaderList& signed_headers,
+                                std::chrono::system_clock::time_point signed_at) const {
+  return presign(config_.credentials, "PUT", public_scheme_, public_host_, path_for(key), expires, signed_at, {},
+                 signed_headers);
 }
 
 asio::awaitable<bool> Client::ping() {

@@ -113,8 +113,9 @@ class Client {
   // Presigned URLs for clients to GET or PUT an object directly, valid for `expires`.
   // `query`: e.g. response-content-type; `signed_headers`: what the PUT must carry.
   std::string presign_get(const std::string& key, std::chrono::seconds expires, const QueryList& query = {}) const;
-  std::string presign_put(const std::string& key, std::chrono::seconds expires,
-                          const HeaderList& signed_headers = {}) const;
+  // `signed_at`: the instant the URL's validity starts from (the caller's clock).
+  std::string presign_put(const std::string& key, std::chrono::seconds expires, const HeaderList& signed_headers = {},
+                          std::chrono::system_clock::time_point signed_at = std::chrono::system_clock::now()) const;
 
   // Every request in flight, and every later one, fails at once (DependencyUnavailable):
   // for a shutdown that must not wait out storage timeouts.
