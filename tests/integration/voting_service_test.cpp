@@ -159,15 +159,25 @@ TEST_F(VotingServiceTest, APollIsClosedOnceTheClockReachesItsClosingTime) {
   // The closing time is an hour and ten seconds ahead of the machine's clock: only the
   // service's clock can make it pass.
   const auto closes_at = test::unix_of(t0_) + 10;
-  const auto poll = make_poll("after_close", closes_at);
-  auto before = results(poll, users_[1]);
-  EXPECT_TRUE(before.hidden) << "after_close results stay hidden while the poll is open";
+  const auto hidden_until_closed = make_poll("after_close", closes_at);
+  const auto open_results = make_poll("always", closes_at);
+  auto snapshot_closed = [&](const std::string& poll) {
+    auto body = run([&] { return service_->snapshot(poll); });
+    return body && body->at("closed").as_bool();
+  };
+  EXPECT_TRUE(results(hidden_until_closed, users_[1]).hidden) << "after_close: hidden while the poll is open";
+  EXPECT_FALSE(closed(results(open_results, users_[1])));
   clock_->advance(9999ms);
-  EXPECT_TRUE(results(poll, users_[1]).hidden);
+  EXPECT_TRUE(results(hidden_until_closed, users_[1]).hidden);
+  EXPECT_FALSE(closed(results(open_results, users_[1])));
+  EXPECT_FALSE(snapshot_closed(open_results)) << "the live stream's view agrees";
   clock_->advance(1ms);
-  auto after = results(poll, users_[1]);
+  auto after = results(hidden_until_closed, users_[1]);
   EXPECT_FALSE(after.hidden);
   EXPECT_TRUE(closed(after));
+  // A poll showing its results all along says it is closed from that instant, in both views.
+  EXPECT_TRUE(closed(results(open_results, users_[1])));
+  EXPECT_TRUE(snapshot_closed(open_results));
 }
 
 TEST_F(VotingServiceTest, TheReconcilerChecksPollsMarkedWithinItsWindowByTheClock) {
