@@ -196,7 +196,10 @@ class Client:
     def upload(self, image, multipart, retries=20, pause=0.5):
         """Uploads until accepted (202) or refused for good; the id or None."""
         for attempt in range(retries):
+            # Unknown until an answer comes: a lost connection and a request cut off by
+            # the end of the run (its greenlet killed mid-call) may both have stored it.
             self.ledger.uploads_sent += 1
+            self.ledger.uploads_unknown += 1
             if multipart:
                 boundary = uuid.uuid4().hex
                 head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{image.name}\"\r\n"
@@ -208,13 +211,13 @@ class Client:
                 r = self.call("POST /v1/images (raw)", "POST", "/v1/images", image.data,
                               headers={"Content-Type": image.content_type})
             status = 0 if r is None else r.status
+            if status != 0:
+                self.ledger.uploads_unknown -= 1
             if status == 202:
                 image_id = r.json()["id"]
                 self.ledger.uploads_accepted.append([image_id, self.user, len(image.data), image.format,
                                                      round(self.rec.now(), 3)])
                 return image_id
-            if status == 0:
-                self.ledger.uploads_unknown += 1
             if status not in (0, 429, 502, 503, 504):
                 return None
             gevent.sleep(pause * min(8, 1 + attempt))

@@ -90,3 +90,36 @@ def test_checkers_catch_a_lost_vote_and_a_duplicate_image(out):
     assert verdict["votes"]["missing_count"] == 1 and verdict["votes"]["missing"][0][:2] == [poll, user]
     assert not verdict["images"]["passed"]
     assert {"image": image_id, "rows": 2} in verdict["images"]["duplicates"]
+
+
+def test_an_upload_cut_off_by_the_end_of_a_run_is_an_unknown_outcome(monkeypatch):
+    """A run ends by killing its virtual users, some in the middle of a request. An upload
+    cut off that way may still have been stored, so the image checker must count it as
+    'outcome unknown to the client', as it does a lost connection (a real full run failed
+    its check on two such images)."""
+    sys.path.insert(0, os.path.join(ROOT, "sim"))
+    import gevent  # noqa: E402  (the simulation's own dependencies)
+    import users  # noqa: E402
+
+    ledger = users.Ledger()
+    recorder = type("Recorder", (), {"now": lambda self: 0.0})()
+    client = users.Client(0, recorder=recorder, ledger=ledger, mailbox=None, base="http://127.0.0.1:9")
+    in_call = gevent.event.Event()
+
+    def call_that_never_answers(*_args, **_kwargs):
+        in_call.set()
+        gevent.sleep(60)
+
+    monkeypatch.setattr(client, "call", call_that_never_answers)
+    image = type("Image", (), {"name": "a.jpg", "content_type": "image/jpeg", "data": b"x", "format": "JPEG"})()
+    uploader = gevent.spawn(client.upload, image, False)
+    assert in_call.wait(timeout=5)
+    uploader.kill()  # what the end of a run does
+    assert ledger.uploads_sent == 1 and not ledger.uploads_accepted
+    assert ledger.uploads_unknown == 1, "an upload without an answer is an unknown outcome"
+
+    # An answered upload is not unknown.
+    answered = type("Response", (), {"status": 202, "json": lambda self: {"id": "i-1"}})()
+    monkeypatch.setattr(client, "call", lambda *_a, **_k: answered)
+    assert client.upload(image, False) == "i-1"
+    assert ledger.uploads_sent == 2 and ledger.uploads_unknown == 1
