@@ -661,12 +661,17 @@ def voting_report(lang, runs, rel, summary_only=False):
                     "the stores; the open-model knee is the figure to re-measure there.",
               "- 모든 것이 공유된 2코어 위: 위 수치는 부하 생성기까지 올라간 작은 머신 한 대의 용량이지 설계의 용량이 "
               "아니다. → 게이트웨이, 인스턴스, 저장소를 다른 머신으로; 그곳에서 개방형 무릎점을 다시 재야 한다."),
-            L(lang, "- Autoscaling is not automated: adding instances is one command (`./stack up --apis N`) but "
-                    "nothing watches load. → a Kubernetes Deployment with an HPA on CPU or request rate; the "
-                    "processes are already 12-factor with readiness probes and SIGTERM drain.",
-              "- 자동 확장은 자동화되어 있지 않다: 인스턴스 추가는 명령 하나(`./stack up --apis N`)지만 부하를 보는 것이 "
-              "없다. → CPU나 요청률 기반 HPA를 둔 쿠버네티스 Deployment; 프로세스는 이미 readiness 프로브와 SIGTERM "
-              "드레인을 갖춘 12-factor다."),
+            L(lang, "- On this machine nothing scales by itself: `./stack scale api=N workers=M` changes the "
+                    "instance count live, but no controller watches load. The Kubernetes manifests in `deploy/k8s/` "
+                    "carry that (an HPA on CPU and requests/s for the API, KEDA on queue depth for the workers); "
+                    "they are rendered, schema-validated and policy-checked in `./stack test` and their pods run "
+                    "under `podman kube play`, but no real cluster has autoscaled them yet. → run them on a cluster "
+                    "and measure the scale-out time under a load step.",
+              "- 이 머신에서는 스스로 확장되는 것이 없다: `./stack scale api=N workers=M`가 인스턴스 수를 실시간으로 "
+              "바꾸지만 부하를 보는 컨트롤러는 없다. `deploy/k8s/`의 쿠버네티스 매니페스트가 그 일을 맡는다(API는 CPU와 "
+              "초당 요청 수 기반 HPA, 워커는 큐 깊이 기반 KEDA). `./stack test`에서 렌더링, 스키마 검증, 정책 검사를 "
+              "거치고 `podman kube play`로 파드를 실행하지만, 실제 클러스터에서 자동 확장된 적은 아직 없다. → "
+              "클러스터에서 실행하고 부하 계단에서 확장 시간을 재야 한다."),
             L(lang, "- Results in Redis can lag the ballot table after a crash between commit and count (until the "
                     "30 s reconciler or a retry); the drills check that results converge, not that they never lag.",
               "- 커밋과 집계 사이에 장애가 나면 Redis의 결과가 투표 테이블보다 늦을 수 있다(30초 조정기나 재시도까지); "
