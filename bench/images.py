@@ -1,18 +1,27 @@
 """Image pipeline benchmark (not a test).
 
-1. Throughput: 100 uploads of 12-megapixel JPEGs through the gateway, timed from the
-   first upload to the last image `ready`, next to `vipsthumbnail` making the same two
-   variants from the same files on the same cores (2 at a time, one per core), as a
-   ratio. Peak RSS of every worker and API instance is sampled meanwhile.
-2. Upload memory: 50 concurrent uploads of a ~20 MB JPEG straight to one API instance,
-   its RSS sampled before and during.
+1. Throughput: `count` uploads of 12-megapixel JPEGs through the gateway, timed from the
+   first upload to the last image finished (`ready` or `failed`); only `ready` images
+   count, failures are printed. Next to two anchors making the same two variants
+   (src/worker/thumbnails.cpp) of the same files on the same cores:
+   - `vipsthumbnail`: one process per core over its share of the files (one pass per
+     variant: the CLI makes one size per run), one libvips thread each;
+   - sharp (bench/sharp, pinned in its package-lock.json): the worker's settings,
+     `sharp.concurrency(1)`, cache off, as many files in flight as the worker pool.
+   Peak RSS of every worker and API instance is sampled meanwhile.
+2. Upload memory: `uploads` concurrent uploads of a ~10 MB JPEG straight to one API
+   instance, its RSS sampled before and during.
 
-Usage: NIMBUS_STACK_ENV=.run/local/stack.env /usr/bin/python3 bench/images.py
-(needs ./stack up; libvips-tools and python3-pil, which ./stack installs).
+Usage: NIMBUS_STACK_ENV=.run/local/stack.env /usr/bin/python3 bench/images.py [count] [uploads]
+(needs ./stack up; libvips-tools, python3-pil and Node.js >= 18, which ./stack installs;
+defaults: 100 images, 50 uploads; bench/sharp's packages are installed by `npm ci` when
+missing).
 """
 import io
+import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -88,27 +97,80 @@ class PeakRss:
         self.thread.join()
 
 
-def vipsthumbnail_anchor(files, parallel):
+# The worker's variants (src/worker/thumbnails.cpp) as vipsthumbnail options: a 256x256
+# centre crop (enlarging a smaller image) saved as WebP q80; within 1280x1280, never
+# enlarged, saved as progressive JPEG q82 with optimised tables; metadata stripped.
+VIPSTHUMBNAIL_VARIANTS = (
+    ["--size", "256x256", "--smartcrop", "centre", "-o", "{out}/%s_thumb.webp[Q=80,strip]"],
+    ["--size", "1280x1280>", "-o", "{out}/%s_preview.jpg[Q=82,strip,optimize_coding,interlace]"],
+)
+SHARP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sharp")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def vipsthumbnail_anchor(files, cores):
+    """One process per core, each over its share of the files (libvips loaded once per
+    process, not once per file); one libvips thread per process, as in the worker."""
     out = tempfile.mkdtemp()
-    commands = []
-    for i, path in enumerate(files):
-        commands.append(["vipsthumbnail", path, "--size", "256x256", "--smartcrop", "centre",
-                         "-o", f"{out}/t{i}.webp[Q=80,strip]"])
-        commands.append(["vipsthumbnail", path, "--size", "1280x1280>",
-                         "-o", f"{out}/p{i}.jpg[Q=82,strip,optimize_coding,interlace]"])
-    started = time.perf_counter()
-    # One file's two variants per job, `parallel` jobs at a time (like the workers).
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        list(pool.map(lambda pair: [subprocess.run(c, check=True) for c in pair],
-                      [commands[i:i + 2] for i in range(0, len(commands), 2)]))
-    return time.perf_counter() - started
+    shares = [files[i::cores] for i in range(cores)]
+    env = {**os.environ, "VIPS_CONCURRENCY": "1"}
+
+    def run(share):
+        for options in VIPSTHUMBNAIL_VARIANTS:
+            subprocess.run(["vipsthumbnail", *share, *[o.format(out=out) for o in options]], check=True, env=env)
+
+    started, cpu = time.perf_counter(), children_cpu_seconds()
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        list(pool.map(run, [s for s in shares if s]))
+    elapsed, cpu = time.perf_counter() - started, children_cpu_seconds() - cpu
+    made = len([f for f in os.listdir(out) if f.endswith(("_thumb.webp", "_preview.jpg"))])
+    assert made == 2 * len(files), f"vipsthumbnail made {made} variants of {len(files)} files"
+    return elapsed, cpu
+
+
+def sharp_anchor(files, in_flight):
+    if not os.path.isdir(os.path.join(SHARP, "node_modules")):
+        print("   installing bench/sharp's packages (npm ci)")
+        subprocess.run(["npm", "ci", "--prefix", SHARP, "--no-audit", "--no-fund", "--loglevel=error"], check=True)
+    out = subprocess.run(["node", os.path.join(SHARP, "variants.js"), str(in_flight), *files], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def worker_image_threads():
+    """NIMBUS_IMAGE_THREADS of the running workers (the worker's default, 2, if unset)."""
+    threads = []
+    for pid in pids("workers").values():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+        except OSError:
+            env = {}
+        threads.append(int(env.get(b"NIMBUS_IMAGE_THREADS", b"2")))
+    return threads
 
 
 def main():
     load_env()
     gateway = os.environ["NIMBUS_TEST_GATEWAY"]
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-    print("== preparing 10 distinct 4000x3000 JPEGs (12 MP), each uploaded", n // 10, "times")
+    uploads = int(sys.argv[2]) if len(sys.argv) > 2 else 50
+    cores = os.cpu_count()
+    threads = worker_image_threads()
+    in_flight = sum(threads)
+    print(f"== {n} images; {cores} cores; {len(threads)} workers x {threads} image threads = {in_flight} in flight")
+    print("== preparing 10 distinct 4000x3000 JPEGs (12 MP), each uploaded", max(1, n // 10), "times")
     images = [photo(4000, 3000, seed) for seed in range(10)]
     tmp = tempfile.mkdtemp()
     files = []
@@ -119,52 +181,79 @@ def main():
         files.append(path)
     print(f"   sizes {min(map(len, images)) / 1e6:.1f}-{max(map(len, images)) / 1e6:.1f} MB")
 
-    anchor = vipsthumbnail_anchor(files, 2)
-    print(f"vipsthumbnail, same variants, 2 at a time: {n} images in {anchor:.1f} s = {n / anchor:.2f} images/s")
+    # Wall time is what the ratios compare; CPU time per image is printed beside it, as
+    # it moves less than wall time when something else shares the cores.
+    anchor, anchor_cpu = vipsthumbnail_anchor(files, cores)
+    print(f"vipsthumbnail, one process per core ({cores}), same variants: {n} images in {anchor:.1f} s "
+          f"= {n / anchor:.2f} images/s; CPU {anchor_cpu / n:.3f} s/image")
+    sharp = sharp_anchor(files, in_flight)
+    sharp_rate = sharp["images"] / sharp["seconds"]
+    print(f"sharp {sharp['sharp']} (libvips {sharp['vips']}), same variants, {in_flight} in flight: "
+          f"{sharp['images']} images in {sharp['seconds']:.1f} s = {sharp_rate:.2f} images/s; "
+          f"CPU {sharp['cpu_seconds'] / max(1, sharp['images']):.3f} s/image"
+          + (f"; FAILED {len(sharp['failures'])}: {sharp['failures'][:5]}" if sharp["failures"] else ""))
 
     bearer = {"Authorization": "Bearer " + token(), "Content-Type": "image/jpeg"}
-    watch = PeakRss({**pids("workers"), **pids("api")})
+    workers, apis = pids("workers"), pids("api")
+    watch = PeakRss({**workers, **apis})
+    cpu = {name: cpu_seconds(pid) for name, pid in {**workers, **apis}.items()}
     started = time.perf_counter()
 
     def send(path):
         with open(path, "rb") as f:
             r = requests.post(f"{gateway}/v1/images", data=f.read(), headers=bearer, timeout=120)
-        assert r.status_code == 202, r.text
-        return r.json()["id"]
+        return (r.json()["id"], None) if r.status_code == 202 else (None, f"{r.status_code} {r.text[:200]}")
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        ids = list(pool.map(send, files))
+        sent = list(pool.map(send, files))
     uploaded = time.perf_counter() - started
-    id_list = ",".join(f"'{i}'" for i in ids)
-    while True:
-        done = psql(f"SELECT count(*) FILTER (WHERE status IN ('ready', 'failed')), count(*) FILTER (WHERE status = 'failed') "
-                    f"FROM images WHERE id IN ({id_list})")
-        finished, failed = map(int, done.split("|"))
-        if finished == n:
+    ids = [i for i, _ in sent if i]
+    refused = [error for _, error in sent if error]
+    id_list = ",".join(f"'{i}'" for i in ids) or "NULL"
+    deadline = started + max(120, 3 * n)
+    ready = failed = 0
+    while ids:
+        ready, failed = map(int, psql(f"SELECT count(*) FILTER (WHERE status = 'ready'), "
+                                      f"count(*) FILTER (WHERE status = 'failed') FROM images "
+                                      f"WHERE id IN ({id_list})").split("|"))
+        if ready + failed == len(ids) or time.perf_counter() > deadline:
             break
         time.sleep(0.2)
     elapsed = time.perf_counter() - started
+    cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in {**workers, **apis}.items()}
     watch.stop()
-    print(f"nimbus, upload -> all ready: {n} images in {elapsed:.1f} s = {n / elapsed:.2f} images/s "
-          f"(uploads took {uploaded:.1f} s; failed: {failed})")
-    print(f"ratio nimbus / vipsthumbnail: {(n / elapsed) / (n / anchor):.2f}  (budget >= 0.8)")
+    unfinished = len(ids) - ready - failed
+    print(f"nimbus, upload -> ready: {ready} of {n} images ready in {elapsed:.1f} s = {ready / elapsed:.2f} "
+          f"images/s (uploads took {uploaded:.1f} s; failed: {failed}, upload refused: {len(refused)}, "
+          f"unfinished: {unfinished})")
+    print(f"   CPU per ready image: workers {sum(cpu[w] for w in workers) / max(1, ready):.3f} s, "
+          f"API instances {sum(cpu[a] for a in apis) / max(1, ready):.3f} s")
+    for error in refused[:10]:
+        print(f"   REFUSED upload: {error}")
+    if failed:
+        for row in psql(f"SELECT id, error FROM images WHERE id IN ({id_list}) AND status = 'failed' "
+                        f"ORDER BY updated_at LIMIT 10").splitlines():
+            print(f"   FAILED {row}")
+    rate = ready / elapsed
+    print(f"ratio nimbus / vipsthumbnail: {rate / (n / anchor):.2f}  (budget >= 0.8)")
+    print(f"ratio nimbus / sharp:         {rate / sharp_rate:.2f}  (goal >= 1.0)")
     for name in sorted(watch.peak):
         print(f"   peak RSS {name:22s} {watch.peak[name]:7.1f} MB (at start {watch.start[name]:.1f} MB)")
 
-    print("== 50 concurrent uploads of one large JPEG to one API instance")
+    print(f"== {uploads} concurrent uploads of one large JPEG to one API instance")
     big = photo(5000, 4000, 99, quality=97, noise=40)
     print(f"   file: {len(big) / 1e6:.1f} MB, 20 MP")
     api = pids("api")
     first = sorted(api)[0]
     direct = f"http://127.0.0.1:{int(os.environ['NIMBUS_STACK_API_BASE_PORT']) + 1}"
     watch = PeakRss({first: api[first]})
-    with ThreadPoolExecutor(max_workers=50) as pool:
+    with ThreadPoolExecutor(max_workers=uploads) as pool:
         statuses = list(pool.map(lambda _: requests.post(f"{direct}/v1/images", data=big, headers=bearer,
-                                                         timeout=300).status_code, range(50)))
+                                                         timeout=300).status_code, range(uploads)))
     watch.stop()
     print(f"   statuses: {sorted(set(statuses))}; {first} RSS {watch.start[first]:.1f} MB before, "
           f"peak {watch.peak[first]:.1f} MB (+{watch.peak[first] - watch.start[first]:.1f} MB) "
-          f"for {50 * len(big) / 1e6:.0f} MB uploaded at once")
+          f"for {uploads * len(big) / 1e6:.0f} MB uploaded at once")
 
 
 if __name__ == "__main__":
