@@ -73,6 +73,7 @@ int run_api(const runtime::ServiceConfig& config) {
   votes_pg_config.settings.emplace_back("plan_cache_mode", "force_generic_plan");
   auto votes_pg = pg::Pool::create(ioc.get_executor(), votes_pg_config);
   auto ballot_box = voting::BallotBox::create(ioc.get_executor(), votes_pg, tally, box_config);
+  ballot_box->export_metrics(metrics);
   auto polls = std::make_shared<voting::Service>(pg, tally, ballot_box);
   auto live = voting::LiveResults::create(
       ioc.get_executor(), redis::Config::from_env(),

@@ -6,9 +6,9 @@
 namespace nimbus::ops {
 namespace {
 
-void append_double(std::string& out, double v) {
+void append_double(std::string& out, double v, int digits = 6) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
+  std::snprintf(buf, sizeof buf, "%.*g", digits, v);
   out += buf;
 }
 
@@ -23,6 +23,39 @@ std::string braces(const std::string& labels) {
 }
 
 }  // namespace
+
+Histogram::Histogram(std::vector<double> bounds)
+    : bounds_(std::move(bounds)), counts_(std::make_unique<std::atomic<std::uint64_t>[]>(bounds_.size() + 1)) {}
+
+void Histogram::observe(double value) {
+  std::size_t b = 0;
+  while (b < bounds_.size() && value > bounds_[b]) ++b;
+  counts_[b].fetch_add(1, std::memory_order_relaxed);
+  sum_.fetch_add(value, std::memory_order_relaxed);
+}
+
+std::vector<std::uint64_t> Histogram::counts() const {
+  std::vector<std::uint64_t> out(bounds_.size() + 1);
+  for (std::size_t b = 0; b < out.size(); ++b) out[b] = counts_[b].load(std::memory_order_relaxed);
+  return out;
+}
+
+void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
+  const std::string prefix = labels.empty() ? "" : labels + ",";
+  std::uint64_t cumulative = 0;
+  for (std::size_t b = 0; b <= bounds_.size(); ++b) {
+    cumulative += counts_[b].load(std::memory_order_relaxed);
+    out += name + "_bucket{" + prefix + "le=\"";
+    if (b < bounds_.size())
+      append_double(out, bounds_[b]);
+    else
+      out += "+Inf";
+    out += "\"} " + std::to_string(cumulative) + "\n";
+  }
+  out += name + "_sum" + braces(labels) + " ";
+  append_double(out, sum(), 15);  // a scraper subtracts two sums: keep every digit of a count
+  out += "\n" + name + "_count" + braces(labels) + " " + std::to_string(cumulative) + "\n";
+}
 
 void Metrics::bind_routes(const std::vector<RouteName>& routes) {
   slots_.clear();
@@ -72,6 +105,11 @@ void Metrics::gauge_fn(std::string name, std::string help, std::function<double(
 void Metrics::counter_fn(std::string name, std::string help, std::function<double()> read) {
   std::lock_guard lock(mutex_);
   counter_fns_.emplace_back(std::move(name), std::move(help), std::move(read));
+}
+
+void Metrics::histogram(std::string name, std::string help, std::shared_ptr<const Histogram> histogram) {
+  std::lock_guard lock(mutex_);
+  histograms_.emplace_back(std::move(name), std::move(help), std::move(histogram));
 }
 
 std::string Metrics::render() const {
@@ -130,6 +168,10 @@ std::string Metrics::render() const {
       append_double(out, read());
       out += "\n";
     }
+  }
+  for (const auto& [name, help, histogram] : histograms_) {
+    header(out, seen, name, help, "histogram");
+    histogram->render(out, name);
   }
   return out;
 }

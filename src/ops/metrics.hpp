@@ -36,6 +36,29 @@ class Gauge {
   std::atomic<std::int64_t> value_{0};
 };
 
+// Counts of observed values by upper bound (Prometheus `le`: a value lands in the first
+// bucket whose bound is >= it, or in +Inf), with their sum. Buckets are fixed at
+// construction, so observe() is a few relaxed atomic adds: no lock, no allocation.
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+
+  void observe(double value);
+
+  const std::vector<double>& bounds() const { return bounds_; }
+  // Per bucket, not cumulative; the last is +Inf.
+  std::vector<std::uint64_t> counts() const;
+  double sum() const { return sum_.load(std::memory_order_relaxed); }
+
+  // The _bucket (cumulative), _sum and _count lines of `name`, with `labels` if any.
+  void render(std::string& out, const std::string& name, const std::string& labels = {}) const;
+
+ private:
+  std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> counts_;  // bounds_.size() + 1
+  std::atomic<double> sum_{0.0};
+};
+
 class Metrics {
  public:
   static constexpr std::array<double, 14> kLatencyBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -61,6 +84,9 @@ class Metrics {
   void gauge_fn(std::string name, std::string help, std::function<double()> read);
   // A counter kept elsewhere (an atomic of the module that counts), read when scraped.
   void counter_fn(std::string name, std::string help, std::function<double()> read);
+  // A histogram kept by the module that observes (so its hot path needs no lookup),
+  // rendered when scraped.
+  void histogram(std::string name, std::string help, std::shared_ptr<const Histogram> histogram);
 
   std::string render() const;
 
@@ -86,6 +112,7 @@ class Metrics {
   std::deque<Named<Counter>> counters_;
   std::deque<Named<Gauge>> gauges_;
   std::vector<std::tuple<std::string, std::string, std::function<double()>>> gauge_fns_, counter_fns_;
+  std::vector<std::tuple<std::string, std::string, std::shared_ptr<const Histogram>>> histograms_;
 };
 
 }  // namespace nimbus::ops

@@ -70,7 +70,12 @@ BallotBox::BallotBox(asio::any_io_executor executor, std::shared_ptr<pg::Pool> p
       pg_(std::move(pg)),
       tally_(std::move(tally)),
       config_(config),
-      clock_(std::move(clock)) {}
+      clock_(std::move(clock)),
+      batch_sizes_(std::make_shared<ops::Histogram>(std::vector<double>(kBatchBuckets.begin(), kBatchBuckets.end()))) {}
+
+void BallotBox::export_metrics(ops::Metrics& metrics) const {
+  metrics.histogram("nimbus_vote_batch_size", "Ballots per group-commit batch statement.", batch_sizes_);
+}
 
 std::shared_ptr<BallotBox> BallotBox::create(asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg,
                                              std::shared_ptr<Tally> tally, BallotBoxConfig config,
@@ -125,6 +130,7 @@ asio::awaitable<void> BallotBox::flush_loop(std::shared_ptr<BallotBox> self) {
   for (;;) {
     auto batch = self->take_batch();
     if (batch.empty()) co_return;
+    self->batch_sizes_->observe(static_cast<double>(batch.size()));
     std::vector<VoteResult> results;
     std::exception_ptr failure;
     try {

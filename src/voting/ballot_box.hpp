@@ -14,6 +14,7 @@
 // Thread-safety: cast() may be called from any thread.
 #pragma once
 
+#include <array>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
@@ -26,6 +27,7 @@
 
 #include "core/clock.hpp"
 #include "core/oneshot.hpp"
+#include "ops/metrics.hpp"
 #include "store/pg/pool.hpp"
 #include "voting/tally.hpp"
 
@@ -61,6 +63,11 @@ class BallotBox : public std::enable_shared_from_this<BallotBox> {
   // committed. Throws what the database throws (DependencyUnavailable while it is down).
   boost::asio::awaitable<VoteResult> cast(Ballot ballot);
 
+  // nimbus_vote_batch_size: ballots per batch statement (bench/votes.py reads it to run
+  // its ceiling at the batch sizes the server forms).
+  void export_metrics(ops::Metrics& metrics) const;
+  static constexpr std::array<double, 9> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+
  private:
   using Outcome = std::variant<VoteResult, std::exception_ptr>;
   struct Pending {
@@ -80,6 +87,7 @@ class BallotBox : public std::enable_shared_from_this<BallotBox> {
   std::shared_ptr<Tally> tally_;
   BallotBoxConfig config_;
   std::shared_ptr<const core::Clock> clock_;
+  std::shared_ptr<ops::Histogram> batch_sizes_;
 
   // Polls this instance marked active, and when (see Tally::mark_active).
   std::vector<std::string> unmarked(const std::vector<Pending>& batch);

@@ -46,3 +46,47 @@ TEST(Metrics, ExtensionMetricsAreStableAndRendered) {
   EXPECT_NE(text.find("nimbus_pool_size 7\n"), std::string::npos);
   EXPECT_NE(text.find("nimbus_up 1\n"), std::string::npos);
 }
+
+TEST(Histogram, ObservedValuesLandInTheirBuckets) {
+  nimbus::ops::Histogram h({1, 2, 4, 8});
+  for (double v : {1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 9.0, 300.0}) h.observe(v);
+  // A value equal to a bound belongs to that bucket (le); above the last, +Inf.
+  EXPECT_EQ(h.counts(), (std::vector<std::uint64_t>{1, 1, 2, 2, 2}));
+  EXPECT_DOUBLE_EQ(h.sum(), 332.0);
+}
+
+TEST(Histogram, RendersCumulativeBucketsSumAndCount) {
+  Metrics m;
+  auto sizes = std::make_shared<nimbus::ops::Histogram>(std::vector<double>{1, 2, 4, 8, 16, 32, 64, 128, 256});
+  m.histogram("nimbus_vote_batch_size", "Ballots per batch.", sizes);
+  sizes->observe(1);
+  sizes->observe(3);
+  sizes->observe(256);
+  sizes->observe(1'000'001);  // the sum keeps every digit: a scraper subtracts two of them
+  auto text = m.render();
+  EXPECT_NE(text.find("# TYPE nimbus_vote_batch_size histogram\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("nimbus_vote_batch_size_bucket{le=\"1\"} 1\n"
+                      "nimbus_vote_batch_size_bucket{le=\"2\"} 1\n"
+                      "nimbus_vote_batch_size_bucket{le=\"4\"} 2\n"
+                      "nimbus_vote_batch_size_bucket{le=\"8\"} 2\n"
+                      "nimbus_vote_batch_size_bucket{le=\"16\"} 2\n"
+                      "nimbus_vote_batch_size_bucket{le=\"32\"} 2\n"
+                      "nimbus_vote_batch_size_bucket{le=\"64\"} 2\n"
+                      "nimbus_vote_batch_size_bucket{le=\"128\"} 2\n"
+                      "nimbus_vote_batch_size_bucket{le=\"256\"} 3\n"
+                      "nimbus_vote_batch_size_bucket{le=\"+Inf\"} 4\n"
+                      "nimbus_vote_batch_size_sum 1000261\n"
+                      "nimbus_vote_batch_size_count 4\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(Histogram, RendersLabels) {
+  nimbus::ops::Histogram h({0.5});
+  h.observe(0.25);
+  std::string out;
+  h.render(out, "x", "pool=\"votes\"");
+  EXPECT_EQ(out,
+            "x_bucket{pool=\"votes\",le=\"0.5\"} 1\nx_bucket{pool=\"votes\",le=\"+Inf\"} 1\n"
+            "x_sum{pool=\"votes\"} 0.25\nx_count{pool=\"votes\"} 1\n");
+}
