@@ -1,14 +1,15 @@
 // Data-plane micro-benchmark driver (not a test): drives one Nimbus client against the
 // running stack and prints one JSON line. bench/data_plane.sh runs it next to the raw
-// tool for the same work (pgbench, redis-benchmark, pika, s3cmd) and prints ratios.
+// tool for the same work (pgbench, redis-benchmark, pika, boto3) and prints ratios.
 //
 //   nimbus-bench-data pg-single  SECONDS            one connection, one statement per round trip
 //   nimbus-bench-data pg-pipeline SECONDS DEPTH     one connection, DEPTH statements per round trip
 //   nimbus-bench-data pg-pool    SECONDS CLIENTS    CLIENTS coroutines sharing the pool
 //   nimbus-bench-data redis      SECONDS CLIENTS    SET+GET from CLIENTS coroutines (auto-pipelined)
 //   nimbus-bench-data amqp       COUNT BATCH        publish with confirms, BATCH per confirm wait
-//   nimbus-bench-data s3         COUNT MIB          PUT COUNT objects of MIB MiB
+//   nimbus-bench-data s3         COUNT MIB [IN_FLIGHT]  PUT COUNT objects of MIB MiB, IN_FLIGHT at a time (1)
 //   nimbus-bench-data jwt        SECONDS            verify access tokens on one thread (one core)
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -101,6 +102,13 @@ asio::awaitable<void> redis_worker(std::shared_ptr<redis::Client> client, Clock:
   }
 }
 
+// Takes the next object number until COUNT are taken: IN_FLIGHT of these share the work.
+asio::awaitable<void> s3_worker(s3::Client* client, const std::string* data, int count, std::atomic<int>* next) {
+  for (int i = (*next)++; i < count; i = (*next)++) {
+    co_await client->put_object("bench/" + std::to_string(i), *data, "application/octet-stream");
+  }
+}
+
 template <typename Worker>
 asio::awaitable<void> fan_out(asio::io_context& ioc, int n, Worker worker) {
   std::vector<std::future<void>> all;
@@ -163,6 +171,8 @@ int main(int argc, char** argv) {
       admin.declare_work_queue(queue);
     }
     amqp::Publisher publisher(config);
+    // The clock starts once connected, as the pika anchor's does.
+    while (!publisher.connected()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     const int count = static_cast<int>(a);
     const auto began = Clock::now();
     run_on(ioc, [&]() -> asio::awaitable<void> {
@@ -191,14 +201,10 @@ int main(int argc, char** argv) {
     const int count = static_cast<int>(a);
     std::string data(static_cast<std::size_t>(b) * 1024 * 1024, 'x');
     random::fill(std::span(reinterpret_cast<std::uint8_t*>(data.data()), data.size()));
+    const int in_flight = argc > 4 ? std::max(1, std::atoi(argv[4])) : 1;
+    std::atomic<int> next{0};
     const auto began = Clock::now();
-    run_on(ioc, [&]() -> asio::awaitable<void> {
-      for (int i = 0; i < count; ++i) {
-        std::string key = "bench/" + std::to_string(i);
-        std::string copy = data;
-        co_await client.put_object(std::move(key), std::move(copy), "application/octet-stream");
-      }
-    });
+    run_on(ioc, [&] { return fan_out(ioc, in_flight, [&](int) { return s3_worker(&client, &data, count, &next); }); });
     const double seconds = std::chrono::duration<double>(Clock::now() - began).count();
     report(what.c_str(), static_cast<double>(count) * b, seconds, "MiB");
     asio::io_context cleanup;
