@@ -45,7 +45,7 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   std::uint64_t cumulative = 0;
   for (std::size_t b = 0; b <= bounds_.size(); ++b) {
     cumulative += counts_[b].load(std::memory_order_relaxed);
-    out += name + "_bucket{" + prefix + "le=\"";
+    out.append(name).append("_bucket{").append(prefix).append("le=\"");
     if (b < bounds_.size())
       append_double(out, bounds_[b]);
     else
