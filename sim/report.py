@@ -928,8 +928,13 @@ def simulation_report(lang, runs, rel):
 
 
 def generated(runs):
-    starts = sorted(r["started_at"] for r in runs.values())
-    return f"{starts[0]} – {starts[-1]}" if starts else "(no runs)"
+    """From the first run's start to the last run's end (UTC, to the second)."""
+    if not runs:
+        return "(no runs)"
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    starts = [datetime.datetime.strptime(r["started_at"], fmt) for r in runs.values()]
+    ends = [s + datetime.timedelta(seconds=round(r.get("duration_s", 0))) for s, r in zip(starts, runs.values())]
+    return f"{min(starts).strftime(fmt)} – {max(ends).strftime(fmt)}"
 
 
 def index(runs):
