@@ -11,7 +11,7 @@
 #include "core/random.hpp"
 #include "store/pg/migrate.hpp"
 #include "support/manual_clock.hpp"
-#include "support/run.hpp"
+#include "support/stack_test.hpp"
 
 namespace asio = boost::asio;
 using namespace nimbus;
@@ -27,24 +27,13 @@ constexpr int kPrivateRedisDb = 11;
 constexpr auto kLeeway = 30s;
 constexpr std::string_view kCode = "123456";
 
-class AuthServiceTest : public ::testing::Test {
+class AuthServiceTest : public test::StackTest {
  protected:
-  template <typename Fn>
-  auto run(Fn&& fn) {
-    return test::run(ioc_, std::forward<Fn>(fn));
-  }
-
   void SetUp() override {
     NIMBUS_REQUIRE_STACK("NIMBUS_TEST_DATABASE_URL");
     NIMBUS_REQUIRE_STACK("NIMBUS_TEST_REDIS_URL");
-    pg::PoolConfig c;
-    c.url = test::stack_env("NIMBUS_TEST_DATABASE_URL");
-    c.size = 2;
-    pool_ = pg::Pool::create(ioc_.get_executor(), c);
-    auto redis_config = redis::Config::from_url(test::stack_env("NIMBUS_TEST_REDIS_URL"));
-    redis_config.db = kPrivateRedisDb;
-    redis_ = redis::Client::create(ioc_.get_executor(), redis_config);
-    redis_->start();
+    pool_ = stack_pool(2);
+    redis_ = private_redis(kPrivateRedisDb);
     config_.issuer = "nimbus-clock-test";
     config_.code_secret = random::hex(32);
     config_.keys = std::make_shared<KeySet>(std::vector<Key>{Key::generate("clock")}, "clock");
@@ -90,7 +79,6 @@ class AuthServiceTest : public ::testing::Test {
            std::to_string(std::stoi(h.substr(4, 2), nullptr, 16));
   }
 
-  asio::io_context ioc_;
   std::shared_ptr<pg::Pool> pool_;
   std::shared_ptr<redis::Client> redis_;
   Config config_;

@@ -11,7 +11,7 @@
 #include "core/errors.hpp"
 #include "core/ids.hpp"
 #include "store/pg/migrate.hpp"
-#include "support/run.hpp"
+#include "support/stack_test.hpp"
 #include "voting/reconciler.hpp"
 
 namespace asio = boost::asio;
@@ -23,27 +23,16 @@ namespace {
 // No service of the stack uses it (they all use database 0).
 constexpr int kPrivateRedisDb = 9;
 
-class BallotBoxTest : public ::testing::Test {
+class BallotBoxTest : public test::StackTest {
  protected:
-  template <typename Fn>
-  auto run(Fn&& fn) {
-    return test::run(ioc_, std::forward<Fn>(fn));
-  }
-
   void SetUp() override {
     NIMBUS_REQUIRE_STACK("NIMBUS_TEST_DATABASE_URL");
     NIMBUS_REQUIRE_STACK("NIMBUS_TEST_REDIS_URL");
-    pg::PoolConfig c;
-    c.url = test::stack_env("NIMBUS_TEST_DATABASE_URL");
-    c.size = 8;
-    pool_ = pg::Pool::create(ioc_.get_executor(), c);
+    pool_ = stack_pool(8);
     // A Redis database of these tests' own: the stack's workers run a reconciler every
     // second on database 0, and would repair the damage below before (or instead of)
     // the reconciler under test.
-    auto redis_config = redis::Config::from_url(test::stack_env("NIMBUS_TEST_REDIS_URL"));
-    redis_config.db = kPrivateRedisDb;
-    redis_ = redis::Client::create(ioc_.get_executor(), redis_config);
-    redis_->start();
+    redis_ = private_redis(kPrivateRedisDb);
     tally_ = std::make_shared<Tally>(redis_, pool_);
     // A small batch limit makes the burst below span several batches.
     box_ = BallotBox::create(ioc_.get_executor(), pool_, tally_, BallotBoxConfig{.max_batch = 16, .flushers = 2});
@@ -100,7 +89,6 @@ class BallotBoxTest : public ::testing::Test {
     });
   }
 
-  asio::io_context ioc_;
   std::shared_ptr<pg::Pool> pool_;
   std::shared_ptr<redis::Client> redis_;
   std::shared_ptr<Tally> tally_;

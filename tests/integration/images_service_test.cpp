@@ -1,15 +1,15 @@
 // The direct-upload reservation of the images service layer against the stack's real
 // PostgreSQL, driven directly (no HTTP) with a manual clock: the expiry it reports and
 // the presigned PUT it hands out are both dated by the service's clock, at one instant.
-#include <ctime>
 
 #include <gtest/gtest.h>
 
 #include "core/ids.hpp"
 #include "images/upload.hpp"
+#include "storage/s3/sigv4.hpp"
 #include "store/pg/migrate.hpp"
 #include "support/manual_clock.hpp"
-#include "support/run.hpp"
+#include "support/stack_test.hpp"
 
 namespace asio = boost::asio;
 using namespace nimbus;
@@ -26,30 +26,12 @@ std::string query_value(const std::string& url, const std::string& name) {
   return url.substr(begin, url.find('&', begin) - begin);
 }
 
-// "YYYYMMDDTHHMMSSZ", as SigV4 dates a request.
-std::string amz_date(std::chrono::system_clock::time_point t) {
-  const auto secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char out[17];
-  std::strftime(out, sizeof out, "%Y%m%dT%H%M%SZ", &tm);
-  return out;
-}
-
-class ImagesServiceTest : public ::testing::Test {
+class ImagesServiceTest : public test::StackTest {
  protected:
-  template <typename Fn>
-  auto run(Fn&& fn) {
-    return test::run(ioc_, std::forward<Fn>(fn));
-  }
-
   void SetUp() override {
     NIMBUS_REQUIRE_STACK("NIMBUS_TEST_DATABASE_URL");
     NIMBUS_REQUIRE_STACK("NIMBUS_TEST_S3_ENDPOINT");
-    pg::PoolConfig c;
-    c.url = test::stack_env("NIMBUS_TEST_DATABASE_URL");
-    c.size = 2;
-    pool_ = pg::Pool::create(ioc_.get_executor(), c);
+    pool_ = stack_pool(2);
     s3::Config s3_config;
     s3_config.endpoint = test::stack_env("NIMBUS_TEST_S3_ENDPOINT");
     s3_config.bucket = test::stack_env("NIMBUS_TEST_S3_BUCKET");
@@ -73,7 +55,6 @@ class ImagesServiceTest : public ::testing::Test {
     });
   }
 
-  asio::io_context ioc_;
   std::shared_ptr<pg::Pool> pool_;
   std::shared_ptr<s3::Client> s3_;
   std::string owner_;
@@ -93,7 +74,7 @@ TEST_F(ImagesServiceTest, AReservationExpiresAtTheClockPlusTheUrlLifetime) {
   ASSERT_TRUE(up);
   EXPECT_EQ(up->expires, t0 + 90s);
   // The URL is valid over exactly that span: signed at the clock's instant, for the ttl.
-  EXPECT_EQ(query_value(up->url, "X-Amz-Date"), amz_date(t0)) << up->url;
+  EXPECT_EQ(query_value(up->url, "X-Amz-Date"), s3::amz_date(t0)) << up->url;
   EXPECT_EQ(query_value(up->url, "X-Amz-Expires"), "90") << up->url;
   // The id stays minted on the real clock: the storage sweeper reads an upload's age from it.
   auto minted = minted_at(up->id);
@@ -105,7 +86,7 @@ TEST_F(ImagesServiceTest, AReservationExpiresAtTheClockPlusTheUrlLifetime) {
   auto later = run([&] { return uploads.reserve(owner_, std::string("image/jpeg"), std::int64_t{2000}); });
   ASSERT_TRUE(std::holds_alternative<DirectUpload>(later));
   EXPECT_EQ(std::get<DirectUpload>(later).expires, t0 + 120s);
-  EXPECT_EQ(query_value(std::get<DirectUpload>(later).url, "X-Amz-Date"), amz_date(t0 + 30s));
+  EXPECT_EQ(query_value(std::get<DirectUpload>(later).url, "X-Amz-Date"), s3::amz_date(t0 + 30s));
 }
 
 }  // namespace

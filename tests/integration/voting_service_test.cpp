@@ -8,7 +8,7 @@
 #include "core/ids.hpp"
 #include "store/pg/migrate.hpp"
 #include "support/manual_clock.hpp"
-#include "support/run.hpp"
+#include "support/stack_test.hpp"
 #include "voting/live.hpp"
 #include "voting/reconciler.hpp"
 #include "voting/service.hpp"
@@ -24,24 +24,13 @@ namespace {
 // stack's reconcilers never see the marks made here at clock times of our choosing.
 constexpr int kPrivateRedisDb = 10;
 
-class VotingServiceTest : public ::testing::Test {
+class VotingServiceTest : public test::StackTest {
  protected:
-  template <typename Fn>
-  auto run(Fn&& fn) {
-    return test::run(ioc_, std::forward<Fn>(fn));
-  }
-
   void SetUp() override {
     NIMBUS_REQUIRE_STACK("NIMBUS_TEST_DATABASE_URL");
     NIMBUS_REQUIRE_STACK("NIMBUS_TEST_REDIS_URL");
-    pg::PoolConfig c;
-    c.url = test::stack_env("NIMBUS_TEST_DATABASE_URL");
-    c.size = 4;
-    pool_ = pg::Pool::create(ioc_.get_executor(), c);
-    auto redis_config = redis::Config::from_url(test::stack_env("NIMBUS_TEST_REDIS_URL"));
-    redis_config.db = kPrivateRedisDb;
-    redis_ = redis::Client::create(ioc_.get_executor(), redis_config);
-    redis_->start();
+    pool_ = stack_pool(4);
+    redis_ = private_redis(kPrivateRedisDb);
     // An hour ahead of the machine (whole seconds): a service still reading the real
     // clock would be an hour off, which no boundary below tolerates.
     t0_ = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now()) + 1h;
@@ -131,7 +120,6 @@ class VotingServiceTest : public ::testing::Test {
 
   static bool closed(const Service::Results& r) { return r.body && r.body->at("closed").as_bool(); }
 
-  asio::io_context ioc_;
   std::shared_ptr<pg::Pool> pool_;
   std::shared_ptr<redis::Client> redis_;
   std::chrono::system_clock::time_point t0_;
