@@ -258,6 +258,17 @@ def mint_tokens():
     return access_tokens([uid(1, n) for n in range(1, USERS + 1)])
 
 
+def run_wrk(script, connections, seconds):
+    """wrk (2 threads) with a Lua `script` against the gateway: its output and the
+    `count NAME N` lines the script's done() writes."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
+        f.write(script)
+        f.flush()
+        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", f.name,
+                              os.environ["NIMBUS_TEST_GATEWAY"]], check=True, capture_output=True, text=True).stdout
+    return out, {m.group(1): int(m.group(2)) for m in re.finditer(r"^count (\w+) (\d+)", out, re.M)}
+
+
 def wrk(tokens, seconds, voters, think_ms, base):
     """Votes for `seconds` into polls base.. (GATEWAY_POLLS // 3 of them). Returns 2xx
     votes/s over the window, latency percentiles, errors (anything but a clean run) and
@@ -265,12 +276,7 @@ def wrk(tokens, seconds, voters, think_ms, base):
     script = WRK_SCRIPT.format(tokens=",".join(f'"{t}"' for t in tokens), users=USERS, polls=GATEWAY_POLLS // 3,
                                base=base, threads=2, tag=TAG, think_ms=think_ms, seconds=seconds,
                                drain=DRAIN_SECONDS)
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
-        f.write(script)
-        f.flush()
-        out = subprocess.run(["wrk", "-t2", f"-c{voters}", f"-d{seconds + DRAIN_SECONDS}s", "-s", f.name,
-                              os.environ["NIMBUS_TEST_GATEWAY"]], check=True, capture_output=True, text=True).stdout
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^count (\w+) (\d+)", out, re.M)}
+    out, counts = run_wrk(script, voters, seconds + DRAIN_SECONDS)
     pct = {m.group(1): float(m.group(2)) for m in re.finditer(r"^p([\d.]+) ([\d.]+) ms", out, re.M)}
     errors = re.findall(r"^(non-2xx .*)", out, re.M)
     socket = re.search(r"^socket (.*)", out, re.M).group(1)
@@ -390,12 +396,7 @@ end
 def reads(label, seconds, connections, tokens=(), polls=(), path="/healthz"):
     script = READ_SCRIPT.format(tokens=",".join(f'"{t}"' for t in tokens), polls=",".join(f'"{p}"' for p in polls),
                                 path=path)
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
-        f.write(script)
-        f.flush()
-        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", f.name,
-                              os.environ["NIMBUS_TEST_GATEWAY"]], check=True, capture_output=True, text=True).stdout
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^count (\w+) (\d+)", out, re.M)}
+    out, counts = run_wrk(script, connections, seconds)
     p99 = float(re.search(r"^p99 ([\d.]+) ms", out, re.M).group(1))
     rate = counts["ok"] / seconds
     bad = counts["responses"] - counts["ok"]
