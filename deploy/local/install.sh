@@ -25,7 +25,7 @@ APT_PACKAGES=(
   python3-locust python3-matplotlib graphviz poppler-utils
   # tools for tests, benchmarks and the simulation
   curl jq gettext-base iproute2 openssl wrk python3 python3-pytest python3-requests python3-jwt python3-cryptography python3-pil libvips-tools
-  python3-pika python3-boto3 s3cmd python3-yaml python3-jsonschema
+  python3-pika python3-boto3 python3-yaml python3-jsonschema
   # the browser tests (tests/browser drives it with playwright-core), Korean glyphs
   chromium fonts-noto-cjk
   # container images (./stack images, tests/deploy): podman with runc (crun fails on this
