@@ -74,7 +74,9 @@ int run_api(const runtime::ServiceConfig& config) {
   auto votes_pg = pg::Pool::create(ioc.get_executor(), votes_pg_config);
   auto ballot_box = voting::BallotBox::create(ioc.get_executor(), votes_pg, tally, box_config);
   ballot_box->export_metrics(metrics);
-  auto polls = std::make_shared<voting::Service>(pg, tally, ballot_box);
+  // NIMBUS_LOCAL_MEMO=0: this instance remembers nothing (docs/adr/0008), to measure
+  // what remembering saves; answers are the same either way.
+  auto polls = std::make_shared<voting::Service>(pg, tally, ballot_box, env::boolean("NIMBUS_LOCAL_MEMO", true));
   auto live = voting::LiveResults::create(
       ioc.get_executor(), redis::Config::from_env(),
       [polls](std::string poll_id) { return read_results(polls, std::move(poll_id)); }, voting::LiveConfig::from_env());

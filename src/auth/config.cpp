@@ -49,6 +49,7 @@ Config Config::from_env() {
   }
   c.mail_from = env::string("NIMBUS_MAIL_FROM", c.mail_from);
   c.cookie_secure = env::boolean("NIMBUS_AUTH_COOKIE_SECURE", c.cookie_secure);
+  c.remember_verified = env::boolean("NIMBUS_LOCAL_MEMO", c.remember_verified);
 
   std::vector<Key> keys;
   for (const auto& entry : split(env::required_string("NIMBUS_JWT_KEYS"), ',')) {

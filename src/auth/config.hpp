@@ -32,13 +32,16 @@ struct Config {
   std::string gateway_secret;
   std::string mail_from = "Nimbus <no-reply@nimbus.localhost>";
   bool cookie_secure = true;  // browser-mode cookie over HTTPS only
+  // Keep access tokens whose signature this instance checked (verified_tokens.hpp): a
+  // pure function of the token's bytes. Off with NIMBUS_LOCAL_MEMO=0.
+  bool remember_verified = true;
   std::shared_ptr<KeySet> keys;
 
   // NIMBUS_AUTH_ISSUER, NIMBUS_AUTH_AUDIENCE, NIMBUS_AUTH_ACCESS_TTL, NIMBUS_AUTH_REFRESH_IDLE,
   // NIMBUS_AUTH_REFRESH_ABSOLUTE, NIMBUS_AUTH_REFRESH_GRACE, NIMBUS_AUTH_CODE_TTL,
   // NIMBUS_AUTH_CODE_ATTEMPTS, NIMBUS_AUTH_DAILY_ATTEMPTS, NIMBUS_AUTH_RESEND_COOLDOWN,
   // NIMBUS_AUTH_IP_START_PER_MINUTE, NIMBUS_AUTH_IP_VERIFY_PER_MINUTE, NIMBUS_AUTH_CODE_SECRET (required),
-  // NIMBUS_GATEWAY_SECRET, NIMBUS_MAIL_FROM, NIMBUS_AUTH_COOKIE_SECURE,
+  // NIMBUS_GATEWAY_SECRET, NIMBUS_MAIL_FROM, NIMBUS_AUTH_COOKIE_SECURE, NIMBUS_LOCAL_MEMO,
   // NIMBUS_JWT_KEYS ("kid=/path/key.pem,kid2=/path/old.pem", required),
   // NIMBUS_JWT_SIGNING_KID (default: the first key).
   static Config from_env();

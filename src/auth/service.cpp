@@ -302,11 +302,12 @@ asio::awaitable<std::optional<Claims>> Service::authenticate(std::string authori
   }
   const auto token = std::string_view(authorization).substr(scheme.size());
   const auto now = clock_->system_now();
-  auto claims = verified_->find(token, now);
+  std::optional<Claims> claims;
+  if (config_.remember_verified) claims = verified_->find(token, now);
   if (!claims) {
     auto verified = config_.keys->verify(token, config_.issuer, config_.audience, now);
     if (!verified.ok()) co_return std::nullopt;
-    verified_->remember(token, *verified.claims);
+    if (config_.remember_verified) verified_->remember(token, *verified.claims);
     claims = std::move(verified.claims);
   }
   if (co_await revoked(*claims)) co_return std::nullopt;

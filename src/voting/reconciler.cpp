@@ -16,6 +16,10 @@ namespace {
 
 constexpr std::string_view kCount = "SELECT count(*) FROM ballots WHERE poll_id = $1";
 
+// A close or delete marked longer ago than this has lost its writer: its statement
+// (statement_timeout, 5 s by default) cannot still be running.
+constexpr std::chrono::seconds kChangeAbandonedAfter{30};
+
 }  // namespace
 
 ReconcilerConfig ReconcilerConfig::from_env() {
@@ -30,12 +34,17 @@ ReconcilerConfig ReconcilerConfig::from_env() {
 void Reconciler::export_metrics(ops::Metrics& metrics) {
   metrics.counter_fn("nimbus_tally_recounted_total", "Polls whose Redis tally had lost ballots and was re-counted.",
                      [this] { return static_cast<double>(recounted_.load()); });
+  metrics.counter_fn("nimbus_tally_changes_settled_total",
+                     "Poll closes and deletes left unfinished by their instance, settled from the row.",
+                     [this] { return static_cast<double>(settled_.load()); });
   metrics.counter_fn("nimbus_tally_reconcile_passes_total", "Reconciler passes completed by this worker.",
                      [this] { return static_cast<double>(passes_.load()); });
 }
 
 asio::awaitable<std::int64_t> Reconciler::pass() {
   const auto now = clock_->system_now();
+  settled_ += co_await tally_->settle_stale_changes(
+      std::chrono::duration_cast<std::chrono::seconds>((now - kChangeAbandonedAfter).time_since_epoch()).count());
   const auto since =
       std::chrono::duration_cast<std::chrono::seconds>((now - config_.window).time_since_epoch()).count();
   auto polls = co_await tally_->active_since(since);

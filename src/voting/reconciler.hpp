@@ -8,7 +8,9 @@
 // the tally: a tally below the count taken earlier has lost a ballot, and that poll is
 // re-counted through the same idempotent script (ballots already counted are skipped).
 // The cost is one index-only count per recently active poll per interval; a re-count
-// happens only after a loss.
+// happens only after a loss. Each pass also settles the polls' closes and deletes whose
+// instance died between PostgreSQL's commit and recording the outcome in Redis
+// (their intent markers older than 30 s), from the row.
 #pragma once
 
 #include <atomic>
@@ -58,7 +60,7 @@ class Reconciler {
   ReconcilerConfig config_;
   std::shared_ptr<const core::Clock> clock_;
   std::atomic<bool> stopping_{false};
-  std::atomic<std::int64_t> recounted_{0}, passes_{0};
+  std::atomic<std::int64_t> recounted_{0}, settled_{0}, passes_{0};
 };
 
 }  // namespace nimbus::voting

@@ -13,6 +13,9 @@ namespace json = boost::json;
 
 namespace {
 
+// Polls whose facts an instance keeps (a few hundred bytes each).
+constexpr std::size_t kRememberedPolls = 100'000;
+
 #define NIMBUS_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 // Returns the new poll's id, or NULL when the owner already has a poll under this
@@ -58,10 +61,10 @@ constexpr std::string_view kMyBallot =
 constexpr std::string_view kOwner = "SELECT owner_id FROM polls WHERE id = $1";
 constexpr std::string_view kClose = "UPDATE polls SET closed_at = coalesce(closed_at, now()) WHERE id = $1";
 constexpr std::string_view kDelete = "DELETE FROM polls WHERE id = $1";
-// What the results need besides the counts: who may see them, and the options' texts.
+// What the results need besides the counts and never changes: who may see them, when
+// the poll closes by itself, and the options' texts.
 constexpr std::string_view kPollFacts = R"(
-SELECT p.results_visibility, p.owner_id, p.closed_at IS NOT NULL,
-       (extract(epoch FROM p.closes_at) * 1000)::bigint,
+SELECT p.results_visibility, p.owner_id, (extract(epoch FROM p.closes_at) * 1000)::bigint,
        (SELECT json_agg(json_build_object('id', o.id, 'text', o.text) ORDER BY o.position)
           FROM poll_options o WHERE o.poll_id = p.id)
   FROM polls p WHERE p.id = $1)";
@@ -100,10 +103,9 @@ json::object results_json(const std::string& poll_id, const json::array& options
   return {{"poll_id", poll_id}, {"total_votes", counts.total}, {"options", std::move(out)}, {"closed", closed}};
 }
 
-// Redis work after a committed change (telling live streams, dropping a deleted poll's
-// tally): the change stands whatever Redis says, so a failure is logged, not answered.
-// (A closed poll's streams see it at their next refresh; a deleted poll's few keys stay
-// behind as orphans no reader reaches.)
+// Redis work after a committed change (its outcome, telling live streams): the change
+// stands whatever Redis says, so a failure is logged, not answered. Its intent marker
+// stays, sending readers to PostgreSQL, until the reconciler settles it.
 asio::awaitable<void> best_effort(asio::awaitable<void> work, const std::string& poll_id) {
   try {
     co_await std::move(work);
@@ -172,26 +174,29 @@ asio::awaitable<Page> Service::list(std::string status, std::optional<std::strin
   co_return page;
 }
 
-asio::awaitable<OwnerAction> Service::as_owner(std::string poll_id, std::string user_id, std::string_view sql) {
+asio::awaitable<OwnerAction> Service::change_as_owner(std::string poll_id, std::string user_id, std::string_view sql) {
+  {
+    auto db = co_await pg_->acquire();
+    auto owner = co_await db.query(kOwner, pg::params(poll_id));
+    if (owner.rows() == 0) co_return OwnerAction::not_found;
+    if (owner.get(0, 0) != user_id) co_return OwnerAction::forbidden;
+  }
+  // No marker, no change: a change every instance cannot see at once is refused (503).
+  co_await tally_->begin_change(poll_id);
   auto db = co_await pg_->acquire();
-  auto owner = co_await db.query(kOwner, pg::params(poll_id));
-  if (owner.rows() == 0) co_return OwnerAction::not_found;
-  if (owner.get(0, 0) != user_id) co_return OwnerAction::forbidden;
   co_await db.query(sql, pg::params(poll_id));
   co_return OwnerAction::done;
 }
 
 asio::awaitable<OwnerAction> Service::close(std::string poll_id, std::string user_id) {
-  auto done = co_await as_owner(poll_id, std::move(user_id), kClose);
-  forget_facts(poll_id);
-  if (done == OwnerAction::done) co_await best_effort(tally_->announce(poll_id), poll_id);
+  auto done = co_await change_as_owner(poll_id, std::move(user_id), kClose);
+  if (done == OwnerAction::done) co_await best_effort(tally_->closed(poll_id), poll_id);
   co_return done;
 }
 
 asio::awaitable<OwnerAction> Service::remove(std::string poll_id, std::string user_id) {
-  auto done = co_await as_owner(poll_id, std::move(user_id), kDelete);
-  forget_facts(poll_id);
-  if (done == OwnerAction::done) co_await best_effort(tally_->forget(poll_id), poll_id);
+  auto done = co_await change_as_owner(poll_id, std::move(user_id), kDelete);
+  if (done == OwnerAction::done) co_await best_effort(tally_->deleted(poll_id), poll_id);
   co_return done;
 }
 
@@ -214,17 +219,15 @@ asio::awaitable<std::optional<std::vector<std::string>>> Service::my_ballot(std:
   co_return split_ids(r.get(0, 0));
 }
 
-bool Service::PollFacts::closed(std::chrono::system_clock::time_point now) const {
+bool Service::PollFacts::closed(const Standing& standing, std::chrono::system_clock::time_point now) const {
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  return closed_early || (closes_at_ms && *closes_at_ms <= now_ms);
+  return standing.closed_early || (closes_at_ms && *closes_at_ms <= now_ms);
 }
 
 asio::awaitable<std::shared_ptr<const Service::PollFacts>> Service::facts(const std::string& poll_id) {
-  const auto now = clock_->steady_now();
-  {
+  if (remember_facts_) {
     std::lock_guard lock(facts_mutex_);
-    auto it = facts_.find(poll_id);
-    if (it != facts_.end() && now - it->second.first < facts_ttl_) co_return it->second.second;
+    if (auto it = facts_.find(poll_id); it != facts_.end()) co_return it->second;
   }
   pg::Result r;
   {
@@ -235,50 +238,45 @@ asio::awaitable<std::shared_ptr<const Service::PollFacts>> Service::facts(const 
   auto f = std::make_shared<PollFacts>();
   f->visibility = parse_visibility(r.get(0, 0)).value_or(Visibility::always);
   f->owner_id = std::string(r.get(0, 1));
-  f->closed_early = r.get_bool(0, 2);
-  if (!r.is_null(0, 3)) f->closes_at_ms = r.get_int(0, 3);
-  f->options = json::parse(r.get(0, 4)).as_array();
-  std::lock_guard lock(facts_mutex_);
-  if (facts_.size() > 100'000) facts_.clear();  // bounded: a miss only costs a query
-  facts_.insert_or_assign(poll_id, std::make_pair(now, f));
+  if (!r.is_null(0, 2)) f->closes_at_ms = r.get_int(0, 2);
+  f->options = json::parse(r.get(0, 3)).as_array();
+  if (remember_facts_) {
+    std::lock_guard lock(facts_mutex_);
+    // Bounded: an evicted poll only costs a query next time.
+    if (facts_.size() >= kRememberedPolls) facts_.erase(facts_.begin());
+    facts_.insert_or_assign(poll_id, f);
+  }
   co_return f;
 }
 
-void Service::forget_facts(const std::string& poll_id) {
-  std::lock_guard lock(facts_mutex_);
-  facts_.erase(poll_id);
+asio::awaitable<std::optional<Service::Current>> Service::current(const std::string& poll_id) {
+  auto facts = co_await this->facts(poll_id);
+  if (!facts) co_return std::nullopt;
+  auto standing = co_await tally_->standing(poll_id);
+  if (!standing.exists) co_return std::nullopt;
+  const bool closed = facts->closed(standing, clock_->system_now());
+  co_return Current{std::move(facts), std::move(standing), closed};
 }
 
 asio::awaitable<Service::Results> Service::results(std::string poll_id, std::string user_id) {
-  auto poll = co_await facts(poll_id);
+  auto poll = co_await current(poll_id);
   if (!poll) co_return Results{};
-  const bool owner = poll->owner_id == user_id;
-  bool closed = poll->closed(clock_->system_now());
+  const auto& facts = *poll->facts;
+  const bool owner = facts.owner_id == user_id;
   // Whether this user voted matters only for after_vote polls still open.
   bool voted = false;
-  if (!results_visible(poll->visibility, false, closed, owner)) {
+  if (!results_visible(facts.visibility, false, poll->closed, owner)) {
     auto mine = co_await my_ballot(poll_id, user_id);
     voted = mine.has_value();
   }
-  if (!results_visible(poll->visibility, voted, closed, owner)) {
-    // A refusal is decided on fresh facts: a cached "open" may be a poll closed a
-    // moment ago on another instance (closing is for good, so only this can be stale).
-    forget_facts(poll_id);
-    poll = co_await facts(poll_id);
-    if (!poll) co_return Results{};
-    closed = poll->closed(clock_->system_now());
-    if (!results_visible(poll->visibility, voted, closed, owner)) co_return Results{{}, true};
-  }
-  auto counts = co_await tally_->counts(poll_id);
-  co_return Results{results_json(poll_id, poll->options, counts, closed), false};
+  if (!results_visible(facts.visibility, voted, poll->closed, owner)) co_return Results{{}, true};
+  co_return Results{results_json(poll_id, facts.options, poll->standing.counts, poll->closed), false};
 }
 
 asio::awaitable<std::optional<json::object>> Service::snapshot(std::string poll_id) {
-  forget_facts(poll_id);  // a live update follows a change: read it fresh
-  auto poll = co_await facts(poll_id);
+  auto poll = co_await current(poll_id);
   if (!poll) co_return std::nullopt;
-  auto counts = co_await tally_->counts(poll_id);
-  co_return results_json(poll_id, poll->options, counts, poll->closed(clock_->system_now()));
+  co_return results_json(poll_id, poll->facts->options, poll->standing.counts, poll->closed);
 }
 
 }  // namespace nimbus::voting

@@ -45,17 +45,18 @@ struct Page {
 
 class Service {
  public:
-  // `facts_ttl`: how long an instance reuses what results need of a poll besides its
-  // counts (options, owner, visibility, times). Options and owner never change; a close
-  // reaches other instances' results within it. Votes always check PostgreSQL. `clock`
-  // ages those facts and tells whether a poll's closing time has passed.
+  // `remember_facts`: whether this instance keeps what results need of a poll that
+  // never changes after its creation (options, owner, visibility, opening and closing
+  // times) — a pure function of the poll id, so no answer depends on it; what does
+  // change (closed early, deleted) is read with the counts, every time (tally.hpp).
+  // Off with NIMBUS_LOCAL_MEMO=0. Votes always check PostgreSQL. `clock` tells whether
+  // a poll's closing time has passed.
   Service(std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally, std::shared_ptr<BallotBox> box,
-          std::chrono::milliseconds facts_ttl = std::chrono::seconds(1),
-          std::shared_ptr<const core::Clock> clock = core::Clock::system())
+          bool remember_facts = true, std::shared_ptr<const core::Clock> clock = core::Clock::system())
       : pg_(std::move(pg)),
         tally_(std::move(tally)),
         box_(std::move(box)),
-        facts_ttl_(facts_ttl),
+        remember_facts_(remember_facts),
         clock_(std::move(clock)) {}
 
   // With an idempotency key, a repeat of the same request returns the first poll; the
@@ -85,28 +86,34 @@ class Service {
   boost::asio::awaitable<std::optional<boost::json::object>> snapshot(std::string poll_id);
 
  private:
+  // What never changes about a poll.
   struct PollFacts {
     Visibility visibility = Visibility::always;
     std::string owner_id;
-    bool closed_early = false;                 // closed_at is set
     std::optional<std::int64_t> closes_at_ms;  // since the epoch
     boost::json::array options;                // [{id, text}] in order
-    bool closed(std::chrono::system_clock::time_point now) const;
+    bool closed(const Standing& standing, std::chrono::system_clock::time_point now) const;
   };
-  // Shared, immutable: a cache hit copies a pointer, not the options.
+  // Shared, immutable: a remembered one copies a pointer, not the options.
   boost::asio::awaitable<std::shared_ptr<const PollFacts>> facts(const std::string& poll_id);
-  void forget_facts(const std::string& poll_id);
+  struct Current {
+    std::shared_ptr<const PollFacts> facts;
+    Standing standing;
+    bool closed = false;
+  };
+  // The poll as it is now, or nullopt when it does not exist.
+  boost::asio::awaitable<std::optional<Current>> current(const std::string& poll_id);
 
-  // Runs `sql` ($1 = poll id) if `user_id` owns the poll.
-  boost::asio::awaitable<OwnerAction> as_owner(std::string poll_id, std::string user_id, std::string_view sql);
+  // Runs `sql` ($1 = poll id) if `user_id` owns the poll, marked as a change in Redis
+  // first (tally.hpp).
+  boost::asio::awaitable<OwnerAction> change_as_owner(std::string poll_id, std::string user_id, std::string_view sql);
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<Tally> tally_;
   std::shared_ptr<BallotBox> box_;
-  std::chrono::milliseconds facts_ttl_;
+  bool remember_facts_;
   std::shared_ptr<const core::Clock> clock_;
   std::mutex facts_mutex_;
-  std::unordered_map<std::string, std::pair<std::chrono::steady_clock::time_point, std::shared_ptr<const PollFacts>>>
-      facts_;
+  std::unordered_map<std::string, std::shared_ptr<const PollFacts>> facts_;
 };
 
 }  // namespace nimbus::voting

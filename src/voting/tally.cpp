@@ -16,8 +16,10 @@ std::string key(const std::string& poll_id, std::string_view what) {
   return "poll:{" + poll_id + "}:" + std::string(what);
 }
 
-// KEYS: ballots, tally. ARGV: channel, then user, "opt,opt" pairs.
+// KEYS: ballots, tally. ARGV: channel, then user, "opt,opt" pairs. A deleted poll
+// (a ballot committed just before the delete, counted just after) counts nothing.
 const redis::Script kCount(R"(
+if redis.call('HEXISTS', KEYS[2], '_deleted') == 1 then return 0 end
 local added = 0
 for i = 2, #ARGV, 2 do
   if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
@@ -30,12 +32,30 @@ if added > 0 then
 end
 return added)");
 
-constexpr std::string_view kPgCounts = R"(
-SELECT o.id, count(c.option_id), (SELECT count(*) FROM ballots WHERE poll_id = $1)
-  FROM poll_options o
+// KEYS: tally. ARGV: "1" if the row says closed early. Marks a rebuilt tally ready,
+// unless a change began (or a delete ended) while it was rebuilt. Closing is one way:
+// "_closed" is set, never cleared.
+const redis::Script kRebuilt(R"(
+if redis.call('HEXISTS', KEYS[1], '_changing') == 1 or redis.call('HEXISTS', KEYS[1], '_deleted') == 1 then
+  return 0
+end
+if ARGV[1] == '1' then redis.call('HSET', KEYS[1], '_closed', '1') end
+redis.call('HSET', KEYS[1], '_ready', '1')
+return 1)");
+
+// No rows: the poll does not exist (every poll has options).
+constexpr std::string_view kPgStanding = R"(
+SELECT p.closed_at IS NOT NULL, o.id, count(c.option_id), (SELECT count(*) FROM ballots WHERE poll_id = $1)
+  FROM polls p
+  JOIN poll_options o ON o.poll_id = p.id
   LEFT JOIN ballot_choices c ON c.poll_id = o.poll_id AND c.option_id = o.id
- WHERE o.poll_id = $1
- GROUP BY o.id)";
+ WHERE p.id = $1
+ GROUP BY p.closed_at, o.id)";
+constexpr std::string_view kPgRow = "SELECT closed_at IS NOT NULL FROM polls WHERE id = $1";
+
+// How long a deleted poll's tombstone stays: longer than any change or rebuild takes.
+// (After it, a reader asks PostgreSQL, finds nothing, and a rebuild lays it again.)
+constexpr std::string_view kTombstoneSeconds = "86400";
 
 // Keyset pages over the primary key (poll_id, user_id).
 constexpr std::string_view kBallotPage = R"(
@@ -134,32 +154,43 @@ asio::awaitable<std::optional<std::vector<std::string>>> Tally::ballot_of(std::s
   co_return split_ids(*ballot);
 }
 
-asio::awaitable<Counts> Tally::counts(std::string poll_id) {
+asio::awaitable<Standing> Tally::standing(std::string poll_id) {
   try {
-    if (auto counted = co_await counts_from_redis(poll_id)) co_return *counted;
+    if (auto known = co_await standing_from_redis(poll_id)) co_return *known;
   } catch (const DependencyUnavailable&) {
     // Redis down or still loading its data after a restart: the truth is still there,
     // only slower.
   }
-  co_return co_await counts_from_pg(poll_id);
+  co_return co_await standing_from_pg(poll_id);
 }
 
-asio::awaitable<std::optional<Counts>> Tally::counts_from_redis(const std::string& poll_id) {
+asio::awaitable<Counts> Tally::counts(std::string poll_id) {
+  co_return (co_await standing(std::move(poll_id))).counts;
+}
+
+asio::awaitable<std::optional<Standing>> Tally::standing_from_redis(const std::string& poll_id) {
   auto tally = co_await redis_->command("HGETALL", key(poll_id, "tally"));
-  Counts c;
-  bool ready = false;
+  Standing s;
+  bool ready = false, changing = false;
   const auto& e = tally.as_array();
   for (std::size_t i = 0; i + 1 < e.size(); i += 2) {
     const auto& field = e[i].as_string();
-    if (field == "_ready") {
-      ready = true;
-    } else if (field == "_total") {
-      c.total = e[i + 1].as_optional_number().value_or(0);
+    if (field.starts_with('_')) {
+      if (field == "_ready") ready = true;
+      if (field == "_total") s.counts.total = e[i + 1].as_optional_number().value_or(0);
+      if (field == "_closed") s.closed_early = true;
+      if (field == "_changing") changing = true;
+      if (field == "_deleted") {
+        s.exists = false;
+        s.counts = {};
+        co_return s;  // for good: no marker can undo a delete
+      }
     } else {
-      c.by_option[field] = e[i + 1].as_optional_number().value_or(0);
+      s.counts.by_option[field] = e[i + 1].as_optional_number().value_or(0);
     }
   }
-  if (ready) co_return c;
+  if (changing) co_return std::nullopt;  // a close or delete under way: ask the row
+  if (ready) co_return s;
   // Incomplete (Redis lost it, or it was never built): one instance rebuilds it in
   // the background while every reader gets exact counts from PostgreSQL meanwhile.
   auto lock = co_await redis_->command("SET", key(poll_id, "rebuild"), "1", "NX", "PX", "60000");
@@ -177,15 +208,17 @@ asio::awaitable<std::optional<Counts>> Tally::counts_from_redis(const std::strin
   co_return std::nullopt;
 }
 
-asio::awaitable<Counts> Tally::counts_from_pg(const std::string& poll_id) {
+asio::awaitable<Standing> Tally::standing_from_pg(const std::string& poll_id) {
   auto db = co_await pg_->acquire();
-  auto r = co_await db.query(kPgCounts, pg::params(poll_id));
-  Counts c;
+  auto r = co_await db.query(kPgStanding, pg::params(poll_id));
+  Standing s;
+  s.exists = r.rows() > 0;
   for (int i = 0; i < r.rows(); ++i) {
-    c.by_option[std::string(r.get(i, 0))] = r.get_int(i, 1);
-    c.total = r.get_int(i, 2);
+    s.closed_early = r.get_bool(i, 0);
+    s.counts.by_option[std::string(r.get(i, 1))] = r.get_int(i, 2);
+    s.counts.total = r.get_int(i, 3);
   }
-  co_return c;
+  co_return s;
 }
 
 asio::awaitable<void> Tally::rebuild(std::string poll_id) {
@@ -206,18 +239,78 @@ asio::awaitable<void> Tally::rebuild(std::string poll_id) {
     seen += ballots.size();
     co_await count(ballots);
   }
-  co_await redis_->command("HSET", key(poll_id, "tally"), "_ready", "1");
+  // The row after the ballots: a close or delete committed before this read is in it;
+  // one begun after it has its marker in the hash by now, and the script sees it.
+  pg::Result row;
+  {
+    auto db = co_await pg_->acquire();
+    row = co_await db.query(kPgRow, pg::params(poll_id));
+  }
+  if (row.rows() == 0) {
+    co_await deleted(poll_id);
+  } else {
+    std::vector<std::string> keys{key(poll_id, "tally")};
+    std::vector<std::string> args{row.get_bool(0, 0) ? "1" : "0"};
+    co_await redis_->eval(kRebuilt, std::move(keys), std::move(args));
+  }
   co_await redis_->command("DEL", key(poll_id, "rebuild"));
   log::info("tally rebuilt", {{"poll_id", poll_id}, {"ballots", seen}});
 }
 
-asio::awaitable<void> Tally::announce(std::string poll_id) {
-  co_await redis_->command("PUBLISH", changed_channel(poll_id), "closed");
+asio::awaitable<void> Tally::begin_change(std::string poll_id) {
+  // The index first: a marker in a hash always has its entry, for the reconciler.
+  std::vector<redis::Command> cmds;
+  const auto now = std::to_string(core::unix_seconds(*clock_));
+  cmds.push_back({"ZADD", "tally:changing", now, poll_id});
+  cmds.push_back({"HSET", key(poll_id, "tally"), "_changing", now});
+  co_await redis_->pipeline(std::move(cmds));
 }
 
-asio::awaitable<void> Tally::forget(std::string poll_id) {
-  co_await redis_->command("DEL", key(poll_id, "ballots"), key(poll_id, "tally"));
-  co_await announce(poll_id);
+asio::awaitable<void> Tally::closed(std::string poll_id) {
+  std::vector<redis::Command> cmds;
+  cmds.push_back({"HSET", key(poll_id, "tally"), "_closed", "1"});
+  cmds.push_back({"HDEL", key(poll_id, "tally"), "_changing"});
+  cmds.push_back({"ZREM", "tally:changing", poll_id});
+  cmds.push_back({"PUBLISH", changed_channel(poll_id), "closed"});
+  co_await redis_->pipeline(std::move(cmds));
+}
+
+asio::awaitable<void> Tally::deleted(std::string poll_id) {
+  // The tombstone replaces the tally (and its marker) in one step.
+  std::vector<redis::Command> cmds;
+  cmds.push_back({"DEL", key(poll_id, "ballots"), key(poll_id, "tally")});
+  cmds.push_back({"HSET", key(poll_id, "tally"), "_deleted", "1"});
+  cmds.push_back({"EXPIRE", key(poll_id, "tally"), std::string(kTombstoneSeconds)});
+  cmds.push_back({"ZREM", "tally:changing", poll_id});
+  cmds.push_back({"PUBLISH", changed_channel(poll_id), "deleted"});
+  co_await redis_->pipeline(std::move(cmds));
+}
+
+asio::awaitable<void> Tally::settle_from_row(const std::string& poll_id) {
+  pg::Result row;
+  {
+    auto db = co_await pg_->acquire();
+    row = co_await db.query(kPgRow, pg::params(poll_id));
+  }
+  if (row.rows() == 0) co_return co_await deleted(poll_id);
+  if (row.get_bool(0, 0)) co_return co_await closed(poll_id);
+  // Not changed after all (the statement failed): only the marker goes.
+  std::vector<redis::Command> cmds;
+  cmds.push_back({"HDEL", key(poll_id, "tally"), "_changing"});
+  cmds.push_back({"ZREM", "tally:changing", poll_id});
+  co_await redis_->pipeline(std::move(cmds));
+}
+
+asio::awaitable<std::int64_t> Tally::settle_stale_changes(std::int64_t before) {
+  auto stale = co_await redis_->command("ZRANGEBYSCORE", "tally:changing", "-inf", "(" + std::to_string(before));
+  std::int64_t settled = 0;
+  for (const auto& poll : stale.as_array()) {
+    const auto& id = poll.as_string();
+    log::warn("a poll change was left unfinished: settling it from its row", {{"poll_id", id}});
+    co_await settle_from_row(id);
+    ++settled;
+  }
+  co_return settled;
 }
 
 }  // namespace nimbus::voting

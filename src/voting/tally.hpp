@@ -7,10 +7,19 @@
 // commit and count, after Redis lost its data, or all of them to rebuild — can never
 // count one twice. Keys share a hash tag per poll, ready for Redis Cluster:
 //   poll:{<id>}:ballots  hash user → "opt1,opt2"
-//   poll:{<id>}:tally    hash option → votes, "_total", "_ready" (complete, built from PG)
+//   poll:{<id>}:tally    hash option → votes, "_total", "_ready" (complete, built from PG),
+//                        and the poll's one-way changes: "_closed" (closed early),
+//                        "_deleted" (a tombstone), "_changing" (a change's intent marker)
 //   poll:{<id>}:changed  pub/sub channel, a message per counted batch (the new total)
 //   tally:active         sorted set poll → last time a vote was about to be written
 //                        (the reconciler checks these polls)
+//   tally:changing       sorted set poll → when a change's intent marker was written
+//
+// The hash is also where every instance learns, in the same HGETALL a results read
+// already makes, whether a poll was closed early or deleted (docs/adr/0008): a change
+// writes its marker first, then changes PostgreSQL, then records its outcome and clears
+// the marker. A reader seeing a marker, or a hash not ready, asks PostgreSQL; so no
+// reader sees a poll open (or present) after its close (or delete) was answered.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -37,6 +46,13 @@ struct Counts {
   std::int64_t total = 0;
 };
 
+// What can change about a poll after its creation, as of now.
+struct Standing {
+  bool exists = true;
+  bool closed_early = false;  // closed by its owner (a closing time is a fact of the poll)
+  Counts counts;
+};
+
 std::string changed_channel(const std::string& poll_id);
 
 class Tally : public std::enable_shared_from_this<Tally> {
@@ -60,19 +76,34 @@ class Tally : public std::enable_shared_from_this<Tally> {
   boost::asio::awaitable<void> start(const std::string& poll_id);
   // The stored selection if Redis knows it; nullopt means "ask PostgreSQL".
   boost::asio::awaitable<std::optional<std::vector<std::string>>> ballot_of(std::string poll_id, std::string user_id);
-  // Exact counts. From Redis when its tally is complete; otherwise from PostgreSQL,
-  // after rebuilding the tally (one instance at a time, under a lock).
+  // The poll's exact standing. From Redis when its tally is complete and no change is
+  // under way; otherwise from PostgreSQL (after starting a rebuild of an incomplete
+  // tally, one instance at a time, under a lock).
+  boost::asio::awaitable<Standing> standing(std::string poll_id);
   boost::asio::awaitable<Counts> counts(std::string poll_id);
-  // Re-counts every ballot of the poll from PostgreSQL into Redis, then marks it ready.
+  // Re-counts every ballot of the poll from PostgreSQL into Redis, then marks it ready
+  // with the poll's row as it is then (closed early, or a tombstone if deleted) — unless
+  // a change began meanwhile, which leaves it for the next reader to rebuild.
   boost::asio::awaitable<void> rebuild(std::string poll_id);
-  // Tells live subscribers that the poll changed other than by a vote (closed).
-  boost::asio::awaitable<void> announce(std::string poll_id);
-  boost::asio::awaitable<void> forget(std::string poll_id);
+
+  // A close or delete: begin_change before PostgreSQL is touched (throws when Redis is
+  // unreachable, and then nothing must be changed), one of the outcomes after the
+  // commit. The outcomes also tell live subscribers. A change whose writer died in
+  // between is settled by settle_stale_changes.
+  boost::asio::awaitable<void> begin_change(std::string poll_id);
+  boost::asio::awaitable<void> closed(std::string poll_id);
+  boost::asio::awaitable<void> deleted(std::string poll_id);
+  // Settles the changes begun before `before` (seconds since the epoch) from their
+  // rows; returns how many.
+  boost::asio::awaitable<std::int64_t> settle_stale_changes(std::int64_t before);
 
  private:
-  boost::asio::awaitable<Counts> counts_from_pg(const std::string& poll_id);
-  // The counts when Redis holds a complete tally; nullopt (after starting a rebuild) when not.
-  boost::asio::awaitable<std::optional<Counts>> counts_from_redis(const std::string& poll_id);
+  boost::asio::awaitable<Standing> standing_from_pg(const std::string& poll_id);
+  // The standing when Redis knows it; nullopt when PostgreSQL must be asked (after
+  // starting a rebuild if the tally is incomplete).
+  boost::asio::awaitable<std::optional<Standing>> standing_from_redis(const std::string& poll_id);
+  // Records a settled change from the row: kept, closed or gone.
+  boost::asio::awaitable<void> settle_from_row(const std::string& poll_id);
   std::shared_ptr<redis::Client> redis_;
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<const core::Clock> clock_;

@@ -61,7 +61,7 @@ class BallotBoxTest : public test::StackTest {
     run([&]() -> asio::awaitable<void> {
       auto db = co_await pool_->acquire();
       co_await db.query("DELETE FROM users WHERE id = ANY($1::uuid[])", pg::params(pg::array_literal(users_)));
-      co_await tally_->forget(poll_);
+      co_await tally_->deleted(poll_);
     });
     redis_->stop();
   }
