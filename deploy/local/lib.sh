@@ -227,6 +227,8 @@ app_env() {
       if [[ -n ${!limit:-} ]]; then vars+=("$limit=${!limit}"); fi
     done
   fi
+  # NIMBUS_LOCAL_MEMO=0 in the environment: instances remember nothing (bench/memo.sh).
+  if [[ -n ${NIMBUS_LOCAL_MEMO:-} ]]; then vars+=("NIMBUS_LOCAL_MEMO=$NIMBUS_LOCAL_MEMO"); fi
   local out="" v
   for v in "${vars[@]}"; do out+="${v%%=*}=\"${v#*=}\","; done
   echo "${out%,}"
