@@ -21,12 +21,14 @@ import io
 import json
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -114,6 +116,55 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def all_pids_cpu():
+    """{pid: (ppid, CPU seconds)} of every process on the machine."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def stack_cpu():
+    """CPU seconds so far of each of the stack's programs, its child processes included
+    (PostgreSQL backends, Swift's workers), by supervisor program name."""
+    conf = os.environ["NIMBUS_STACK_SUPERVISOR_CONF"]
+    out = subprocess.run(["supervisorctl", "-c", conf, "status"], capture_output=True, text=True).stdout
+    roots = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if "pid" in parts:
+            roots[int(parts[parts.index("pid") + 1].rstrip(","))] = parts[0].split(":")[-1]
+    procs = all_pids_cpu()
+    totals = {}
+    for pid, (_, cpu) in procs.items():
+        p, seen = pid, 0
+        while p not in roots and p in procs and seen < 64:
+            p, seen = procs[p][0], seen + 1
+        if p in roots:
+            totals[roots[p]] = totals.get(roots[p], 0.0) + cpu
+    return totals
+
+
+def worker_stage_seconds():
+    """The workers' per-stage counters (src/worker/image_job.cpp), summed."""
+    base = int(os.environ["NIMBUS_STACK_WORKER_BASE_PORT"])
+    totals = {}
+    for i in range(1, int(os.environ["NIMBUS_STACK_WORKERS"]) + 1):
+        with urllib.request.urlopen(f"http://127.0.0.1:{base + i}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for stage, value in re.findall(r"^nimbus_image_(fetch|decode|encode|store)_seconds_total (\S+)",
+                                       text, re.M):
+            totals[stage] = totals.get(stage, 0.0) + float(value)
+    return totals
+
+
 def children_cpu_seconds():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -197,6 +248,7 @@ def main():
     workers, apis = pids("workers"), pids("api")
     watch = PeakRss({**workers, **apis})
     cpu = {name: cpu_seconds(pid) for name, pid in {**workers, **apis}.items()}
+    stages, programs = worker_stage_seconds(), stack_cpu()
     started = time.perf_counter()
 
     def send(path):
@@ -221,6 +273,8 @@ def main():
         time.sleep(0.2)
     elapsed = time.perf_counter() - started
     cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in {**workers, **apis}.items()}
+    stages = {k: v - stages.get(k, 0.0) for k, v in worker_stage_seconds().items()}
+    programs = {k: v - programs.get(k, 0.0) for k, v in stack_cpu().items()}
     watch.stop()
     unfinished = len(ids) - ready - failed
     print(f"nimbus, upload -> ready: {ready} of {n} images ready in {elapsed:.1f} s = {ready / elapsed:.2f} "
@@ -228,6 +282,14 @@ def main():
           f"unfinished: {unfinished})")
     print(f"   CPU per ready image: workers {sum(cpu[w] for w in workers) / max(1, ready):.3f} s, "
           f"API instances {sum(cpu[a] for a in apis) / max(1, ready):.3f} s")
+    per = 1000 / max(1, ready)
+    print(f"   worker stages per ready image (wall time, {in_flight} in flight on {cores} cores): fetch "
+          f"{stages.get('fetch', 0) * per:.1f} ms, decode+resize {stages.get('decode', 0) * per:.1f} ms, encode "
+          f"{stages.get('encode', 0) * per:.1f} ms, store {stages.get('store', 0) * per:.1f} ms")
+    total_cpu = sum(programs.values())
+    print(f"   whole stack CPU per ready image: {total_cpu / max(1, ready):.3f} s — "
+          + ", ".join(f"{name} {seconds / max(1, ready):.3f}" for name, seconds in
+                      sorted(programs.items(), key=lambda kv: -kv[1]) if seconds / max(1, ready) >= 0.001))
     for error in refused[:10]:
         print(f"   REFUSED upload: {error}")
     if failed:

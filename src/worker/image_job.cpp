@@ -123,6 +123,17 @@ void ImageJobs::export_metrics(ops::Metrics& metrics) {
                      [this] { return static_cast<double>(returned_.load()); });
   metrics.counter_fn("nimbus_image_jobs_seconds_total", "Time spent on image jobs that made variants.",
                      [this] { return static_cast<double>(busy_ms_.load()) / 1000.0; });
+  const std::pair<const char*, std::atomic<std::uint64_t>*> stages[] = {
+      {"nimbus_image_fetch_seconds_total", &fetch_us_},
+      {"nimbus_image_decode_seconds_total", &decode_us_},
+      {"nimbus_image_encode_seconds_total", &encode_us_},
+      {"nimbus_image_store_seconds_total", &store_us_}};
+  for (const auto& [name, counter] : stages) {
+    metrics.counter_fn(name,
+                       "Wall time of the image jobs that made variants, by stage: fetching the original, decoding "
+                       "and resizing it, encoding the variants, storing them.",
+                       [counter] { return static_cast<double>(counter->load()) / 1e6; });
+  }
 }
 
 template <typename T>
@@ -179,12 +190,24 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     }
     started = true;
     step();
+    auto micros_since = [](std::chrono::steady_clock::time_point t) {
+      return static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t).count());
+    };
+    const auto fetching = std::chrono::steady_clock::now();
     auto original = await(fetch_original(s3_, id, begun, config_.max_bytes));
+    const auto fetched_us = micros_since(fetching);
     step();
-    auto variants = make_variants(original, config_.max_pixels);
+    VariantCost cost;
+    auto variants = make_variants(original, config_.max_pixels, &cost);
     original = std::string();
     step();
+    const auto storing = std::chrono::steady_clock::now();
     const bool kept = await(store(images_, s3_, id, std::move(variants)));
+    fetch_us_ += fetched_us;
+    decode_us_ += static_cast<std::uint64_t>(cost.decode * 1e6);
+    encode_us_ += static_cast<std::uint64_t>(cost.encode * 1e6);
+    store_us_ += micros_since(storing);
     const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began).count();
     log::info(kept ? "image ready" : "image finished by another delivery, or deleted, while processing",
               {{"image_id", id}, {"duration_ms", ms}});

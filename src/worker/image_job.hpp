@@ -79,6 +79,8 @@ class ImageJobs {
   std::atomic<bool> cancelled_{false};
   std::atomic<std::uint64_t> ready_{0}, failed_{0}, retried_{0}, skipped_{0}, returned_{0};
   std::atomic<std::uint64_t> busy_ms_{0};  // time spent on jobs that made variants
+  // Wall time per stage of the jobs that made variants, in microseconds.
+  std::atomic<std::uint64_t> fetch_us_{0}, decode_us_{0}, encode_us_{0}, store_us_{0};
 };
 
 }  // namespace nimbus::worker

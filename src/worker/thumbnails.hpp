@@ -24,9 +24,17 @@ class UndecodableImage : public std::runtime_error {
 // untrusted loaders blocked, operation cache off, one libvips thread per job.
 void init_vips(const char* argv0);
 
+// Where a job's time went, in seconds: decoding and resizing, then encoding the two
+// variants. Wall time: libvips computes on threads of its own pool, so the calling
+// thread's CPU clock would miss it; with one job per core it is close to CPU time.
+struct VariantCost {
+  double decode = 0, encode = 0;
+};
+
 // thumb: 256×256 cover crop, WebP q80. preview: within 1280×1280, JPEG q82. Both
 // auto-rotated by EXIF orientation, sRGB, metadata stripped, first frame only.
-// Throws UndecodableImage.
-std::vector<Variant> make_variants(const std::string& original, std::uint64_t max_pixels);
+// The original is decoded once, at the preview's scale (a JPEG by the decoder's own
+// DCT scaling); the thumbnail is made from the preview. Throws UndecodableImage.
+std::vector<Variant> make_variants(const std::string& original, std::uint64_t max_pixels, VariantCost* cost = nullptr);
 
 }  // namespace nimbus::worker
