@@ -37,7 +37,7 @@ struct Options {
 
 // Call once from main before any other thread logs.
 void init(const Options& options);
-// Flushes and stops the background writer; call last, before exit.
+// Flushes what is buffered and stops the periodic flush; call last, before exit.
 void shutdown();
 
 Level parse_level(std::string_view text);  // throws std::invalid_argument
