@@ -138,32 +138,39 @@ asio::awaitable<void> BallotBox::flush_loop(std::shared_ptr<BallotBox> self) {
     } catch (...) {
       failure = std::current_exception();
     }
-    if (!failure) {
-      // Count in Redis after the commit and before anyone hears 201, so a voter reads
-      // their own vote in the results. A stored ballot met again is counted too: that
-      // repairs a count lost to a crash between commit and count (the script skips
-      // ballots it has). If Redis is down the vote still stands; the reconciler counts
-      // it later.
-      std::vector<Ballot> committed;
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        if (results[i].outcome == VoteOutcome::created || results[i].outcome == VoteOutcome::same_again) {
-          committed.push_back(Ballot{batch[i].ballot.poll_id, batch[i].ballot.user_id, results[i].option_ids});
-        }
-      }
-      if (!committed.empty()) {
-        try {
-          co_await self->tally_->count(committed);
-        } catch (const std::exception& e) {
-          log::warn("counting committed ballots failed", {{"ballots", committed.size()}, {"error", e.what()}});
-        }
+    // Counting and answering go on beside the next batch: this flusher's next
+    // statement need not wait for Redis.
+    asio::co_spawn(self->executor_, deliver(self, std::move(batch), std::move(results), failure), asio::detached);
+  }
+}
+
+asio::awaitable<void> BallotBox::deliver(std::shared_ptr<BallotBox> self, std::vector<Pending> batch,
+                                         std::vector<VoteResult> results, std::exception_ptr failure) {
+  if (!failure) {
+    // Count in Redis after the commit and before anyone hears 201, so a voter reads
+    // their own vote in the results. A stored ballot met again is counted too: that
+    // repairs a count lost to a crash between commit and count (the script skips
+    // ballots it has). If Redis is down the vote still stands; the reconciler counts
+    // it later.
+    std::vector<Ballot> committed;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (results[i].outcome == VoteOutcome::created || results[i].outcome == VoteOutcome::same_again) {
+        committed.push_back(Ballot{batch[i].ballot.poll_id, batch[i].ballot.user_id, results[i].option_ids});
       }
     }
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (failure) {
-        batch[i].done->set(failure);
-      } else {
-        batch[i].done->set(std::move(results[i]));
+    if (!committed.empty()) {
+      try {
+        co_await self->tally_->count(committed);
+      } catch (const std::exception& e) {
+        log::warn("counting committed ballots failed", {{"ballots", committed.size()}, {"error", e.what()}});
       }
+    }
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (failure) {
+      batch[i].done->set(failure);
+    } else {
+      batch[i].done->set(std::move(results[i]));
     }
   }
 }

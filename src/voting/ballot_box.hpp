@@ -78,6 +78,9 @@ class BallotBox : public std::enable_shared_from_this<BallotBox> {
   BallotBox(boost::asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally,
             BallotBoxConfig config, std::shared_ptr<const core::Clock> clock);
   static boost::asio::awaitable<void> flush_loop(std::shared_ptr<BallotBox> self);
+  // Counts a committed batch in Redis, then answers its votes.
+  static boost::asio::awaitable<void> deliver(std::shared_ptr<BallotBox> self, std::vector<Pending> batch,
+                                              std::vector<VoteResult> results, std::exception_ptr failure);
   std::vector<Pending> take_batch();
   boost::asio::awaitable<std::vector<VoteResult>> write(const std::vector<Pending>& batch);
   boost::asio::awaitable<std::vector<VoteResult>> write_batch(const std::vector<Pending>& batch);
