@@ -12,6 +12,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
+#include <cstdio>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -99,6 +100,12 @@ class InFlightMark {
 };
 
 // Sends a streamed body as chunks, each write bounded by the write timeout.
+//
+// A chunk is first written without waiting: it nearly always fits the socket's send
+// buffer, and a stream writes several times a second to thousands of sockets, where
+// arming the stream's deadline for each write cost more than the write itself. Only
+// what did not fit is waited for, under the timeout (the socket is in non-blocking mode
+// for this: write_stream sets it).
 class ChunkWriter final : public StreamWriter {
  public:
   ChunkWriter(beast::tcp_stream& stream, Connection& conn, std::chrono::milliseconds timeout)
@@ -106,9 +113,23 @@ class ChunkWriter final : public StreamWriter {
 
   asio::awaitable<bool> write(std::string data) override {
     if (data.empty()) co_return true;  // an empty chunk would end the body
+    char size[20];
+    const int digits = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+    std::string chunk;
+    chunk.reserve(static_cast<std::size_t>(digits) + data.size() + 2);
+    chunk.append(size, static_cast<std::size_t>(digits)).append(data).append("\r\n");
+    boost::system::error_code ec;
+    std::size_t sent = stream_.socket().write_some(asio::buffer(chunk), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      sent = 0;
+      ec = {};
+    }
+    if (ec) co_return false;
+    if (sent == chunk.size()) co_return true;
     stream_.expires_after(timeout_);
-    auto [ec, n] = co_await asio::async_write(stream_, bhttp::make_chunk(asio::buffer(data)), use_tuple);
-    co_return !ec;
+    auto [wait_ec, n] =
+        co_await asio::async_write(stream_, asio::buffer(chunk.data() + sent, chunk.size() - sent), use_tuple);
+    co_return !wait_ec;
   }
   void on_stop(std::function<void()> wake) override {
     if (conn_.stop_requested) {
@@ -184,7 +205,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   const Router& router;
   ops::Metrics& metrics;
   tcp::acceptor acceptor;
+  tcp::endpoint bound;  // where listen() bound, kept to listen again after a pause
   std::atomic<bool> draining{false};
+  // At the connection limit the listener is closed (see pause_listening); set on the
+  // acceptor's strand, read from any thread when a connection ends.
+  std::atomic<bool> paused{false};
+  bool resuming = false;  // a resume_listening() is running (acceptor's strand only)
 
   std::mutex mutex;
   std::uint64_t next_id = 0;
@@ -195,9 +221,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   asio::awaitable<Response> respond(Request& req, MatchResult matched);
   asio::awaitable<void> write_error(beast::tcp_stream& stream, Request& req, Response res, unsigned version);
   asio::awaitable<void> write_stream(beast::tcp_stream& stream, Connection& conn, Response& res, unsigned version);
+  asio::awaitable<boost::system::error_code> write_stream_head(beast::tcp_stream& stream, Response& res,
+                                                               unsigned version);
   static asio::awaitable<void> linger(beast::tcp_stream& stream);
   Response finish(Request& req, Response res, std::size_t slot);
   asio::awaitable<void> reject_connection(tcp::socket socket);
+  bool at_limit() const;
+  void pause_listening();
+  void connection_closed();
+  asio::awaitable<void> resume_listening();
   const std::string too_many_connections = canned_too_many_connections();
   static std::string canned_too_many_connections();
   void close_connections(bool idle_only);
@@ -285,11 +317,12 @@ void Server::listen() {
   a.set_option(asio::socket_base::reuse_address(true));
   a.bind(ep);
   a.listen(asio::socket_base::max_listen_connections);
+  impl_->bound = a.local_endpoint();
   asio::co_spawn(a.get_executor(), impl_->accept_loop(), asio::detached);
 }
 
 std::uint16_t Server::port() const {
-  return impl_->acceptor.local_endpoint().port();
+  return impl_->bound.port();
 }
 
 bool Server::draining() const {
@@ -342,7 +375,7 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       co_await pause.async_wait(use_tuple);
       continue;
     }
-    if (static_cast<std::size_t>(metrics.connections().value()) >= config.max_connections) {
+    if (at_limit()) {
       auto ex = socket.get_executor();
       asio::co_spawn(ex, reject_connection(std::move(socket)), asio::detached);
       continue;
@@ -371,7 +404,80 @@ asio::awaitable<void> Server::Impl::accept_loop() {
         self->connections.erase(id);
       }
       self->metrics.connections().add(-1);
+      self->connection_closed();
     });
+    if (at_limit()) {
+      pause_listening();
+      co_return;  // resume_listening() starts a new loop
+    }
+  }
+}
+
+bool Server::Impl::at_limit() const {
+  return static_cast<std::size_t>(metrics.connections().value()) >= config.max_connections;
+}
+
+// At the limit the instance stops listening, so that a new connection is refused rather
+// than answered 503: a refused connect is, to a gateway, an instance that cannot take
+// the request — it has sent nothing, so it tries the next instance, for any method —
+// while a 503 it passes on to the client (it cannot tell it from a dependency being
+// down, which every instance would answer alike). Connections already waiting in the
+// kernel's queue are answered 503 too_many_connections first; closing the listener
+// would reset them. Runs on the acceptor's strand.
+void Server::Impl::pause_listening() {
+  paused.store(true);
+  boost::system::error_code ec;
+  acceptor.non_blocking(true, ec);
+  while (!ec) {
+    tcp::socket queued(asio::make_strand(ioc));
+    acceptor.accept(queued, ec);
+    if (ec) break;
+    auto ex = queued.get_executor();
+    asio::co_spawn(ex, reject_connection(std::move(queued)), asio::detached);
+  }
+  acceptor.close(ec);
+  log::warn("connection limit reached: not listening until a connection closes",
+            {{"connections", metrics.connections().value()}, {"limit", config.max_connections}});
+  // A connection that ended while this ran saw no pause to lift; this check sees it.
+  connection_closed();
+}
+
+// Any thread, after a connection is gone.
+void Server::Impl::connection_closed() {
+  if (!paused.load() || at_limit() || draining.load()) return;
+  asio::co_spawn(acceptor.get_executor(), resume_listening(), asio::detached);
+}
+
+// On the acceptor's strand. Listens again on the same address; if the port cannot be
+// bound again (someone took it), keeps trying, since without it the instance is
+// unreachable (its readiness check, on the ops listener, does not see this).
+asio::awaitable<void> Server::Impl::resume_listening() {
+  auto self = shared_from_this();
+  if (resuming) co_return;
+  resuming = true;
+  for (int attempt = 0;; ++attempt) {
+    if (!paused.load() || draining.load() || at_limit()) {
+      resuming = false;
+      co_return;
+    }
+    boost::system::error_code ec;
+    acceptor.open(bound.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(bound, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) {
+      paused.store(false);
+      resuming = false;
+      log::info("listening again", {{"connections", metrics.connections().value()}});
+      co_await accept_loop();
+      co_return;
+    }
+    boost::system::error_code ignored;
+    acceptor.close(ignored);
+    if (attempt % 50 == 0)
+      log::error("cannot listen again", {{"error", ec.message()}, {"address", bound.address().to_string()}});
+    asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
+    co_await pause.async_wait(use_tuple);
   }
 }
 
@@ -594,6 +700,14 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
       res = co_await respond(req, std::move(matched));
     }
     if (res.stream && req.method != Method::head) {
+      // A stream may stay open for hours, thousands at once: what served its request
+      // goes first (the read buffer, the parsed head, the request; the stream's producer
+      // holds what it needs). The connection ends with the stream, so nothing read
+      // after the request is wanted.
+      buffer.clear();
+      buffer.shrink_to_fit();
+      parser.release();
+      req = Request{};
       co_await write_stream(stream, *conn, res, version);
       break;
     }
@@ -614,13 +728,11 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
 // last chunk. The connection is not reused: a stream lives until one side ends it.
 asio::awaitable<void> Server::Impl::write_stream(beast::tcp_stream& stream, Connection& conn, Response& res,
                                                  unsigned version) {
-  bhttp::response<bhttp::empty_body> head{static_cast<bhttp::status>(res.status), version};
-  for (auto& [name, value] : res.headers.items()) head.set(name, value);
-  head.chunked(true);
-  head.keep_alive(false);
-  bhttp::response_serializer<bhttp::empty_body> serializer{head};
-  stream.expires_after(config.write_timeout);
-  auto [ec, n] = co_await bhttp::async_write_header(stream, serializer, use_tuple);
+  // The head in a coroutine of its own, whose frame (the serializer, the fields) is gone
+  // before the stream's long life begins.
+  auto ec = co_await write_stream_head(stream, res, version);
+  if (ec) co_return;
+  stream.socket().non_blocking(true, ec);
   if (ec) co_return;
   ChunkWriter writer(stream, conn, config.write_timeout);
   try {
@@ -630,7 +742,19 @@ asio::awaitable<void> Server::Impl::write_stream(beast::tcp_stream& stream, Conn
   }
   conn.on_stop = nullptr;
   stream.expires_after(config.write_timeout);
-  std::tie(ec, n) = co_await asio::async_write(stream, bhttp::make_chunk_last(), use_tuple);
+  co_await asio::async_write(stream, bhttp::make_chunk_last(), use_tuple);
+}
+
+asio::awaitable<boost::system::error_code> Server::Impl::write_stream_head(beast::tcp_stream& stream, Response& res,
+                                                                           unsigned version) {
+  bhttp::response<bhttp::empty_body> head{static_cast<bhttp::status>(res.status), version};
+  for (auto& [name, value] : res.headers.items()) head.set(name, value);
+  head.chunked(true);
+  head.keep_alive(false);
+  bhttp::response_serializer<bhttp::empty_body> serializer{head};
+  stream.expires_after(config.write_timeout);
+  auto [ec, n] = co_await bhttp::async_write_header(stream, serializer, use_tuple);
+  co_return ec;
 }
 
 // Answers an error found while reading; the caller then closes the connection, since

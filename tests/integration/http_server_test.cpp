@@ -324,21 +324,61 @@ TEST_F(ServerTest, IdleKeepAliveConnectionIsClosed) {
   EXPECT_TRUE(closed_by_peer(s));  // blocks until the server gives up on us
 }
 
-TEST_F(ServerTest, ConnectionLimitAnswers503) {
+// At its limit an instance stops listening: a new connection is refused, which a
+// gateway takes as "try another instance" for any request, since it has sent nothing
+// yet (a 503 it would pass on to the client). Once a connection closes it listens
+// again. A connection that was already waiting in the kernel's queue when the limit
+// was reached is answered 503 too_many_connections.
+TEST_F(ServerTest, AtTheConnectionLimitNewConnectionsAreRefusedUntilOneCloses) {
   ServerConfig c;
   c.max_connections = 2;
   start(c);
+  const auto port = server_->port();
   auto a = connect();
   auto b = connect();
-  // Make sure both are registered before the third arrives.
   boost::beast::flat_buffer buf_a, buf_b;
   asio::write(a, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
   asio::write(b, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
   EXPECT_EQ(read_response(a, buf_a).result_int(), 200);
   EXPECT_EQ(read_response(b, buf_b).result_int(), 200);
-  auto res = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
-  EXPECT_EQ(res.result_int(), 503);
-  EXPECT_EQ(code_of(res), "too_many_connections");
+
+  bool refused = false;
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (!refused && std::chrono::steady_clock::now() < until) {
+    tcp::socket s(client_ioc_);
+    boost::system::error_code ec;
+    s.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+    if (ec) {
+      EXPECT_EQ(ec, asio::error::connection_refused);
+      refused = true;
+      break;
+    }
+    asio::write(s, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+    boost::beast::flat_buffer buf;
+    auto res = read_response(s, buf);
+    EXPECT_EQ(res.result_int(), 503) << "a connection queued before the listener closed";
+    EXPECT_EQ(code_of(res), "too_many_connections");
+  }
+  EXPECT_TRUE(refused) << "the instance kept listening at its limit";
+  EXPECT_EQ(server_->port(), port) << "the port stays known while not listening";
+
+  a.close();
+  int status = 0;
+  while (status == 0 && std::chrono::steady_clock::now() < until + 5s) {
+    tcp::socket s(client_ioc_);
+    boost::system::error_code ec;
+    s.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+    if (ec) {
+      std::this_thread::sleep_for(10ms);
+      continue;
+    }
+    asio::write(s, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+    boost::beast::flat_buffer buf;
+    status = read_response(s, buf).result_int();
+  }
+  EXPECT_EQ(status, 200) << "listening again once a connection closed";
+  asio::write(b, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+  EXPECT_EQ(read_response(b, buf_b).result_int(), 200) << "the connections held are served throughout";
 }
 
 TEST_F(ServerTest, ShutdownFinishesInFlightRequestsAndRefusesNewOnes) {
