@@ -35,7 +35,9 @@ every stream. One user per stream (the per-user stream cap is 8), one ballot per
 
 Usage: NIMBUS_STACK_ENV=.run/test/stack.env /usr/bin/python3 bench/streams.py [streams] [rate] [seconds]
 Environment: CLIENTS (stream client processes, default 4), VOTE_CONNECTIONS (default
-64), HEARTBEAT (default 15s), LIMIT_CHECK=0 to skip the connection-limit check.
+64), HEARTBEAT (default 15s), LIMIT_CHECK=0 to skip the connection-limit check, INSTANCE_WRAPPER (a command the
+instance is started under, e.g. "heaptrack -o /tmp/api-bench"; its RSS and CPU are
+then the wrapper's).
 Needs a hard RLIMIT_NOFILE above streams + 100 (the script raises the soft one) and
 enough local ports (net.ipv4.ip_local_port_range: 28,000 by default, plenty here).
 """
@@ -135,7 +137,8 @@ class Instance:
         self.env = env
         self.log_path = os.path.join(os.environ["NIMBUS_STACK_RUN"], "logs", f"{self.name}.log")
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([command], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        wrapper = os.environ.get("INSTANCE_WRAPPER", "").split()  # e.g. "heaptrack -o /tmp/api-bench"
+        self.proc = subprocess.Popen([*wrapper, command], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 60
         while not self.ready():
@@ -286,7 +289,8 @@ def stream_client(pipe, port, path, tokens, start_at):
                     st.max_gap = max(st.max_gap, at - st.last_update)
                 st.last, st.last_update = total, at
         if b"event: end" in events:
-            fail(i, "ended by the server (event: end)")
+            reason = re.search(rb'event: end\ndata: \{"reason":"(\w+)"', events)
+            fail(i, f"event: end ({reason.group(1).decode() if reason else '?'})")
 
     connect_next()
     while True:
@@ -371,7 +375,8 @@ def vote_sender(pipe, port, poll, option, tokens, rate, seconds, connections):
                 if status == 201:
                     t201.append(at)
                 else:
-                    statuses[status or "closed"] += 1
+                    code = re.search(rb'"code":"(\w+)"', buf)
+                    statuses[f"{status or 'closed'} {code.group(1).decode() if code else ''}".strip()] += 1
                 answered += 1
                 sel.unregister(s)
                 entry[1] = b""
@@ -539,10 +544,14 @@ def main():
 
     t201 = sorted(array("q", voted["t201"]))
     final = len(t201)
-    delays = []
+    delays, windows = [], collections.defaultdict(list)  # windows: by 5 s of the voting phase
     for r in reports:
         news, arrivals = array("q", r["news"]), array("q", r["arrivals"])
-        delays.extend((at - t201[k - 1]) / 1e6 for k, at in zip(news, arrivals) if k <= final)
+        for k, at in zip(news, arrivals):
+            if k <= final:
+                delay = (at - t201[k - 1]) / 1e6
+                delays.append(delay)
+                windows[int((at - t201[0]) / 5e9)].append(delay)
     delays.sort()
     lasts = [x for r in reports for x in r["last"]]
     ended = sum((r["ended"] for r in reports), collections.Counter())
@@ -556,6 +565,10 @@ def main():
     print(f"fan-out delay over {len(delays)} updates: p50 {p50:.1f} ms, p90 {percentile(delays, 90):.1f} ms, "
           f"p99 {p99:.1f} ms, p99.9 {percentile(delays, 99.9):.1f} ms, max {delays[-1] if delays else 0:.1f} ms; "
           f"longest gap between updates on a stream while voting: {max_gap:.0f} ms")
+    for w, values in sorted(windows.items()):
+        values.sort()
+        print(f"   {5 * w:3d}-{5 * w + 5:3d} s: {len(values):7d} updates, p50 {percentile(values, 50):7.1f} ms, "
+              f"p99 {percentile(values, 99):7.1f} ms")
     print(f"instance while voting: CPU {cpu2 - cpu1:.1f} s over {vote_wall:.1f} s "
           f"({100 * (cpu2 - cpu1) / vote_wall:.0f} % of a core); RSS now {rss_now:.1f} MB, "
           f"peak {rss_hwm:.1f} MB (VmHWM)")

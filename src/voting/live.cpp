@@ -3,7 +3,6 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -70,7 +69,6 @@ asio::awaitable<void> StreamSlots::release(const std::string& user_id, const std
 }
 
 asio::awaitable<Watcher::Event> Watcher::next(std::chrono::milliseconds wait) {
-  using namespace asio::experimental::awaitable_operators;
   const auto deadline = Clock::now() + wait;
   for (;;) {
     {
@@ -82,9 +80,19 @@ asio::awaitable<Watcher::Event> Watcher::next(std::chrono::milliseconds wait) {
         co_return e;
       }
     }
-    if (Clock::now() >= deadline) co_return Event{Event::Kind::timeout, {}};
-    asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
-    co_await (bell_.async_receive(use_tuple) || timer.async_wait(use_tuple));
+    const auto now = Clock::now();
+    if (now >= deadline) co_return Event{Event::Kind::timeout, {}};
+    // Re-armed only if it would ring too late, or has rung (a ring before the deadline
+    // only costs one more turn of this loop).
+    if (armed_ <= now || armed_ > deadline + kSlack) {
+      armed_ = deadline;
+      timer_.expires_at(deadline);  // cancels the wait for the old deadline
+      timer_.async_wait([bell = bell_](boost::system::error_code ec) {
+        if (!ec) bell->try_send(boost::system::error_code{});
+      });
+    }
+    // A ring may be stale (an offer already taken above): the loop checks again.
+    co_await bell_->async_receive(use_tuple);
   }
 }
 
@@ -93,7 +101,7 @@ void Watcher::offer(std::shared_ptr<const std::string> latest) {
     std::lock_guard lock(mutex_);
     latest_ = std::move(latest);
   }
-  bell_.try_send(boost::system::error_code{});
+  bell_->try_send(boost::system::error_code{});
 }
 
 void Watcher::close() {
@@ -101,7 +109,7 @@ void Watcher::close() {
     std::lock_guard lock(mutex_);
     closed_ = true;
   }
-  bell_.try_send(boost::system::error_code{});
+  bell_->try_send(boost::system::error_code{});
 }
 
 namespace {

@@ -15,6 +15,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/experimental/concurrent_channel.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -40,9 +41,17 @@ struct LiveConfig {
 };
 
 // One open stream's view of a poll: the latest results, a doorbell, and a close flag.
+//
+// next() waits on the doorbell alone. Its deadline is a timer that rings the same bell,
+// armed once per deadline (a heartbeat apart) rather than once per wait: with ten
+// thousand streams woken several times a second, arming and cancelling a timer, or
+// racing two operations, on every wake-up cost more than the write each one leads to.
+// The timer's handler holds the bell, not the watcher, so a watcher may go while its
+// timer is still armed.
 class Watcher {
  public:
-  explicit Watcher(boost::asio::any_io_executor executor) : bell_(std::move(executor), 1) {}
+  explicit Watcher(const boost::asio::any_io_executor& executor)
+      : bell_(std::make_shared<Bell>(executor, 1)), timer_(executor) {}
 
   struct Event {
     enum class Kind { update, timeout, closed } kind;
@@ -55,7 +64,15 @@ class Watcher {
   void close();
 
  private:
-  boost::asio::experimental::concurrent_channel<void(boost::system::error_code)> bell_;
+  using Bell = boost::asio::experimental::concurrent_channel<void(boost::system::error_code)>;
+  // A deadline may be kept this much late rather than re-armed: the waits a stream asks
+  // for end at the same instant give or take the millisecond it rounds them to.
+  static constexpr std::chrono::milliseconds kSlack{5};
+
+  std::shared_ptr<Bell> bell_;
+  // Touched only by next(), one call at a time (the stream's strand).
+  boost::asio::steady_timer timer_;
+  std::chrono::steady_clock::time_point armed_{};  // when timer_ rings; past: not armed
   std::mutex mutex_;
   std::shared_ptr<const std::string> latest_;
   bool closed_ = false;

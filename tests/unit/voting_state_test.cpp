@@ -3,6 +3,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
+#include <future>
 
 #include <gtest/gtest.h>
 
@@ -76,6 +77,40 @@ TEST(Watcher, DeliversOnlyTheLatestStateThenTimesOutThenCloses) {
   EXPECT_GE(std::chrono::steady_clock::now() - before, 50ms);
   w.close();
   EXPECT_EQ(run(ioc, w.next(1s)).kind, voting::Watcher::Event::Kind::closed);
+}
+
+// Runs the io_context until `f` is ready (a watcher's armed timer keeps it busy).
+template <typename T>
+T run_until(boost::asio::io_context& ioc, std::future<T>& f) {
+  ioc.restart();
+  while (f.wait_for(0s) != std::future_status::ready) ioc.run_for(5ms);
+  return f.get();
+}
+
+// next() waits on one timer armed per deadline, not per wait: an update still wakes a
+// wait at once, and a deadline shorter than the one armed is kept.
+TEST(Watcher, WakesOnAnUpdateAndKeepsAShorterDeadline) {
+  using Kind = voting::Watcher::Event::Kind;
+  boost::asio::io_context ioc;
+  voting::Watcher w(ioc.get_executor());
+  auto far = boost::asio::co_spawn(ioc, w.next(10s), boost::asio::use_future);
+  ioc.run_for(20ms);
+  ASSERT_NE(far.wait_for(0s), std::future_status::ready) << "waiting for a far deadline";
+  const auto offered = std::chrono::steady_clock::now();
+  w.offer(std::make_shared<const std::string>("three"));
+  auto e = run_until(ioc, far);
+  EXPECT_EQ(e.kind, Kind::update);
+  EXPECT_EQ(e.data, "three");
+  EXPECT_LT(std::chrono::steady_clock::now() - offered, 1s);
+
+  const auto before = std::chrono::steady_clock::now();
+  auto near = boost::asio::co_spawn(ioc, w.next(50ms), boost::asio::use_future);
+  EXPECT_EQ(run_until(ioc, near).kind, Kind::timeout);
+  EXPECT_GE(std::chrono::steady_clock::now() - before, 50ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 1s) << "not the 10 s armed before";
+
+  auto again = boost::asio::co_spawn(ioc, w.next(30ms), boost::asio::use_future);
+  EXPECT_EQ(run_until(ioc, again).kind, Kind::timeout) << "a timer that rang is armed again";
 }
 
 }  // namespace
