@@ -12,6 +12,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=deploy/local/lib.sh
 source "$ROOT/deploy/local/lib.sh"
 load_profile
+init_services >/dev/null
 
 runs=${1:-3}
 shift || true

@@ -227,8 +227,12 @@ app_env() {
       if [[ -n ${!limit:-} ]]; then vars+=("$limit=${!limit}"); fi
     done
   fi
-  # NIMBUS_LOCAL_MEMO=0 in the environment: instances remember nothing (bench/memo.sh).
-  if [[ -n ${NIMBUS_LOCAL_MEMO:-} ]]; then vars+=("NIMBUS_LOCAL_MEMO=$NIMBUS_LOCAL_MEMO"); fi
+  # Tuning set in the environment passes through to every profile: NIMBUS_LOCAL_MEMO=0
+  # (instances remember nothing, bench/memo.sh), the ballot box's flushers.
+  local tuning
+  for tuning in NIMBUS_LOCAL_MEMO NIMBUS_VOTE_FLUSHERS NIMBUS_VOTE_MAX_BATCH; do
+    if [[ -n ${!tuning:-} ]]; then vars+=("$tuning=${!tuning}"); fi
+  done
   local out="" v
   for v in "${vars[@]}"; do out+="${v%%=*}=\"${v#*=}\","; done
   echo "${out%,}"
