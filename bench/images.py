@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from PIL import Image
 
-from stack_env import access_tokens, load_env, psql
+from stack_env import access_tokens, load_env, psql, save_result
 
 
 def token():
@@ -299,6 +299,16 @@ def main():
     rate = ready / elapsed
     print(f"ratio nimbus / vipsthumbnail: {rate / (n / anchor):.2f}  (budget >= 0.8)")
     print(f"ratio nimbus / sharp:         {rate / sharp_rate:.2f}  (goal >= 1.0)")
+    result = {"images": n, "in_flight": in_flight, "vipsthumbnail": n / anchor, "vipsthumbnail_cpu": anchor_cpu / n,
+              "sharp": sharp_rate, "sharp_version": sharp["sharp"], "sharp_vips": sharp["vips"],
+              "sharp_cpu": sharp["cpu_seconds"] / max(1, sharp["images"]), "nimbus": rate, "ready": ready,
+              "failed": failed, "unfinished": unfinished,
+              "worker_cpu": sum(cpu[w] for w in workers) / max(1, ready),
+              "api_cpu": sum(cpu[a] for a in apis) / max(1, ready),
+              "stack_cpu": {k: v / max(1, ready) for k, v in programs.items()},
+              "stages_ms": {k: v * per for k, v in stages.items()},
+              "ratio_vipsthumbnail": rate / (n / anchor), "ratio_sharp": rate / sharp_rate,
+              "peak_rss_mb": dict(watch.peak)}
     for name in sorted(watch.peak):
         print(f"   peak RSS {name:22s} {watch.peak[name]:7.1f} MB (at start {watch.start[name]:.1f} MB)")
 
@@ -316,6 +326,9 @@ def main():
     print(f"   statuses: {sorted(set(statuses))}; {first} RSS {watch.start[first]:.1f} MB before, "
           f"peak {watch.peak[first]:.1f} MB (+{watch.peak[first] - watch.start[first]:.1f} MB) "
           f"for {uploads * len(big) / 1e6:.0f} MB uploaded at once")
+    result["upload_memory"] = {"uploads": uploads, "mb_each": len(big) / 1e6, "statuses": sorted(set(statuses)),
+                               "rss_before_mb": watch.start[first], "rss_peak_mb": watch.peak[first]}
+    save_result("images", result)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """What the benchmarks share: the running stack's addresses, psql, and access tokens
 minted with the stack's own signing key (as sign-in would issue them)."""
+import datetime
+import json
 import os
 import subprocess
 import time
@@ -28,3 +30,20 @@ def access_tokens(user_ids, lifetime=900):
     return [jwt.encode({"iss": os.environ["NIMBUS_TEST_AUTH_ISSUER"], "aud": "nimbus-api", "sub": user,
                         "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now, "exp": now + lifetime},
                        key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"}) for user in user_ids]
+
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def save_result(kind, data):
+    """Writes one run's numbers to bench/results/<kind>-<UTC time>.json (the README's
+    tables are generated from these files by bench/summary.py); returns the path."""
+    os.makedirs(os.environ.get("NIMBUS_BENCH_RESULTS", RESULTS), exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    data = {"kind": kind, "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "cores": os.cpu_count(), **data}
+    path = os.path.join(os.environ.get("NIMBUS_BENCH_RESULTS", RESULTS), f"{kind}-{now.strftime('%Y%m%dT%H%M%SZ')}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(f"== results: {os.path.relpath(path)}")
+    return path

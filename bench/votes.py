@@ -29,7 +29,7 @@ import time
 import urllib.request
 import uuid
 
-from stack_env import access_tokens, load_env, psql
+from stack_env import access_tokens, load_env, psql, save_result
 
 USERS = 4000  # each user votes once in each poll of a phase
 THINK_MS = int(os.environ.get("THINK_MS", "100"))  # paced run: each voter waits this long between votes
@@ -416,7 +416,11 @@ def main():
     print(f"== {USERS} users; polls: {ANCHOR_POLLS} one-per-transaction, {CEILING_POLLS} ceiling, "
           f"{PHASE_POLLS} per gateway run; {seconds} s each")
 
+    result = {"seconds": seconds, "voters": voters, "think_ms": THINK_MS,
+              "local_memo": api_setting("NIMBUS_LOCAL_MEMO", 1) != 0,
+              "flushers": api_setting("NIMBUS_VOTE_FLUSHERS", 2), "apis": len(ops_ports())}
     tps, avg, transactions = pgbench(one_per_transaction_script(anchor_first), seconds, 16)
+    result["pgbench_one_per_txn"] = tps
     print(f"pgbench, one ballot per transaction, 16 clients:  {tps:10.0f} votes/s  (avg {avg:.2f} ms)")
     check_stored("one per transaction", count_ballots(anchor_first, ANCHOR_POLLS), transactions)
     assert transactions < USERS * ANCHOR_POLLS, "pgbench wrapped: raise MAX_PGBENCH_TPS"
@@ -432,6 +436,8 @@ def main():
     for label, think, base in (("saturated", 0, saturated_base), (f"paced {THINK_MS} ms", THINK_MS, paced_base)):
         rate, pct, errors, counts = wrk(tokens, seconds, voters, think, base)
         sent[base] = counts["sent"]
+        result["saturated" if saturated is None else "paced"] = {"votes_per_s": rate, "p50_ms": pct.get("50"),
+                                                                  "p99_ms": pct.get("99"), "errors": errors}
         if saturated is None:
             saturated = rate
             after = batch_histogram()
@@ -442,6 +448,7 @@ def main():
         check_stored(f"{label}, acknowledged 2xx votes (sent {counts['sent']})", count_ballots(base, PHASE_POLLS),
                      counts["ok"])
     print(f"ratio saturated / one ballot per transaction: {saturated / tps:.2f}  (goal >= 1.0)")
+    result["ratio_saturated_one_per_txn"] = saturated / tps
 
     # The ceiling: the server's own statement at the batch size it formed, as many
     # batches in flight as the instances write at once, on the server's plan setting.
@@ -450,6 +457,8 @@ def main():
     else:
         bounds, counts, mean = batch_delta(before, after)
         print_batches(bounds, counts, mean)
+        result["batch_mean"] = mean
+        result["batch_share_of_one"] = counts[0] / max(1, sum(counts))
         batch = max(1, round(mean))
         clients = api_setting("NIMBUS_VOTE_FLUSHERS", 2) * len(ops_ports())
         ctps, cavg, ctx = pgbench(ceiling_script(ceiling_first), seconds, clients, batch,
@@ -460,6 +469,8 @@ def main():
         check_stored("ceiling", count_ballots(ceiling_first, CEILING_POLLS), ctx * batch)
         assert ctx * batch < USERS * CEILING_POLLS, "pgbench wrapped: raise MAX_CEILING_BALLOTS"
         print(f"ratio saturated / ceiling: {saturated / ceiling:.2f}")
+        result["ceiling"] = ceiling
+        result["ratio_saturated_ceiling"] = saturated / ceiling
 
     # Reads under load: the results of every poll the vote runs filled, round-robin,
     # each request with the next of the minted tokens (token check, poll facts, Redis
@@ -469,6 +480,8 @@ def main():
     healthz = reads("GET /healthz", seconds, voters)
     results = reads(f"GET results ({len(filled)} polls, {len(tokens)} tokens)", seconds, voters, tokens, filled)
     print(f"ratio results / healthz: {results / healthz:.2f}")
+    result.update(healthz=healthz, results=results, ratio_results_healthz=results / healthz)
+    save_result("votes", result)
 
 
 if __name__ == "__main__":

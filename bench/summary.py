@@ -1,0 +1,120 @@
+"""The README's performance table, generated from the benchmarks' result files.
+
+Every benchmark run writes bench/results/<kind>-<UTC time>.json (bench/stack_env.py's
+save_result). This script takes the last `runs` results of each kind — votes with the
+per-instance memories on, votes with them off (NIMBUS_LOCAL_MEMO=0, bench/memo.sh),
+images, live-results streams — and writes one table between the markers
+`<!-- bench:summary:begin -->` and `<!-- bench:summary:end -->` of each file given;
+numbers are never typed into a document by hand.
+
+Usage: /usr/bin/python3 bench/summary.py [runs] [file...]   (defaults: 3, README.md)
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BEGIN, END = "<!-- bench:summary:begin -->", "<!-- bench:summary:end -->"
+
+
+def load(kind, runs, where=lambda r: True):
+    found = []
+    for path in sorted(glob.glob(os.path.join(HERE, "results", f"{kind}-*.json"))):
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+        if where(result):
+            found.append(result)
+    return found[-runs:]
+
+
+def cells(results, read, fmt):
+    values = []
+    for r in results:
+        try:
+            value = read(r)
+        except (KeyError, TypeError):
+            value = None
+        values.append("—" if value is None else fmt.format(value))
+    return " / ".join(values) if values else "not run"
+
+
+def table(runs):
+    memo_on = load("votes", runs, lambda r: r.get("local_memo", True))
+    memo_off = load("votes", runs, lambda r: not r.get("local_memo", True))
+    images = load("images", runs)
+    streams = load("streams", runs)
+    rows = [
+        ("votes/s, saturated (200 voters), memories on", memo_on, lambda r: r["saturated"]["votes_per_s"], "{:,.0f}",
+         "pgbench, one ballot per transaction", lambda r: r["pgbench_one_per_txn"], "{:,.0f}",
+         lambda r: r["ratio_saturated_one_per_txn"], "≥ 1.0"),
+        ("votes/s, saturated, NIMBUS_LOCAL_MEMO=0", memo_off, lambda r: r["saturated"]["votes_per_s"], "{:,.0f}",
+         "pgbench, one ballot per transaction", lambda r: r["pgbench_one_per_txn"], "{:,.0f}",
+         lambda r: r["ratio_saturated_one_per_txn"], "≥ 1.0"),
+        ("votes/s vs the batched ceiling, memories on", memo_on, lambda r: r["saturated"]["votes_per_s"], "{:,.0f}",
+         "pgbench, the server's batch statement at its mean batch", lambda r: r["ceiling"], "{:,.0f}",
+         lambda r: r["ratio_saturated_ceiling"], "(reported)"),
+        ("vote p99, paced (100 ms think), memories on", memo_on, lambda r: r["paced"]["p99_ms"], "{:.1f} ms",
+         None, None, None, None, "≤ 15 ms"),
+        ("vote p99, paced, NIMBUS_LOCAL_MEMO=0", memo_off, lambda r: r["paced"]["p99_ms"], "{:.1f} ms",
+         None, None, None, None, "≤ 15 ms"),
+        ("results reads/s, memories on", memo_on, lambda r: r["results"], "{:,.0f}",
+         "`/healthz` through the gateway", lambda r: r["healthz"], "{:,.0f}", lambda r: r["ratio_results_healthz"],
+         "≥ 0.8"),
+        ("results reads/s, NIMBUS_LOCAL_MEMO=0", memo_off, lambda r: r["results"], "{:,.0f}",
+         "`/healthz` through the gateway", lambda r: r["healthz"], "{:,.0f}", lambda r: r["ratio_results_healthz"],
+         "≥ 0.8"),
+        ("images/s, upload → both variants ready", images, lambda r: r["nimbus"], "{:.2f}",
+         "sharp, same variants, local files", lambda r: r["sharp"], "{:.2f}", lambda r: r["ratio_sharp"], "≥ 1.0"),
+        ("worker CPU-s per image", images, lambda r: r["worker_cpu"], "{:.3f}",
+         "sharp CPU-s per image", lambda r: r["sharp_cpu"], "{:.3f}", lambda r: r["sharp_cpu"] / r["worker_cpu"],
+         "(reported)"),
+        ("whole stack CPU-s per image", images, lambda r: sum(r["stack_cpu"].values()), "{:.3f}",
+         "of it: Swift (the local S3)", lambda r: sum(v for k, v in r["stack_cpu"].items() if k.startswith("swift")),
+         "{:.3f}", None, "(reported)"),
+        ("10,000 streams: all established in", streams, lambda r: r["established_s"], "{:.1f} s",
+         None, None, None, None, "≤ 10 s"),
+        ("10,000 streams: fan-out p50 / p99", streams, lambda r: f"{r['fanout_p50_ms']:.0f}/{r['fanout_p99_ms']:.0f}",
+         "{} ms", None, None, None, None, "p99 < 300 ms"),
+        ("10,000 streams: instance peak RSS", streams, lambda r: r["peak_rss_mb"], "{:.0f} MB",
+         None, None, None, None, "< 200 MB"),
+        ("10,000 streams: dropped", streams, lambda r: r["dropped"], "{}", None, None, None, None, "0"),
+    ]
+    out = ["| measure (runs, oldest first) | Nimbus | anchor (same run) | anchor | ratio | goal |",
+           "|---|---|---|---|---|---|"]
+    for label, results, read, fmt, anchor, anchor_read, anchor_fmt, ratio, goal in rows:
+        out.append("| " + " | ".join([
+            label,
+            cells(results, read, fmt),
+            anchor or "—",
+            cells(results, anchor_read, anchor_fmt) if anchor_read else "—",
+            cells(results, ratio, "{:.2f}") if ratio else "—",
+            goal,
+        ]) + " |")
+    dated = [r["at"] for group in (memo_on, memo_off, images, streams) for r in group]
+    if dated:
+        out.append("")
+        out.append(f"Runs from {min(dated)} to {max(dated)} ({runs} per row at most; each file under "
+                   f"`bench/results/`), on {memo_on[0]['cores'] if memo_on else os.cpu_count()} cores shared by the "
+                   "whole stack and the load generators. Regenerate: `/usr/bin/python3 bench/summary.py`.")
+    return "\n".join(out)
+
+
+def main():
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    files = sys.argv[2:] or [os.path.join(HERE, "..", "README.md")]
+    text = table(runs)
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            doc = f.read()
+        if BEGIN not in doc or END not in doc:
+            raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
+        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{text}\n{END}", doc, flags=re.S)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(doc)
+        print(f"{path}: table of {runs} runs per row written")
+
+
+if __name__ == "__main__":
+    main()
