@@ -37,7 +37,7 @@ Usage: NIMBUS_STACK_ENV=.run/test/stack.env /usr/bin/python3 bench/streams.py [s
 Environment: CLIENTS (stream client processes, default 4), VOTE_CONNECTIONS (default
 64), HEARTBEAT (default 15s), LIMIT_CHECK=0 to skip the connection-limit check, INSTANCE_WRAPPER (a command the
 instance is started under, e.g. "heaptrack -o /tmp/api-bench"; its RSS and CPU are
-then the wrapper's).
+then the wrapper's), INSTANCE_THREADS (its NIMBUS_THREADS; the stack's otherwise), PROFILE (a path: perf record -g of the instance while voting).
 Needs a hard RLIMIT_NOFILE above streams + 100 (the script raises the soft one) and
 enough local ports (net.ipv4.ip_local_port_range: 28,000 by default, plenty here).
 """
@@ -49,6 +49,7 @@ import os
 import re
 import resource
 import selectors
+import signal
 import socket
 import struct
 import subprocess
@@ -134,6 +135,9 @@ class Instance:
         env.update({"NIMBUS_INSTANCE": self.name, "NIMBUS_HTTP_PORT": str(self.port),
                     "NIMBUS_OPS_PORT": str(self.ops_port), "NIMBUS_LIVE_HEARTBEAT": heartbeat,
                     "NIMBUS_HTTP_HEADER_TIMEOUT": "10s"})
+        if os.environ.get("INSTANCE_THREADS"):
+            env["NIMBUS_THREADS"] = os.environ["INSTANCE_THREADS"]
+        self.threads = env.get("NIMBUS_THREADS", "default")
         self.env = env
         self.log_path = os.path.join(os.environ["NIMBUS_STACK_RUN"], "logs", f"{self.name}.log")
         self.log = open(self.log_path, "ab")
@@ -165,7 +169,7 @@ class Instance:
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.terminate()
+            os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: a wrapper's child too
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -174,6 +178,14 @@ class Instance:
         self.log.close()
         if self.proc.returncode == 0:
             os.unlink(self.log_path)
+
+
+def machine_cpu():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
 
 
 def proc_cpu(pid):
@@ -484,12 +496,16 @@ def main():
           f"{clients} stream client processes; heartbeat {heartbeat}")
     t = time.time()
     setup(users, 2)
-    tokens = access_tokens([uid(1, n) for n in range(1, users + 1)])
+    ids = [uid(1, n) for n in range(1, users + 1)]
+    size = -(-users // 4)
+    with multiprocessing.get_context("fork").Pool(4) as pool:  # Ed25519 signing: ~1 ms a token here
+        tokens = [t for part in pool.map(access_tokens, [ids[k:k + size] for k in range(0, users, size)]) for t in part]
     print(f"setup: {users} users, 2 polls, {len(tokens)} tokens minted ({time.time() - t:.1f} s, not measured)")
     poll, option = uid(2, 1), uid(3, 11)
 
     instance = Instance(heartbeat)
     rss_idle = instance.memory()[0]
+    print(f"instance under test: {instance.name}, port {instance.port}, NIMBUS_THREADS={instance.threads}")
     ctx = multiprocessing.get_context("fork")
     path = f"/v1/polls/{poll}/results/stream"
     share = [tokens[:n_streams][k::clients] for k in range(clients)]
@@ -522,17 +538,26 @@ def main():
     voter = ctx.Process(target=vote_sender, args=(child, int(os.environ["NIMBUS_TEST_GATEWAY"].rsplit(":", 1)[1]),
                                                  poll, option, tokens[:votes], rate, seconds, vote_connections))
     cpu1 = instance.cpu_seconds()
+    machine1 = machine_cpu()
     client_cpu1 = [proc_cpu(p.pid) for p in procs]
     t_vote = time.time()
     voter.start()
+    profiler = None
+    if os.environ.get("PROFILE"):  # perf record of the instance for the voting phase
+        profiler = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(instance.proc.pid), "-o",
+                                     os.environ["PROFILE"], "--", "sleep", str(seconds)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rss_peak_sampled = 0.0
     while not parent.poll(0.5):
         rss_peak_sampled = max(rss_peak_sampled, instance.memory()[0])
     voted = parent.recv()
+    if profiler:
+        profiler.wait()
     vote_wall = time.time() - t_vote
     voter.join()
     time.sleep(1.0)  # the last coalesced refresh (250 ms) reaches every stream
     cpu2 = instance.cpu_seconds()
+    machine2 = machine_cpu()
     client_cpu2 = [proc_cpu(p.pid) for p in procs]
     for pipe in pipes:
         pipe.send("stop")
@@ -572,6 +597,9 @@ def main():
     print(f"instance while voting: CPU {cpu2 - cpu1:.1f} s over {vote_wall:.1f} s "
           f"({100 * (cpu2 - cpu1) / vote_wall:.0f} % of a core); RSS now {rss_now:.1f} MB, "
           f"peak {rss_hwm:.1f} MB (VmHWM)")
+    busy = (machine2[0] - machine1[0]) / max(1, machine2[1] - machine1[1])
+    print(f"machine while voting: {100 * busy:.0f} % busy over {os.cpu_count()} cores (everything: the stack, "
+          f"the clients, whatever else runs)")
     print(f"stream clients while voting: {', '.join(f'{100 * s:.0f} %' for s in client_share)} of a core each"
           + ("  <<<<<<<<<< a client near saturation: raise CLIENTS" if max(client_share) > 0.9 else ""))
 
