@@ -224,7 +224,9 @@ asio::awaitable<void> stream_events(const StreamContext& s, http::StreamWriter& 
   if (!co_await out.write(std::move(opening))) co_return;
   const auto heartbeat = s.live->config().heartbeat;
   const auto expires = Clock::from_time_t(static_cast<std::time_t>(s.who.exp));
-  auto next_check = Clock::now() + heartbeat;
+  // The first check at a random point of the first interval: streams opened together (a
+  // crowd arriving as a poll opens) would otherwise check together every interval after.
+  auto next_check = Clock::now() + random::jitter(heartbeat);
   for (;;) {
     const auto now = Clock::now();
     if (now >= expires) {
