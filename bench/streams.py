@@ -167,7 +167,7 @@ class Instance:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
         return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))
 
-    def stop(self):
+    def stop(self, keep_log=False):
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: a wrapper's child too
             try:
@@ -176,8 +176,10 @@ class Instance:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.log.close()
-        if self.proc.returncode == 0:
+        if self.proc.returncode == 0 and not keep_log:
             os.unlink(self.log_path)
+        else:
+            print(f"instance log kept: {self.log_path}")
 
 
 def machine_cpu():
@@ -361,15 +363,25 @@ def vote_sender(pipe, port, poll, option, tokens, rate, seconds, connections):
     interval = 1e9 / rate
     start = time.monotonic_ns()
     cpu_start = time.process_time()
-    sent = answered = 0
+    sent = answered = resent = 0
+    retry = collections.deque()  # votes whose connection closed unanswered: sent again (a vote is idempotent)
+    in_flight = {}  # fd: the vote it carries
+
+    def send(s, i):
+        s.send((f"POST /v1/polls/{poll}/votes HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {tokens[i]}\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+        sel.register(s, selectors.EVENT_READ, None)
+        in_flight[s.fileno()] = i
+
     while answered < total:
         now = time.monotonic_ns()
+        while retry and idle:
+            send(idle.pop(), retry.popleft())
+            resent += 1
         while sent < total and idle and start + sent * interval <= now:
             s = idle.pop()
             late.append(int(now - (start + sent * interval)))
-            s.send((f"POST /v1/polls/{poll}/votes HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                    f"Authorization: Bearer {tokens[sent]}\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
-            sel.register(s, selectors.EVENT_READ, None)
+            send(s, sent)
             sent += 1
         wait = None
         if sent < total and idle:
@@ -377,14 +389,25 @@ def vote_sender(pipe, port, poll, option, tokens, rate, seconds, connections):
         for key, _ in sel.select(timeout=wait if wait is not None else 1.0):
             s = key.fileobj
             entry = conns[s.fileno()]
-            data, ancillary, _, _ = s.recvmsg(65536, CMSG_SIZE)
+            try:
+                data, ancillary, _, _ = s.recvmsg(65536, CMSG_SIZE)
+            except ConnectionError:
+                data, ancillary = b"", []
             at = kernel_time(ancillary)
             buf = entry[1] + data
             head_end = buf.find(b"\r\n\r\n")
             length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", buf[:head_end]) if head_end >= 0 else None
+            if not data and not buf:  # closed by the gateway before answering: send it again elsewhere
+                sel.unregister(s)
+                retry.append(in_flight.pop(s.fileno()))
+                del conns[s.fileno()]
+                s.close()
+                open_connection()
+                continue
             if not data or (head_end >= 0 and len(buf) >= head_end + 4 + int(length.group(1) if length else 0)):
                 status = int(buf[9:12]) if len(buf) >= 12 else 0
-                if status == 201:
+                in_flight.pop(s.fileno(), None)
+                if status in (200, 201):  # 200: a vote sent again that had been counted the first time
                     t201.append(at)
                 else:
                     code = re.search(rb'"code":"(\w+)"', buf)
@@ -401,6 +424,8 @@ def vote_sender(pipe, port, poll, option, tokens, rate, seconds, connections):
             else:
                 entry[1] = buf
     late_sorted = sorted(late)
+    if resent:
+        statuses[f"(sent again after an unanswered close: {resent})"] = 0
     pipe.send({"t201": t201.tobytes(), "statuses": statuses, "cpu": time.process_time() - cpu_start,
                "wall": (time.monotonic_ns() - start) / 1e9,
                "late_p99_ms": late_sorted[int(0.99 * (len(late_sorted) - 1))] / 1e6 if late_sorted else 0.0})
@@ -565,7 +590,7 @@ def main():
     for p in procs:
         p.join()
     rss_now, rss_hwm = instance.memory()
-    instance.stop()
+    instance.stop(keep_log=any(r["ended"] for r in reports))  # why streams ended: its warnings
 
     t201 = sorted(array("q", voted["t201"]))
     final = len(t201)
