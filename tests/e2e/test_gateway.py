@@ -20,6 +20,24 @@ def test_round_robin_reaches_every_instance():
     assert min(seen.values()) >= 5, seen
 
 
+def test_a_token_keeps_to_one_instance_and_tokens_spread_over_all():
+    """Cache affinity: each instance checks a token's signature once and remembers it,
+    so the gateway sends a token's requests to one instance (consistent hashing) —
+    and different tokens to all of them."""
+    tokens = stack.mint_users(60)
+    s = stack.session()
+    homes = collections.Counter()
+    for token in tokens:
+        seen = set()
+        for _ in range(3):
+            r = s.get(f"{stack.GATEWAY}/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+            assert r.status_code == 200, r.text
+            seen.add(r.headers["X-Nimbus-Instance"])
+        assert len(seen) == 1, seen
+        homes[seen.pop()] += 1
+    assert set(homes) == {f"api-{i}" for i in range(1, stack.APIS + 1)}, homes
+
+
 def test_readyz_is_ready_through_the_gateway():
     # (Coming back to ready after PostgreSQL, Redis and RabbitMQ restarts is the fault
     # drills' business, test_faults.py; here the stack is expected up. Another suite on
