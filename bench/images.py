@@ -3,7 +3,10 @@
 1. Throughput: `count` uploads of 12-megapixel JPEGs through the gateway, timed from the
    first upload to the last image finished (`ready` or `failed`); only `ready` images
    count, failures are printed. Next to two anchors making the same two variants
-   (src/worker/thumbnails.cpp) of the same files on the same cores:
+   (src/worker/thumbnails.cpp) of the same files on the same cores, and the worker's
+   own variant code over the same files without storage, queue or database
+   (build/release/bench/nimbus-bench-variants), which splits the gap to sharp into the
+   pipeline's share and the rest's:
    - `vipsthumbnail`: one process per core over its share of the files (one pass per
      variant: the CLI makes one size per run), one libvips thread each;
    - sharp (bench/sharp, pinned in its package-lock.json): the worker's settings,
@@ -199,6 +202,16 @@ def sharp_anchor(files, in_flight):
     return json.loads(out.strip().splitlines()[-1])
 
 
+VARIANTS_BENCH = os.path.join(os.path.dirname(SHARP), "..", "build", "release", "bench", "nimbus-bench-variants")
+
+
+def pipeline_alone(files, threads):
+    """The worker's own variant code (src/worker/thumbnails.cpp) over the same local files,
+    `threads` at a time: the pipeline without storage, queue or database."""
+    out = subprocess.run([VARIANTS_BENCH, str(threads), *files], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def worker_image_threads():
     """NIMBUS_IMAGE_THREADS of the running workers (the worker's default, 2, if unset)."""
     threads = []
@@ -243,6 +256,14 @@ def main():
           f"{sharp['images']} images in {sharp['seconds']:.1f} s = {sharp_rate:.2f} images/s; "
           f"CPU {sharp['cpu_seconds'] / max(1, sharp['images']):.3f} s/image"
           + (f"; FAILED {len(sharp['failures'])}: {sharp['failures'][:5]}" if sharp["failures"] else ""))
+
+    alone = pipeline_alone(files, in_flight)
+    alone_rate = alone["images"] / alone["seconds"]
+    print(f"nimbus variants alone (libvips {alone['vips']}), local files, {in_flight} threads: {alone['images']} images "
+          f"in {alone['seconds']:.1f} s = {alone_rate:.2f} images/s; CPU {alone['cpu_seconds'] / max(1, alone['images']):.3f} "
+          f"s/image (decode+resize {1000 * alone['decode_seconds'] / max(1, alone['images']):.0f} ms, encode "
+          f"{1000 * alone['encode_seconds'] / max(1, alone['images']):.0f} ms wall per image)")
+    print(f"ratio variants alone / sharp:  {alone_rate / sharp_rate:.2f}  (the pipeline and the library, no storage)")
 
     bearer = {"Authorization": "Bearer " + token(), "Content-Type": "image/jpeg"}
     workers, apis = pids("workers"), pids("api")
@@ -302,6 +323,8 @@ def main():
     result = {"images": n, "in_flight": in_flight, "vipsthumbnail": n / anchor, "vipsthumbnail_cpu": anchor_cpu / n,
               "sharp": sharp_rate, "sharp_version": sharp["sharp"], "sharp_vips": sharp["vips"],
               "sharp_cpu": sharp["cpu_seconds"] / max(1, sharp["images"]), "nimbus": rate, "ready": ready,
+              "alone": alone_rate, "alone_vips": alone["vips"],
+              "alone_cpu": alone["cpu_seconds"] / max(1, alone["images"]), "ratio_alone_sharp": alone_rate / sharp_rate,
               "failed": failed, "unfinished": unfinished,
               "worker_cpu": sum(cpu[w] for w in workers) / max(1, ready),
               "api_cpu": sum(cpu[a] for a in apis) / max(1, ready),

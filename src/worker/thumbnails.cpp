@@ -21,6 +21,10 @@ void init_vips(const char* argv0) {
   }
 }
 
+std::string libvips_version() {
+  return vips_version_string();
+}
+
 namespace {
 
 // A saved buffer as a string, the blob released.

@@ -23,6 +23,8 @@ class UndecodableImage : public std::runtime_error {
 // Once per process, before any job: loaders limited to JPEG, PNG, GIF, WebP and HEIF,
 // untrusted loaders blocked, operation cache off, one libvips thread per job.
 void init_vips(const char* argv0);
+// The libvips version this process runs, e.g. "8.14.1".
+std::string libvips_version();
 
 // Where a job's time went, in seconds: decoding and resizing, then encoding the two
 // variants. Wall time: libvips computes on threads of its own pool, so the calling
