@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"vips\":\"%s\",\"images\":%zu,\"failed\":%zu,\"seconds\":%.4f,\"cpu_seconds\":%.4f,\"bytes\":%zu,"
       "\"decode_seconds\":%.4f,\"encode_seconds\":%.4f}\n",
-      nimbus::worker::libvips_version().c_str(), made, failed.load(), seconds, process_cpu_seconds() - cpu, bytes.load(),
-      static_cast<double>(decode_us.load()) / 1e6, static_cast<double>(encode_us.load()) / 1e6);
+      nimbus::worker::libvips_version().c_str(), made, failed.load(), seconds, process_cpu_seconds() - cpu,
+      bytes.load(), static_cast<double>(decode_us.load()) / 1e6, static_cast<double>(encode_us.load()) / 1e6);
   return failed == 0 ? 0 : 1;
 }
