@@ -244,17 +244,8 @@ asio::awaitable<void> LiveResults::refresh(std::shared_ptr<LiveResults> self, st
     for (auto& w : watchers) w->close();  // the poll was deleted: end its streams
     co_return;
   }
-  // Offered a slice at a time, yielding between slices: every offer queues its stream's
-  // wake-up, and ten thousand queued at once would put every other handler of the
-  // instance (a Redis reply, an accept) behind all of them. When CPU is short that wait
-  // outlasts a Redis command's deadline, whose miss resets the connection and fails
-  // every command in flight — the streams checking their token at that moment end.
-  constexpr std::size_t kSlice = 256;
   auto shared = std::make_shared<const std::string>(std::move(*results));
-  for (std::size_t i = 0; i < watchers.size(); ++i) {
-    if (i > 0 && i % kSlice == 0) co_await asio::post(self->executor_, asio::use_awaitable);
-    watchers[i]->offer(shared);
-  }
+  for (auto& w : watchers) w->offer(shared);
 }
 
 }  // namespace nimbus::voting
