@@ -478,10 +478,16 @@ def limit_check(poll, option, tokens):
             other[f"{r.status} {text[:80]!r}"] += 1
         by_full += r.getheader("X-Nimbus-Instance") == "api-1"
         c.close()
+    # Still full after the votes (not restarted, no connection of ours gone): a new
+    # connection is turned away.
+    probe = socket.socket()
+    probe.settimeout(2)
+    still_full = probe.connect_ex(("127.0.0.1", port)) != 0 or bool(select_poll([probe], 0.3))
+    probe.close()
     count = len(held)
     for s in held:
         s.close()
-    return len(tokens), ok, other, by_full, count
+    return len(tokens), ok, other, by_full, count, still_full
 
 
 def select_poll(sockets, timeout):
@@ -631,9 +637,10 @@ def main():
     limit = None
     if check_limit:
         limit = limit_check(uid(2, 2), uid(3, 21), tokens[votes:votes + check_votes])
-        sent, ok, other, by_full, held = limit
+        sent, ok, other, by_full, held, still_full = limit
         print(f"at the limit: api-1 held {held} idle connections and took no more; {ok}/{sent} votes through the "
-              f"gateway answered 201 ({by_full} by api-1); other answers: {dict(other) or 'none'}")
+              f"gateway answered 201 ({by_full} by api-1, over connections the gateway already had); other answers: "
+              f"{dict(other) or 'none'}; api-1 still at its limit afterwards: {'yes' if still_full else 'NO'}")
 
     print("\ngoal                                        measured")
     print(f"every stream established within {GOAL_ESTABLISH_S:.0f} s         {open_count}/{n_streams} in "
