@@ -449,8 +449,8 @@ void Server::Impl::connection_closed() {
 }
 
 // On the acceptor's strand. Listens again on the same address; if the port cannot be
-// bound again (someone took it), keeps trying, since without it the instance is
-// unreachable (its readiness check, on the ops listener, does not see this).
+// bound again (someone took it), keeps trying, since without it the instance takes no
+// new connection at all.
 asio::awaitable<void> Server::Impl::resume_listening() {
   auto self = shared_from_this();
   if (resuming) co_return;
