@@ -59,7 +59,7 @@ import urllib.request
 import uuid
 from array import array
 
-from stack_env import access_tokens, load_env, psql
+from stack_env import access_tokens, load_env, psql, save_result
 
 SO_TIMESTAMPNS = 35  # Linux; Python's socket module does not name it
 CMSG_SIZE = socket.CMSG_SPACE(16)
@@ -641,6 +641,24 @@ def main():
         print(f"at the limit: api-1 held {held} idle connections and took no more; {ok}/{sent} votes through the "
               f"gateway answered 201 ({by_full} by api-1, over connections the gateway already had); other answers: "
               f"{dict(other) or 'none'}; api-1 still at its limit afterwards: {'yes' if still_full else 'NO'}")
+
+    # The README's table (bench/summary.py) reads "streams" results: the setting only.
+    default = (n_streams, rate, seconds, heartbeat) == (10_000, 1_000, 25, "15s") and not os.environ.get(
+        "INSTANCE_WRAPPER")
+    save_result("streams" if default else "streams_custom", {
+        "streams": n_streams, "votes_per_s_asked": rate, "seconds": seconds, "heartbeat": heartbeat,
+        "instance_threads": instance.threads, "established": open_count, "established_s": establish_s,
+        "establish_failures": dict(failures), "instance_cpu_establishing_s": cpu_established - cpu0,
+        "rss_open_mb": rss_open, "peak_rss_mb": rss_hwm, "votes_acked": final, "vote_wall_s": vote_wall,
+        "vote_answers_other": {str(k): v for k, v in voted["statuses"].items()},
+        "send_lateness_p99_ms": voted["late_p99_ms"], "updates": len(delays),
+        "updates_per_stream_per_s": len(delays) / max(1, n_streams) / vote_wall,
+        "fanout_p50_ms": p50, "fanout_p90_ms": percentile(delays, 90), "fanout_p99_ms": p99,
+        "fanout_p999_ms": percentile(delays, 99.9), "fanout_max_ms": delays[-1] if delays else None,
+        "dropped": dropped, "dropped_why": {str(k): v for k, v in ended.items()}, "missed": missed,
+        "instance_cpu_voting_s": cpu2 - cpu1, "machine_busy": busy, "client_cpu_share": client_share,
+        "limit_check": None if not limit else {"votes": limit[0], "ok": limit[1], "still_full": limit[5]},
+    })
 
     print("\ngoal                                        measured")
     print(f"every stream established within {GOAL_ESTABLISH_S:.0f} s         {open_count}/{n_streams} in "
