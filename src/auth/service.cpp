@@ -306,9 +306,9 @@ asio::awaitable<std::optional<Claims>> Service::authenticate(std::string authori
   if (config_.remember_verified) claims = verified_->find(token, now);
   if (!claims) {
     auto verified = config_.keys->verify(token, config_.issuer, config_.audience, now);
-    if (!verified.ok()) co_return std::nullopt;
-    if (config_.remember_verified) verified_->remember(token, *verified.claims);
+    if (!verified.ok() || !verified.claims) co_return std::nullopt;
     claims = std::move(verified.claims);
+    if (config_.remember_verified) verified_->remember(token, *claims);
   }
   if (co_await revoked(*claims)) co_return std::nullopt;
   co_return claims;

@@ -249,7 +249,7 @@ asio::awaitable<std::shared_ptr<const Service::PollFacts>> Service::facts(const 
   co_return f;
 }
 
-asio::awaitable<std::optional<Service::Current>> Service::current(const std::string& poll_id) {
+asio::awaitable<std::optional<Service::Current>> Service::current(std::string poll_id) {
   auto facts = co_await this->facts(poll_id);
   if (!facts) co_return std::nullopt;
   auto standing = co_await tally_->standing(poll_id);

@@ -102,7 +102,7 @@ class Service {
     bool closed = false;
   };
   // The poll as it is now, or nullopt when it does not exist.
-  boost::asio::awaitable<std::optional<Current>> current(const std::string& poll_id);
+  boost::asio::awaitable<std::optional<Current>> current(std::string poll_id);
 
   // Runs `sql` ($1 = poll id) if `user_id` owns the poll, marked as a change in Redis
   // first (tally.hpp).

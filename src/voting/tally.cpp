@@ -168,7 +168,7 @@ asio::awaitable<Counts> Tally::counts(std::string poll_id) {
   co_return (co_await standing(std::move(poll_id))).counts;
 }
 
-asio::awaitable<std::optional<Standing>> Tally::standing_from_redis(const std::string& poll_id) {
+asio::awaitable<std::optional<Standing>> Tally::standing_from_redis(std::string poll_id) {
   auto tally = co_await redis_->command("HGETALL", key(poll_id, "tally"));
   Standing s;
   bool ready = false, changing = false;
@@ -208,7 +208,7 @@ asio::awaitable<std::optional<Standing>> Tally::standing_from_redis(const std::s
   co_return std::nullopt;
 }
 
-asio::awaitable<Standing> Tally::standing_from_pg(const std::string& poll_id) {
+asio::awaitable<Standing> Tally::standing_from_pg(std::string poll_id) {
   auto db = co_await pg_->acquire();
   auto r = co_await db.query(kPgStanding, pg::params(poll_id));
   Standing s;
@@ -286,7 +286,7 @@ asio::awaitable<void> Tally::deleted(std::string poll_id) {
   co_await redis_->pipeline(std::move(cmds));
 }
 
-asio::awaitable<void> Tally::settle_from_row(const std::string& poll_id) {
+asio::awaitable<void> Tally::settle_from_row(std::string poll_id) {
   pg::Result row;
   {
     auto db = co_await pg_->acquire();

@@ -98,12 +98,12 @@ class Tally : public std::enable_shared_from_this<Tally> {
   boost::asio::awaitable<std::int64_t> settle_stale_changes(std::int64_t before);
 
  private:
-  boost::asio::awaitable<Standing> standing_from_pg(const std::string& poll_id);
+  boost::asio::awaitable<Standing> standing_from_pg(std::string poll_id);
   // The standing when Redis knows it; nullopt when PostgreSQL must be asked (after
   // starting a rebuild if the tally is incomplete).
-  boost::asio::awaitable<std::optional<Standing>> standing_from_redis(const std::string& poll_id);
+  boost::asio::awaitable<std::optional<Standing>> standing_from_redis(std::string poll_id);
   // Records a settled change from the row: kept, closed or gone.
-  boost::asio::awaitable<void> settle_from_row(const std::string& poll_id);
+  boost::asio::awaitable<void> settle_from_row(std::string poll_id);
   std::shared_ptr<redis::Client> redis_;
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<const core::Clock> clock_;
