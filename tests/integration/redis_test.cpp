@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <mutex>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -118,6 +119,55 @@ TEST_F(RedisTest, ConcurrentCommandsFromManyCoroutinesAllGetTheirOwnReply) {
     for (auto& f : all) f.get();
   });
   EXPECT_EQ(right.load(), 200);
+}
+
+// A command that misses its deadline fails alone: the connection stays, its late reply
+// is matched to it and dropped, and the commands behind it get theirs. (Resetting the
+// connection failed every command in flight at once — ten thousand live streams doing
+// their token checks on a starved instance all ended "unavailable" together.)
+TEST_F(RedisTest, ACommandPastItsDeadlineFailsAloneAndTheConnectionStays) {
+  client_->stop();
+  ioc_.run_for(50ms);
+  ioc_.restart();
+  config_.command_timeout = 300ms;
+  client_ = redis::Client::create(ioc_.get_executor(), config_);
+  client_->start();
+  wait_connected();
+  const auto first = run([&] { return client_->command("CLIENT", "ID"); }).as_integer();
+  // BLPOP holds the connection's replies for 500 ms: it misses its 300 ms deadline.
+  const std::string empty_list = prefix_ + "never-filled";
+  EXPECT_THROW(run([&] { return client_->command("BLPOP", empty_list, "0.5"); }), DependencyUnavailable);
+  // Sent after that deadline, answered once BLPOP's late reply has gone by.
+  std::this_thread::sleep_for(50ms);
+  const auto after = run([&] { return client_->command("CLIENT", "ID"); }).as_integer();
+  EXPECT_EQ(after, first) << "the connection was reset by a timeout";
+}
+
+// A connection whose oldest command has waited four deadlines is stuck, and is reset:
+// the commands after it then work on a new connection.
+TEST_F(RedisTest, AConnectionStuckForSeveralDeadlinesIsReset) {
+  client_->stop();
+  ioc_.run_for(50ms);
+  ioc_.restart();
+  config_.command_timeout = 200ms;
+  client_ = redis::Client::create(ioc_.get_executor(), config_);
+  client_->start();
+  wait_connected();
+  const auto first = run([&] { return client_->command("CLIENT", "ID"); }).as_integer();
+  const std::string empty_list = prefix_ + "never-filled";
+  const auto blocked = std::chrono::steady_clock::now();
+  EXPECT_THROW(run([&] { return client_->command("BLPOP", empty_list, "5"); }), DependencyUnavailable);
+  std::optional<std::int64_t> id;
+  while (!id && std::chrono::steady_clock::now() - blocked < 4s) {
+    try {
+      id = run([&] { return client_->command("CLIENT", "ID"); }).as_integer();
+    } catch (const DependencyUnavailable&) {
+      pump(ioc_, 50ms);  // timed out behind the BLPOP, or reconnecting
+    }
+  }
+  ASSERT_TRUE(id) << "no answer on a new connection";
+  EXPECT_NE(*id, first);
+  EXPECT_GE(std::chrono::steady_clock::now() - blocked, 4 * config_.command_timeout);
 }
 
 TEST_F(RedisTest, ScriptsLoadOnDemand) {

@@ -299,7 +299,11 @@ struct Client::Impl : LinkOwner {
     OneShot<Outcome> done;
     std::size_t expected;
     std::vector<Reply> replies;
+    Clock::time_point sent = Clock::now();
   };
+  // A connection whose oldest command has waited this many deadlines is stuck (a hung
+  // server, a silent peer): it is reset. One command past its deadline is not.
+  static constexpr int kStuckAfterDeadlines = 4;
 
   Impl(asio::any_io_executor ex, Config c) : LinkOwner(std::move(ex), std::move(c), "client") {}
 
@@ -339,9 +343,13 @@ struct Client::Impl : LinkOwner {
     });
     auto outcome = co_await p->done.wait_until(Clock::now() + config.command_timeout);
     if (!outcome) {
-      // Replies after this one can no longer be matched: start over.
+      // The command stays queued: its late reply is matched to it and dropped, and the
+      // commands behind it get theirs. Resetting here would fail every command in
+      // flight because one was slow (a starved instance: all of them at once). Only a
+      // connection stuck for several deadlines is reset.
       asio::post(strand, [self] {
-        if (self->link) self->link->close();
+        const auto stuck = std::chrono::steady_clock::now() - kStuckAfterDeadlines * self->config.command_timeout;
+        if (self->link && !self->pending.empty() && self->pending.front()->sent < stuck) self->link->close();
       });
       throw DependencyUnavailable(kDependency, "command timed out");
     }

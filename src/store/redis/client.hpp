@@ -4,7 +4,8 @@
 // (automatic pipelining: concurrent requests share round trips). A background loop
 // keeps the connection up and reconnects with jittered backoff; while Redis is down,
 // commands fail at once with DependencyUnavailable. A command that misses its deadline
-// resets the connection, since the replies after it could no longer be matched.
+// fails alone (its late reply is still matched to it, in order, and dropped); only a
+// connection whose oldest command has waited several deadlines is reset.
 //
 // Thread-safety: every public member may be called from any thread.
 #pragma once
