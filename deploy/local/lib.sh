@@ -228,9 +228,9 @@ app_env() {
     done
   fi
   # Tuning set in the environment passes through to every profile: NIMBUS_LOCAL_MEMO=0
-  # (instances remember nothing, bench/memo.sh), the ballot box's flushers.
+  # (instances remember nothing, bench/memo.sh), the ballot box's flushers, the log level.
   local tuning
-  for tuning in NIMBUS_LOCAL_MEMO NIMBUS_VOTE_FLUSHERS NIMBUS_VOTE_MAX_BATCH; do
+  for tuning in NIMBUS_LOCAL_MEMO NIMBUS_VOTE_FLUSHERS NIMBUS_VOTE_MAX_BATCH NIMBUS_LOG_LEVEL; do
     if [[ -n ${!tuning:-} ]]; then vars+=("$tuning=${!tuning}"); fi
   done
   local out="" v
