@@ -64,7 +64,7 @@ def test_votes_go_to_another_instance_while_one_is_at_its_connection_limit():
         fill(port, held)
         # The gateway's idle connections to api-1 expire (its keepalive_timeout is 1 s),
         # so its next request to api-1 needs a new connection; their places are taken.
-        time.sleep(1.5)
+        time.sleep(1.5)  # past the gateway's 1 s keepalive_timeout: the time is the point
         fill(port, held)
         answers = [vote(token, poll["id"], [option]) for token in voters]
         assert [r.status_code for r in answers] == [201] * len(voters), [(r.status_code, r.text) for r in answers]
