@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from PIL import Image
 
-from stack_env import access_tokens, load_env, psql, save_result
+from stack_env import access_tokens, load_env, process_env, psql, save_result
 
 
 def token():
@@ -217,8 +217,7 @@ def worker_image_threads():
     threads = []
     for pid in pids("workers").values():
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+            env = process_env(pid)
         except OSError:
             env = {}
         threads.append(int(env.get(b"NIMBUS_IMAGE_THREADS", b"2")))

@@ -3,7 +3,9 @@ minted with the stack's own signing key (as sign-in would issue them)."""
 import datetime
 import json
 import os
+import resource
 import subprocess
+import sys
 import time
 import uuid
 
@@ -30,6 +32,62 @@ def access_tokens(user_ids, lifetime=900):
     return [jwt.encode({"iss": os.environ["NIMBUS_TEST_AUTH_ISSUER"], "aud": "nimbus-api", "sub": user,
                         "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now, "exp": now + lifetime},
                        key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"}) for user in user_ids]
+
+
+class BenchIds:
+    """Deterministic ids of one benchmark run, the same formula in Python and in SQL: kind
+    1 users, 2 polls, 3 options (poll n's options are n * 10 + 1 and n * 10 + 2). `tag`
+    makes a run's ids fresh; `version` (the uuid's version nibble) keeps the ids of
+    different benchmarks apart."""
+
+    def __init__(self, tag, version):
+        self.tag, self.version = tag, version
+
+    def uid(self, kind, n):
+        return f"00000000-{self.tag}-{self.version}{kind:03x}-8000-{n:012d}"
+
+    def sql(self, kind, n):
+        """The same uuid as an SQL expression of `n` (an SQL expression itself)."""
+        return f"('00000000-{self.tag}-{self.version}{kind:03x}-8000-' || lpad(({n})::text, 12, '0'))::uuid"
+
+
+def create_polls(ids, users, polls, label, tallies_from=1, then_sql=""):
+    """`users` users and `polls` single-choice polls of two options, owned by user 1, with
+    psql; and what POST /v1/polls does besides the rows — an empty, complete tally in
+    Redis — for polls `tallies_from`.. (the ones voted on through the API)."""
+    psql(f"""
+INSERT INTO users (id, email) SELECT {ids.sql(1, 'n')}, '{label}-{ids.tag}-' || n || '@example.com'
+  FROM generate_series(1, {users}) n;
+INSERT INTO polls (id, owner_id, title, max_choices, results_visibility)
+  SELECT {ids.sql(2, 'n')}, {ids.sql(1, 1)}, '{label} ' || n, 1, 'always' FROM generate_series(1, {polls}) n;
+INSERT INTO poll_options (poll_id, id, position, text)
+  SELECT {ids.sql(2, 'n')}, {ids.sql(3, 'n * 10 + k')}, k, 'option ' || k
+    FROM generate_series(1, {polls}) n, generate_series(1, 2) k;
+{then_sql}""")
+    commands = "".join(f"HSET poll:{{{ids.uid(2, n)}}}:tally _total 0 _ready 1\n"
+                       for n in range(tallies_from, polls + 1))
+    subprocess.run(["redis-cli", "-u", os.environ["NIMBUS_TEST_REDIS_URL"]], input=commands, check=True,
+                   capture_output=True, text=True)
+
+
+def process_env(pid):
+    """The environment a running process was started with (/proc), as bytes → bytes."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+
+
+def raise_nofile(needed):
+    """Raises this process's RLIMIT_NOFILE to at least `needed` (the hard limit too, which
+    root may); exits saying so when it cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < needed:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+        except (ValueError, OSError):
+            sys.exit(f"RLIMIT_NOFILE hard limit {hard} < {needed}: raise it (ulimit -Hn) first")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

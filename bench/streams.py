@@ -38,7 +38,7 @@ Environment: CLIENTS (stream client processes, default 4), VOTE_CONNECTIONS (def
 64), HEARTBEAT (default 15s), LIMIT_CHECK=0 to skip the connection-limit check, INSTANCE_WRAPPER (a command the
 instance is started under, e.g. "heaptrack -o /tmp/api-bench"; its RSS and CPU are
 then the wrapper's), INSTANCE_THREADS (its NIMBUS_THREADS; the stack's otherwise), PROFILE (a path: perf record -g of the instance while voting).
-Needs a hard RLIMIT_NOFILE above streams + 100 (the script raises the soft one) and
+Needs RLIMIT_NOFILE above streams + 100 (the script raises it, the hard one too as root) and
 enough local ports (net.ipv4.ip_local_port_range: 28,000 by default, plenty here).
 """
 import collections
@@ -47,7 +47,6 @@ import http.client
 import multiprocessing
 import os
 import re
-import resource
 import selectors
 import signal
 import socket
@@ -59,7 +58,7 @@ import urllib.request
 import uuid
 from array import array
 
-from stack_env import access_tokens, load_env, psql, save_result
+from stack_env import BenchIds, access_tokens, create_polls, load_env, raise_nofile, save_result
 
 SO_TIMESTAMPNS = 35  # Linux; Python's socket module does not name it
 CMSG_SIZE = socket.CMSG_SPACE(16)
@@ -69,36 +68,12 @@ CONNECT_WINDOW = 256  # streams being opened at once per client process
 GOAL_ESTABLISH_S, GOAL_P99_MS, GOAL_RSS_MB = 10.0, 300.0, 200.0
 
 
-def uid(kind, n):
-    """Deterministic ids, as bench/votes.py: kind 1 users, 2 polls, 3 options."""
-    return f"00000000-{TAG}-5{kind:03x}-8000-{n:012d}"
-
-
-def sql_uid(kind, n):
-    return f"('00000000-{TAG}-5{kind:03x}-8000-' || lpad(({n})::text, 12, '0'))::uuid"
+IDS = BenchIds(TAG, 5)  # version 5: apart from bench/votes.py's ids
+uid = IDS.uid
 
 
 def setup(users, polls):
-    psql(f"""
-INSERT INTO users (id, email) SELECT {sql_uid(1, 'n')}, 'bench-streams-{TAG}-' || n || '@example.com'
-  FROM generate_series(1, {users}) n;
-INSERT INTO polls (id, owner_id, title, max_choices, results_visibility)
-  SELECT {sql_uid(2, 'n')}, {sql_uid(1, 1)}, 'streams bench ' || n, 1, 'always' FROM generate_series(1, {polls}) n;
-INSERT INTO poll_options (poll_id, id, position, text)
-  SELECT {sql_uid(2, 'n')}, {sql_uid(3, 'n * 10 + k')}, k, 'option ' || k
-    FROM generate_series(1, {polls}) n, generate_series(1, 2) k;""")
-    # What POST /v1/polls does besides the rows: an empty, complete tally in Redis.
-    commands = "".join(f"HSET poll:{{{uid(2, n)}}}:tally _total 0 _ready 1\n" for n in range(1, polls + 1))
-    subprocess.run(["redis-cli", "-u", os.environ["NIMBUS_TEST_REDIS_URL"]], input=commands, check=True,
-                   capture_output=True, text=True)
-
-
-def raise_nofile(needed):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        if hard < needed:
-            sys.exit(f"RLIMIT_NOFILE hard limit {hard} < {needed}: raise it (ulimit -Hn) first")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    create_polls(IDS, users, polls, "bench-streams")
 
 
 def kernel_time(ancillary):

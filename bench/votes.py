@@ -29,7 +29,7 @@ import time
 import urllib.request
 import uuid
 
-from stack_env import access_tokens, load_env, psql, save_result
+from stack_env import BenchIds, access_tokens, create_polls, load_env, process_env, psql, save_result
 
 USERS = 4000  # each user votes once in each poll of a phase
 THINK_MS = int(os.environ.get("THINK_MS", "100"))  # paced run: each voter waits this long between votes
@@ -51,14 +51,11 @@ ANCHOR_POLLS = CEILING_POLLS = PHASE_POLLS = PGBENCH_POLLS = GATEWAY_POLLS = 0
 
 def uid(kind, n):
     """Deterministic uuids (the same formula in SQL): kind 1 users, 2 polls, 3 options."""
-    return f"00000000-{TAG}-4{kind:03x}-8000-{n:012d}"
-
-
-SQL_UID = "('00000000-{tag}-4{kind:03x}-8000-' || lpad(({n})::text, 12, '0'))::uuid"
+    return BenchIds(TAG, 4).uid(kind, n)
 
 
 def sql_uid(kind, n):
-    return SQL_UID.format(tag=TAG, kind=kind, n=n)
+    return BenchIds(TAG, 4).sql(kind, n)
 
 
 def polls_for(pairs):
@@ -73,20 +70,8 @@ def setup(seconds=10):
     PGBENCH_POLLS = ANCHOR_POLLS + CEILING_POLLS
     GATEWAY_POLLS = 3 * PHASE_POLLS
     polls = PGBENCH_POLLS + GATEWAY_POLLS
-    psql(f"""
-INSERT INTO users (id, email) SELECT {sql_uid(1, 'n')}, 'bench-{TAG}-' || n || '@example.com'
-  FROM generate_series(1, {USERS}) n;
-INSERT INTO polls (id, owner_id, title, max_choices, results_visibility)
-  SELECT {sql_uid(2, 'n')}, {sql_uid(1, 1)}, 'bench ' || n, 1, 'always' FROM generate_series(1, {polls}) n;
-INSERT INTO poll_options (poll_id, id, position, text)
-  SELECT {sql_uid(2, 'n')}, {sql_uid(3, 'n * 10 + k')}, k, 'option ' || k
-    FROM generate_series(1, {polls}) n, generate_series(1, 2) k;
-ANALYZE ballots; ANALYZE ballot_choices;""")
-    # What POST /v1/polls does besides the rows: an empty, complete tally in Redis.
-    commands = "".join(f"HSET poll:{{{uid(2, n)}}}:tally _total 0 _ready 1\n"
-                       for n in range(PGBENCH_POLLS + 1, polls + 1))
-    subprocess.run(["redis-cli", "-u", os.environ["NIMBUS_TEST_REDIS_URL"]], input=commands, check=True,
-                   capture_output=True, text=True)
+    create_polls(BenchIds(TAG, 4), USERS, polls, "bench", tallies_from=PGBENCH_POLLS + 1,
+                 then_sql="ANALYZE ballots; ANALYZE ballot_choices;")
 
 
 # pgbench: every client numbers its transactions (:n, from -D n=0), so transaction
@@ -348,9 +333,7 @@ def api_setting(name, default):
                          capture_output=True, text=True).stdout
     for pid in re.findall(r"pid (\d+)", out):
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
-            return int(env.get(name.encode(), str(default).encode()))
+            return int(process_env(pid).get(name.encode(), str(default).encode()))
         except OSError:
             continue
     return default
