@@ -91,11 +91,12 @@ VImage preview_scale(VipsBlob* blob, const VImage& header) {
   return image;
 }
 
-// Exactly kThumb×kThumb, cropped to the centre (enlarging a smaller image).
+// Exactly kThumb×kThumb, cropped to the centre (enlarging a smaller image); the preview
+// is sRGB already.
 VImage thumb_of(const VImage& preview) {
-  return to_srgb(preview.thumbnail_image(
+  return preview.thumbnail_image(
       kThumb,
-      VImage::option()->set("height", kThumb)->set("size", VIPS_SIZE_BOTH)->set("crop", VIPS_INTERESTING_CENTRE)));
+      VImage::option()->set("height", kThumb)->set("size", VIPS_SIZE_BOTH)->set("crop", VIPS_INTERESTING_CENTRE));
 }
 
 }  // namespace
