@@ -188,6 +188,23 @@ def wait_until(predicate, timeout, interval=0.1, what="condition"):
     raise AssertionError(f"{what} not met within {timeout}s")
 
 
+def wait_all_in_rotation(timeout=15):
+    """Until the gateway sends requests to every instance again, in both its upstream
+    groups (round robin, and hashed by bearer token): one it could not connect to
+    (stopped, restarted, at its connection limit) stays out of a group for fail_timeout
+    (3 s) after it is back. /healthz needs no token; any Authorization header picks the
+    hashed group, and 60 different ones reach every instance."""
+    def all_seen():
+        everyone = {f"api-{i}" for i in range(1, APIS + 1)}
+        anonymous = {requests.get(f"{GATEWAY}/healthz", timeout=5).headers.get("X-Nimbus-Instance")
+                     for _ in range(3 * APIS)}
+        hashed = {requests.get(f"{GATEWAY}/healthz", headers={"Authorization": f"Bearer probe-{i}"},
+                               timeout=5).headers.get("X-Nimbus-Instance") for i in range(60)}
+        return anonymous >= everyone and hashed >= everyone
+
+    wait_until(all_seen, timeout=timeout, interval=0.5, what="every instance in the gateway's rotation")
+
+
 def wait_running(program, old_pid=0, timeout=20):
     """Waits until supervisord shows `program` RUNNING with a pid other than old_pid."""
     wait_until(lambda: "RUNNING" in ctl("status", program) and pid_of(program) not in (0, old_pid),

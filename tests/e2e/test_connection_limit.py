@@ -52,8 +52,15 @@ def fill(port, held):
 
 def test_votes_go_to_another_instance_while_one_is_at_its_connection_limit():
     limit = setting_of("api:api-1", "NIMBUS_HTTP_MAX_CONNECTIONS", 10_000)
+    needed = limit + 1_000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert hard >= limit + 1_000, f"this test holds {limit} connections: RLIMIT_NOFILE hard limit is {hard}"
+    if hard < needed:
+        try:  # root may raise its hard limit (a fresh machine's may be 4,096)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+        except (ValueError, OSError):
+            pass
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= needed, f"this test holds {limit} connections: RLIMIT_NOFILE hard limit is {hard}"
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     owner, *voters = stack.mint_users(1 + 10 * stack.APIS)
     poll = new_poll(owner)
@@ -82,3 +89,4 @@ def test_votes_go_to_another_instance_while_one_is_at_its_connection_limit():
             return False
 
     stack.wait_until(listening, timeout=10, interval=0.1, what="api-1 listening again")
+    stack.wait_all_in_rotation()  # leave the gateway as it was found

@@ -24,6 +24,7 @@ def test_a_token_keeps_to_one_instance_and_tokens_spread_over_all():
     """Cache affinity: each instance checks a token's signature once and remembers it,
     so the gateway sends a token's requests to one instance (consistent hashing) —
     and different tokens to all of them."""
+    stack.wait_all_in_rotation()  # (a suite before may have left one out for a while)
     tokens = stack.mint_users(60)
     s = stack.session()
     homes = collections.Counter()
