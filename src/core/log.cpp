@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
-#include <spdlog/sinks/stdout_sinks.h>
+#include <memory>
+#include <mutex>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 #include <stdexcept>
 
@@ -18,7 +20,41 @@ struct State {
   std::string instance;
   Level level = Level::info;
   std::shared_ptr<spdlog::logger> logger;
+  std::unique_ptr<char[]> buffer;  // the stream's, from init() on
 };
+
+// Lines into a stdio stream's buffer, which reaches the file when full, at flush() (every
+// second, and at once from a warning up) and at exit. spdlog's own stdout sink flushes
+// after every line: one write(2) per request, and on the local stack a wake-up of the
+// supervisor that copies the pipe to the log file.
+class BufferedSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit BufferedSink(std::FILE* out) : out_(out) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    std::fwrite(msg.payload.data(), 1, msg.payload.size(), out_);
+    std::fputc('\n', out_);
+  }
+  void flush_() override { std::fflush(out_); }
+
+ private:
+  std::FILE* out_;
+};
+
+spdlog::level::level_enum spdlog_level(Level level) {
+  switch (level) {
+    case Level::debug:
+      return spdlog::level::debug;
+    case Level::info:
+      return spdlog::level::info;
+    case Level::warn:
+      return spdlog::level::warn;
+    case Level::error:
+      return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
 
 State& state() {
   static State s;
@@ -84,16 +120,15 @@ void init(const Options& options) {
   s.service = options.service;
   s.instance = options.instance;
   s.level = options.level;
-  // Lines go into stdout's buffer on the calling thread and reach the pipe in 64 KiB
+  // Lines go into the stream's buffer on the calling thread and reach the pipe in 64 KiB
   // writes, every second, or at once from a warning up — as nginx buffers its access
   // log. A line per write(2), or a hand-off to a logging thread per line, cost an API
   // instance more CPU than a cached read (a wake-up and a context switch per request on
   // 2 cores). A process killed outright loses at most its last second of info lines.
-  static char buffer[64 * 1024];
-  std::setvbuf(stdout, buffer, _IOFBF, sizeof buffer);
-  auto sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
-  s.logger = std::make_shared<spdlog::logger>("nimbus", sink);
-  s.logger->set_pattern("%v");
+  constexpr std::size_t kBuffer = 64 * 1024;
+  s.buffer = std::make_unique<char[]>(kBuffer);
+  std::setvbuf(options.out, s.buffer.get(), _IOFBF, kBuffer);
+  s.logger = std::make_shared<spdlog::logger>("nimbus", std::make_shared<BufferedSink>(options.out));
   s.logger->set_level(spdlog::level::trace);
   s.logger->flush_on(spdlog::level::warn);
   spdlog::register_logger(s.logger);
@@ -104,7 +139,7 @@ void shutdown() {
   auto& s = state();
   if (s.logger) s.logger->flush();
   s.logger.reset();
-  spdlog::shutdown();
+  spdlog::shutdown();  // stops the periodic flush, and drops the registered logger
 }
 
 bool enabled(Level level) {
@@ -154,7 +189,7 @@ void write(Level level, std::string_view msg, Fields fields) {
   auto line = format(level, msg, fields);
   auto& s = state();
   if (s.logger) {
-    s.logger->info(line);
+    s.logger->log(spdlog_level(level), line);
   } else {
     std::fputs(line.c_str(), stderr);
     std::fputc('\n', stderr);

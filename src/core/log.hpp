@@ -1,11 +1,13 @@
 // Structured logging: one JSON object per line on stdout.
 //
 // Each line carries ts, level, service, instance and msg, plus the caller's fields
-// (request_id above all). Lines are formatted on the calling thread and written by
-// spdlog's background thread, so a request never waits on the log pipe.
+// (request_id above all). Lines are formatted on the calling thread into the stream's
+// 64 KiB buffer, written out when it fills, every second, and at once from a warning up:
+// a request costs no write(2) of its own.
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -33,6 +35,8 @@ struct Options {
   std::string service;
   std::string instance;
   Level level = Level::info;
+  // Where lines go (a test's pipe); before any other use of the stream.
+  std::FILE* out = stdout;
 };
 
 // Call once from main before any other thread logs.
