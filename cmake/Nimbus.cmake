@@ -48,3 +48,17 @@ function(nimbus_test name)
   nimbus_use_pch(${name})
   gtest_discover_tests(${name} PROPERTIES LABELS ${ARG_LABEL} DISCOVERY_TIMEOUT 30)
 endfunction()
+
+# The API's allocator. An API instance allocates and frees a few dozen small blocks per
+# request (coroutine frames, strings, replies) from several threads: with glibc's malloc
+# that was a tenth of its CPU under load (perf); with jemalloc (which Redis ships with)
+# the same stack served 2-20 % more results reads/s in alternating runs, and malloc left
+# the top of the profile. Sanitizer builds keep their own allocator, which they need to
+# see every block.
+option(NIMBUS_JEMALLOC "Link the API with jemalloc" ON)
+function(nimbus_use_jemalloc target)
+  if(NIMBUS_JEMALLOC AND NOT CMAKE_CXX_FLAGS MATCHES "fsanitize")
+    find_library(NIMBUS_JEMALLOC_LIBRARY NAMES jemalloc REQUIRED)
+    target_link_libraries(${target} PRIVATE ${NIMBUS_JEMALLOC_LIBRARY})
+  endif()
+endfunction()

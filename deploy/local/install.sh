@@ -15,7 +15,7 @@ APT_PACKAGES=(
   clang libclang-rt-14-dev llvm
   # libraries
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev libpq-dev libhiredis-dev
-  librabbitmq-dev libcurl4-openssl-dev libvips-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
+  librabbitmq-dev libcurl4-openssl-dev libvips-dev libspdlog-dev libfmt-dev libjemalloc-dev libgtest-dev libgmock-dev
   libbenchmark-dev
   # services of the local stack
   postgresql-15 postgresql-client-15 redis-server redis-tools rabbitmq-server memcached nginx supervisor
