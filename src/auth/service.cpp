@@ -294,37 +294,51 @@ asio::awaitable<void> Service::logout(Claims claims, bool everywhere) {
   }
 }
 
-asio::awaitable<std::optional<Claims>> Service::authenticate(std::string authorization) {
+std::optional<Claims> Service::verify(std::string_view authorization) {
   constexpr std::string_view scheme = "Bearer ";
-  if (authorization.size() <= scheme.size() ||
-      !http::iequals(std::string_view(authorization).substr(0, scheme.size()), scheme)) {
-    co_return std::nullopt;
+  if (authorization.size() <= scheme.size() || !http::iequals(authorization.substr(0, scheme.size()), scheme)) {
+    return std::nullopt;
   }
-  const auto token = std::string_view(authorization).substr(scheme.size());
+  const auto token = authorization.substr(scheme.size());
   const auto now = clock_->system_now();
   std::optional<Claims> claims;
   if (config_.remember_verified) claims = verified_->find(token, now);
   if (!claims) {
     auto verified = config_.keys->verify(token, config_.issuer, config_.audience, now);
-    if (!verified.ok() || !verified.claims) co_return std::nullopt;
+    if (!verified.ok() || !verified.claims) return std::nullopt;
     claims = std::move(verified.claims);
     if (config_.remember_verified) verified_->remember(token, *claims);
   }
+  return claims;
+}
+
+asio::awaitable<std::optional<Claims>> Service::authenticate(std::string authorization) {
+  auto claims = verify(authorization);
+  if (!claims) co_return std::nullopt;
   if (co_await revoked(*claims)) co_return std::nullopt;
   co_return claims;
 }
 
-asio::awaitable<bool> Service::revoked(const Claims& claims) {
+Service::RevocationCheck Service::check_revocation(const Claims& claims, asio::any_io_executor executor) {
   // Revocation is checked on every request, against state every instance shares.
   std::vector<redis::Command> lookups;
   lookups.push_back({"EXISTS", sid_key(claims.sid)});
   lookups.push_back({"GET", user_key(claims.sub)});
+  return RevocationCheck(redis_->send(std::move(executor), std::move(lookups)), claims.iat);
+}
+
+asio::awaitable<bool> Service::RevocationCheck::revoked() {
   // Fails closed: a reply that is not the expected answer throws (503 while Redis is
   // loading or down, 500 if it is something else), never reads as "not revoked".
-  auto replies = co_await redis_->pipeline(std::move(lookups));
+  auto replies = co_await lookups_.replies();
   if (replies.at(0).as_integer() != 0) co_return true;
   auto revoked_before = replies.at(1).as_optional_number();
-  co_return revoked_before&& claims.iat <= *revoked_before;
+  co_return revoked_before&& issued_at_ <= *revoked_before;
+}
+
+asio::awaitable<bool> Service::revoked(const Claims& claims) {
+  auto check = check_revocation(claims, co_await asio::this_coro::executor);
+  co_return co_await check.revoked();
 }
 
 asio::awaitable<std::optional<User>> Service::user(std::string id) {

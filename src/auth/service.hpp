@@ -73,9 +73,26 @@ class Service {
   boost::asio::awaitable<void> logout(Claims claims, bool everywhere);
   // The claims of a valid, unrevoked access token from an Authorization header value.
   boost::asio::awaitable<std::optional<Claims>> authenticate(std::string authorization);
+  // Only the local half of authenticate(): the claims of a validly signed, unexpired
+  // token, revoked or not.
+  std::optional<Claims> verify(std::string_view authorization);
   // Whether the session or the user was signed out after the token was issued. Throws
   // DependencyUnavailable when that cannot be known (fails closed).
   boost::asio::awaitable<bool> revoked(const Claims& claims);
+  // revoked() in two halves: the lookups go out now, the answer is awaited later, so
+  // that a read-only handler's own Redis reads share their round trip.
+  class RevocationCheck {
+   public:
+    boost::asio::awaitable<bool> revoked();  // once
+
+   private:
+    friend class Service;
+    RevocationCheck(redis::Client::InFlight lookups, std::int64_t issued_at)
+        : lookups_(std::move(lookups)), issued_at_(issued_at) {}
+    redis::Client::InFlight lookups_;
+    std::int64_t issued_at_;
+  };
+  RevocationCheck check_revocation(const Claims& claims, boost::asio::any_io_executor executor);
   boost::asio::awaitable<std::optional<User>> user(std::string id);
 
   const Config& config() const { return config_; }

@@ -309,10 +309,13 @@ void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::share
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return remove(polls, r, c); }));
   router.add(http::Method::post, "/v1/polls/{id}/votes",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return vote(polls, r, c); }), small);
-  router.add(http::Method::get, "/v1/polls/{id}/votes/me",
-             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return my_ballot(polls, r, c); }));
+  router.add(
+      http::Method::get, "/v1/polls/{id}/votes/me",
+      auth::authenticated(
+          accounts, [polls](Request& r, const Claims& c) { return my_ballot(polls, r, c); }, auth::Effects::none));
   router.add(http::Method::get, "/v1/polls/{id}/results",
-             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return results(polls, r, c); }));
+             auth::authenticated(
+                 accounts, [polls](Request& r, const Claims& c) { return results(polls, r, c); }, auth::Effects::none));
   router.add(http::Method::get, "/v1/polls/{id}/results/stream",
              auth::authenticated(accounts, [polls, live, slots, accounts](Request& r, const Claims& c) {
                return results_stream(polls, live, slots, accounts, r, c);

@@ -115,6 +115,45 @@ TEST_F(RedisTest, PipelineKeepsOrder) {
   for (int i = 0; i < 100; ++i) EXPECT_EQ(replies[i].integer, i + 1);
 }
 
+// A pipeline sent now and awaited later: commands awaited in between get their own
+// replies, the early one keeps its (sent first, so answered first), whenever it is
+// awaited; one nobody awaits still runs; awaiting twice is a bug, said so.
+TEST_F(RedisTest, InFlightRepliesComeWhenAwaitedAndInOrder) {
+  run([&]() -> asio::awaitable<void> {
+    const auto key = prefix_ + "inflight";
+    std::vector<redis::Command> first;
+    first.push_back({"SET", key, "early", "EX", "60"});
+    first.push_back({"GET", key});
+    auto early = client_->send(co_await asio::this_coro::executor, std::move(first));
+    std::vector<redis::Command> unawaited;
+    unawaited.push_back({"SET", key + ":dropped", "still-ran", "EX", "60"});
+    client_->send(co_await asio::this_coro::executor, std::move(unawaited));
+    auto later = co_await client_->command("SET", key, "later", "EX", "60");
+    EXPECT_EQ(later.str, "OK");
+    EXPECT_EQ((co_await client_->command("GET", key)).str, "later");
+    auto replies = co_await early.replies();
+    EXPECT_EQ(replies.at(0).str, "OK");
+    EXPECT_EQ(replies.at(1).as_string(), "early");  // read before the later SET
+    EXPECT_EQ((co_await client_->command("GET", key + ":dropped")).str, "still-ran");
+    EXPECT_THROW(co_await early.replies(), std::logic_error);
+    co_await client_->command("DEL", key, key + ":dropped");
+  });
+}
+
+// Sent while not connected: the failure comes when the replies are awaited, as a
+// dependency failure (503), like any command's.
+TEST_F(RedisTest, InFlightSentWhileDisconnectedFailsWhenAwaited) {
+  client_->stop();
+  ioc_.run_for(50ms);
+  ioc_.restart();
+  run([&]() -> asio::awaitable<void> {
+    std::vector<redis::Command> cmds;
+    cmds.push_back({"PING"});
+    auto pending = client_->send(co_await asio::this_coro::executor, std::move(cmds));
+    EXPECT_THROW(co_await pending.replies(), DependencyUnavailable);
+  });
+}
+
 TEST_F(RedisTest, ConcurrentCommandsFromManyCoroutinesAllGetTheirOwnReply) {
   std::atomic<int> right{0};
   run([&]() -> asio::awaitable<void> {

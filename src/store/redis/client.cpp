@@ -327,9 +327,14 @@ struct Client::Impl : LinkOwner {
     }
   }
 
-  asio::awaitable<std::vector<Reply>> submit(std::vector<Command> cmds) {
-    if (!up) throw DependencyUnavailable(kDependency, "not connected");
-    auto p = std::make_shared<Pending>(co_await asio::this_coro::executor, cmds.size());
+  // Queues the commands for the link's next write; the replies come to the returned
+  // Pending (or its failure does: not connected, link lost).
+  std::shared_ptr<Pending> send(asio::any_io_executor ex, std::vector<Command> cmds) {
+    auto p = std::make_shared<Pending>(std::move(ex), cmds.size());
+    if (!up) {
+      p->done.set({{}, "not connected"});
+      return p;
+    }
     std::string bytes;
     for (const auto& c : cmds) bytes += encode(c);
     auto self = std::static_pointer_cast<Impl>(shared_from_this());
@@ -341,12 +346,17 @@ struct Client::Impl : LinkOwner {
       self->pending.push_back(p);
       self->link->send(std::move(bytes));
     });
-    auto outcome = co_await p->done.wait_until(Clock::now() + config.command_timeout);
+    return p;
+  }
+
+  asio::awaitable<std::vector<Reply>> receive(std::shared_ptr<Pending> p) {
+    auto outcome = co_await p->done.wait_until(p->sent + config.command_timeout);
     if (!outcome) {
       // The command stays queued: its late reply is matched to it and dropped, and the
       // commands behind it get theirs. Resetting here would fail every command in
       // flight because one was slow (a starved instance: all of them at once). Only a
       // connection stuck for several deadlines is reset.
+      auto self = std::static_pointer_cast<Impl>(shared_from_this());
       asio::post(strand, [self] {
         const auto stuck = std::chrono::steady_clock::now() - kStuckAfterDeadlines * self->config.command_timeout;
         if (self->link && !self->pending.empty() && self->pending.front()->sent < stuck) self->link->close();
@@ -358,6 +368,10 @@ struct Client::Impl : LinkOwner {
       if (r.is_error() && transient_error(r.str)) throw DependencyUnavailable(kDependency, r.str);
     }
     co_return std::move(outcome->first);
+  }
+
+  asio::awaitable<std::vector<Reply>> submit(std::vector<Command> cmds) {
+    co_return co_await receive(send(co_await asio::this_coro::executor, std::move(cmds)));
   }
 };
 
@@ -392,6 +406,16 @@ asio::awaitable<Reply> Client::command(Command cmd) {
 asio::awaitable<std::vector<Reply>> Client::pipeline(std::vector<Command> cmds) {
   if (cmds.empty()) co_return std::vector<Reply>{};
   co_return co_await impl_->submit(std::move(cmds));
+}
+
+Client::InFlight Client::send(asio::any_io_executor executor, std::vector<Command> cmds) {
+  return InFlight(impl_, impl_->send(std::move(executor), std::move(cmds)));
+}
+
+asio::awaitable<std::vector<Reply>> Client::InFlight::replies() {
+  if (!impl_) throw std::logic_error("redis: replies() of an empty or spent InFlight");
+  auto impl = std::move(impl_);
+  co_return co_await impl->receive(std::static_pointer_cast<Impl::Pending>(std::move(pending_)));
 }
 
 asio::awaitable<Reply> Client::eval(const Script& script, std::vector<std::string> keys,

@@ -83,6 +83,8 @@ struct Script {
 };
 
 class Client : public std::enable_shared_from_this<Client> {
+  struct Impl;
+
  public:
   static std::shared_ptr<Client> create(boost::asio::any_io_executor executor, Config config);
   ~Client();
@@ -105,6 +107,22 @@ class Client : public std::enable_shared_from_this<Client> {
   // error reply in any slot throws DependencyUnavailable; other error replies stay in
   // their slots (the checked accessors throw on them).
   boost::asio::awaitable<std::vector<Reply>> pipeline(std::vector<Command> cmds);
+  // A pipeline sent now, its replies awaited later: what the caller does in between
+  // (another command, most often) rides the same write and round trip. The replies are
+  // judged as pipeline() judges them; commands whose replies nobody awaits still run.
+  class InFlight {
+   public:
+    InFlight() = default;
+    boost::asio::awaitable<std::vector<Reply>> replies();  // once
+
+   private:
+    friend class Client;
+    InFlight(std::shared_ptr<Impl> impl, std::shared_ptr<void> pending)
+        : impl_(std::move(impl)), pending_(std::move(pending)) {}
+    std::shared_ptr<Impl> impl_;
+    std::shared_ptr<void> pending_;
+  };
+  InFlight send(boost::asio::any_io_executor executor, std::vector<Command> cmds);
   // EVALSHA, loading the script once if the server does not know it (NOSCRIPT).
   // Throws redis::Error on a script error.
   boost::asio::awaitable<Reply> eval(const Script& script, std::vector<std::string> keys,
@@ -120,7 +138,6 @@ class Client : public std::enable_shared_from_this<Client> {
   bool connected() const;
 
  private:
-  struct Impl;
   explicit Client(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;
 };
