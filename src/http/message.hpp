@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -88,8 +89,12 @@ struct Request {
 class StreamWriter {
  public:
   virtual ~StreamWriter() = default;
-  // Sends `data` as one chunk. False once the client is gone: stop producing.
-  virtual boost::asio::awaitable<bool> write(std::string data) = 0;
+  // Sends `data` as one chunk. False once the client is gone: stop producing. The bytes
+  // are shared, not copied: one rendering may go to ten thousand streams.
+  virtual boost::asio::awaitable<bool> write(std::shared_ptr<const std::string> data) = 0;
+  boost::asio::awaitable<bool> write(std::string data) {
+    return write(std::make_shared<const std::string>(std::move(data)));
+  }
   // `wake` runs once, on the connection's strand, when the server starts shutting
   // down (at once if it already has): the producer should finish promptly.
   virtual void on_stop(std::function<void()> wake) = 0;

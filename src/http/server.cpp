@@ -1,6 +1,7 @@
 #include "http/server.hpp"
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -111,24 +112,29 @@ class ChunkWriter final : public StreamWriter {
   ChunkWriter(beast::tcp_stream& stream, Connection& conn, std::chrono::milliseconds timeout)
       : stream_(stream), conn_(conn), timeout_(timeout) {}
 
-  asio::awaitable<bool> write(std::string data) override {
-    if (data.empty()) co_return true;  // an empty chunk would end the body
+  asio::awaitable<bool> write(std::shared_ptr<const std::string> data) override {
+    if (data->empty()) co_return true;  // an empty chunk would end the body
     char size[20];
-    const int digits = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
-    std::string chunk;
-    chunk.reserve(static_cast<std::size_t>(digits) + data.size() + 2);
-    chunk.append(size, static_cast<std::size_t>(digits)).append(data).append("\r\n");
+    const auto digits = static_cast<std::size_t>(std::snprintf(size, sizeof size, "%zx\r\n", data->size()));
+    // One sendmsg of the size line, the shared bytes and the CRLF: nothing copied.
+    const std::array<asio::const_buffer, 3> chunk{asio::buffer(size, digits), asio::buffer(*data),
+                                                  asio::buffer("\r\n", 2)};
+    const std::size_t total = digits + data->size() + 2;
     boost::system::error_code ec;
-    std::size_t sent = stream_.socket().write_some(asio::buffer(chunk), ec);
+    std::size_t sent = stream_.socket().write_some(chunk, ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       sent = 0;
       ec = {};
     }
     if (ec) co_return false;
-    if (sent == chunk.size()) co_return true;
+    if (sent == total) co_return true;
+    // The socket's buffer is full (a slow client): what is left, under the timeout.
+    std::string rest;
+    rest.reserve(total - sent);
+    for (const auto& b : chunk) rest.append(static_cast<const char*>(b.data()), b.size());
+    rest.erase(0, sent);
     stream_.expires_after(timeout_);
-    auto [wait_ec, n] =
-        co_await asio::async_write(stream_, asio::buffer(chunk.data() + sent, chunk.size() - sent), use_tuple);
+    auto [wait_ec, n] = co_await asio::async_write(stream_, asio::buffer(rest), use_tuple);
     co_return !wait_ec;
   }
   void on_stop(std::function<void()> wake) override {

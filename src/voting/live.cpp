@@ -44,6 +44,13 @@ std::string slots_key(const std::string& user_id) {
 
 }  // namespace
 
+std::string sse_event(std::string_view name, std::string_view data) {
+  std::string out;
+  out.reserve(16 + name.size() + data.size());
+  out.append("event: ").append(name).append("\ndata: ").append(data).append("\n\n");
+  return out;
+}
+
 std::int64_t StreamSlots::unix_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock_->system_now().time_since_epoch()).count();
 }
@@ -75,9 +82,7 @@ asio::awaitable<Watcher::Event> Watcher::next(std::chrono::milliseconds wait) {
       std::lock_guard lock(mutex_);
       if (closed_) co_return Event{Event::Kind::closed, {}};
       if (latest_) {
-        Event e{Event::Kind::update, *latest_};
-        latest_.reset();
-        co_return e;
+        co_return Event{Event::Kind::update, std::move(latest_)};
       }
     }
     const auto now = Clock::now();
@@ -244,8 +249,8 @@ asio::awaitable<void> LiveResults::refresh(std::shared_ptr<LiveResults> self, st
     for (auto& w : watchers) w->close();  // the poll was deleted: end its streams
     co_return;
   }
-  auto shared = std::make_shared<const std::string>(std::move(*results));
-  for (auto& w : watchers) w->offer(shared);
+  auto event = std::make_shared<const std::string>(sse_event("results", *results));
+  for (auto& w : watchers) w->offer(event);
 }
 
 }  // namespace nimbus::voting

@@ -55,7 +55,9 @@ class Watcher {
 
   struct Event {
     enum class Kind { update, timeout, closed } kind;
-    std::string data;  // the results JSON, for an update
+    // An update's bytes as every stream of the poll sends them (a results event), shared
+    // by all of them: rendered once per refresh, never copied per stream.
+    std::shared_ptr<const std::string> data;
   };
   // The next update, or timeout after `wait`, or closed (server stopping).
   boost::asio::awaitable<Event> next(std::chrono::milliseconds wait);
@@ -77,6 +79,9 @@ class Watcher {
   std::shared_ptr<const std::string> latest_;
   bool closed_ = false;
 };
+
+// One server-sent event: `event: <name>` and its data line, then the blank line.
+std::string sse_event(std::string_view name, std::string_view data);
 
 class LiveResults : public std::enable_shared_from_this<LiveResults> {
  public:

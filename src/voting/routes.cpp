@@ -173,12 +173,6 @@ asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, 
   co_return http::json(200, json::serialize(*r.body));
 }
 
-std::string sse_event(std::string_view name, std::string_view data) {
-  std::string out = "event: ";
-  out.append(name).append("\ndata: ").append(data).append("\n\n");
-  return out;
-}
-
 // The body of a results stream: the current results at once, then the results again
 // whenever they change (coalesced), a comment as heartbeat when nothing happens, and
 // the end of the stream when the server shuts down or the poll is deleted (clients
@@ -211,6 +205,11 @@ asio::awaitable<std::optional<std::string_view>> must_end(const StreamContext& s
   co_return std::nullopt;
 }
 
+const std::shared_ptr<const std::string>& heartbeat_comment() {
+  static const auto bytes = std::make_shared<const std::string>(": heartbeat\n\n");
+  return bytes;
+}
+
 asio::awaitable<void> stream_events(const StreamContext& s, http::StreamWriter& out) {
   // Real time, not an injected clock: every deadline here bounds a real wait (next()).
   using Clock = std::chrono::system_clock;
@@ -237,17 +236,15 @@ asio::awaitable<void> stream_events(const StreamContext& s, http::StreamWriter& 
                       std::chrono::milliseconds(1);
     auto event = co_await handle->watcher().next(wait);
     if (event.kind == Watcher::Event::Kind::closed) co_return;
-    std::string chunk;
-    if (event.kind == Watcher::Event::Kind::update) chunk = sse_event("results", event.data);
     if (Clock::now() >= next_check) {
       next_check = Clock::now() + heartbeat;
       if (auto reason = co_await must_end(s)) {
         co_await out.write(end_event(*reason));
         co_return;
       }
-      if (chunk.empty()) chunk = ": heartbeat\n\n";
+      if (!event.data) event.data = heartbeat_comment();
     }
-    if (!chunk.empty() && !co_await out.write(std::move(chunk))) co_return;
+    if (event.data && !co_await out.write(std::move(event.data))) co_return;
   }
 }
 

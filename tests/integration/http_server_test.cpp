@@ -38,6 +38,20 @@ asio::awaitable<Response> body_size(Request& r) {
 asio::awaitable<Response> echo(Request& r) {
   co_return text(200, "[" + r.body + "]");
 }
+// A streamed body: the same shared 64 KiB block `times` times, then a last small chunk
+// made from a plain string; *done is set once every write returned true.
+asio::awaitable<void> write_blocks(StreamWriter& out, int times, std::atomic<bool>* done) {
+  auto block = std::make_shared<const std::string>(64 * 1024, 'x');
+  bool ok = true;
+  for (int i = 0; i < times && ok; ++i) ok = co_await out.write(block);
+  if (ok) ok = co_await out.write(std::string("end"));
+  *done = ok;
+}
+asio::awaitable<Response> shared_stream(int times, std::atomic<bool>* done) {
+  Response res = text(200, "");
+  res.stream = [times, done](StreamWriter& out) { return write_blocks(out, times, done); };
+  co_return res;
+}
 asio::awaitable<Response> boom() {
   throw std::runtime_error("secret database password in exception text");
   co_return empty(200);
@@ -57,6 +71,7 @@ class ServerTest : public ::testing::Test {
     router_.add(Method::post, "/echo", [](Request& r) { return echo(r); }, {.body_limit = 1024});
     router_.add(Method::post, "/small", [](Request& r) { return body_size(r); }, {.body_limit = 1024});
     router_.add(Method::get, "/boom", [](Request&) { return boom(); });
+    router_.add(Method::get, "/stream", [this](Request&) { return shared_stream(256, &streamed_); });
     server_ = std::make_unique<Server>(ioc_, config, router_, metrics_);
     server_->listen();
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
@@ -138,6 +153,7 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<Server> server_;
   std::vector<std::jthread> threads_;
   std::atomic<int> entered_{0};
+  std::atomic<bool> streamed_{false};
 };
 
 std::string code_of(const RawResponse& res) {
@@ -490,6 +506,28 @@ TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
   auto fourth = read_response(s, buf);
   EXPECT_EQ(fourth.result_int(), 404);
   EXPECT_TRUE(buf.size() == 0 && closed_by_peer(s));
+}
+
+// A streamed chunk is written from the producer's shared bytes with one gather write;
+// a client that does not read fills the socket, and the rest of a chunk cut there is
+// sent once it reads again: 16 MiB (more than loopback's socket buffers hold at their
+// largest) arrive whole, in order, framed as chunks.
+TEST_F(ServerTest, StreamedChunksReachASlowClientWhole) {
+  start();
+  auto s = connect();
+  asio::write(s, asio::buffer(std::string_view("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")));
+  std::this_thread::sleep_for(300ms);  // not reading: the server's writes stop part-way
+  EXPECT_FALSE(streamed_.load()) << "16 MiB cannot all have fitted the socket buffers";
+  boost::beast::flat_buffer buf;
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(32 * 1024 * 1024);
+  bhttp::read(s, buf, parser);
+  const auto& body = parser.get().body();
+  EXPECT_EQ(parser.get()[bhttp::field::transfer_encoding], "chunked");
+  ASSERT_EQ(body.size(), 256U * 64 * 1024 + 3);
+  EXPECT_EQ(body.find_first_not_of('x'), 256U * 64 * 1024);
+  EXPECT_TRUE(body.ends_with("end"));
+  EXPECT_TRUE(streamed_.load());
 }
 
 }  // namespace
