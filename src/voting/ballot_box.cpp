@@ -40,7 +40,9 @@ c AS (
   INSERT INTO ballot_choices (poll_id, user_id, option_id)
   SELECT poll_id, user_id, unnest(option_ids) FROM b)
 SELECT k.found, k.open, k.within, k.known, b.poll_id IS NOT NULL,
-       (SELECT array_to_string(x.option_ids, ',') FROM ballots x WHERE x.poll_id = k.poll_id AND x.user_id = k.user_id)
+       CASE WHEN b.poll_id IS NULL AND k.found THEN
+         (SELECT array_to_string(x.option_ids, ',') FROM ballots x WHERE x.poll_id = k.poll_id AND x.user_id = k.user_id)
+       END
   FROM chk k LEFT JOIN b ON b.poll_id = k.poll_id AND b.user_id = k.user_id
  ORDER BY k.n)";
 
