@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from PIL import Image
 
-from stack_env import access_tokens, load_env, process_env, psql, save_result
+from stack_env import access_tokens, load_env, process_env, psql, save_result, stack_cpu
 
 
 def token():
@@ -117,42 +117,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def all_pids_cpu():
-    """{pid: (ppid, CPU seconds)} of every process on the machine."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-    return out
-
-
-def stack_cpu():
-    """CPU seconds so far of each of the stack's programs, its child processes included
-    (PostgreSQL backends, Swift's workers), by supervisor program name."""
-    conf = os.environ["NIMBUS_STACK_SUPERVISOR_CONF"]
-    out = subprocess.run(["supervisorctl", "-c", conf, "status"], capture_output=True, text=True).stdout
-    roots = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if "pid" in parts:
-            roots[int(parts[parts.index("pid") + 1].rstrip(","))] = parts[0].split(":")[-1]
-    procs = all_pids_cpu()
-    totals = {}
-    for pid, (_, cpu) in procs.items():
-        p, seen = pid, 0
-        while p not in roots and p in procs and seen < 64:
-            p, seen = procs[p][0], seen + 1
-        if p in roots:
-            totals[roots[p]] = totals.get(roots[p], 0.0) + cpu
-    return totals
 
 
 def worker_stage_seconds():

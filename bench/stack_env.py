@@ -90,6 +90,55 @@ def raise_nofile(needed):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def all_pids_cpu():
+    """{pid: (ppid, CPU seconds)} of every process on the machine, each with what its
+    children that ended had spent (a pgbench run's PostgreSQL backends end with it)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks = sum(int(fields[k]) for k in (11, 12, 13, 14))  # utime, stime, cutime, cstime
+        out[int(entry)] = (int(fields[1]), ticks / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def stack_cpu():
+    """CPU seconds so far of each of the stack's programs, its child processes included
+    (PostgreSQL backends, Swift's workers), by supervisor program name."""
+    conf = os.environ["NIMBUS_STACK_SUPERVISOR_CONF"]
+    out = subprocess.run(["supervisorctl", "-c", conf, "status"], capture_output=True, text=True).stdout
+    roots = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if "pid" in parts:
+            roots[int(parts[parts.index("pid") + 1].rstrip(","))] = parts[0].split(":")[-1]
+    procs = all_pids_cpu()
+    totals = {}
+    for pid, (_, cpu) in procs.items():
+        p, seen = pid, 0
+        while p not in roots and p in procs and seen < 64:
+            p, seen = procs[p][0], seen + 1
+        if p in roots:
+            totals[roots[p]] = totals.get(roots[p], 0.0) + cpu
+    return totals
+
+
+def cpu_per_request(n, before, after):
+    """CPU µs per request (n of them) between two stack_cpu() readings, by part of the
+    stack: the gateway, the API instances together, Redis, PostgreSQL."""
+    parts = {"gateway": ("nginx",), "api": ("api-",), "redis": ("redis",), "postgres": ("postgres",)}
+    out = {}
+    for part, prefixes in parts.items():
+        spent = sum(after[k] - before.get(k, 0.0) for k in after if k.startswith(prefixes))
+        out[part] = 1e6 * spent / max(1, n)
+    return out
+
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

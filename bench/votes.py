@@ -29,7 +29,8 @@ import time
 import urllib.request
 import uuid
 
-from stack_env import BenchIds, access_tokens, create_polls, load_env, process_env, psql, save_result
+from stack_env import (BenchIds, access_tokens, cpu_per_request, create_polls, load_env, process_env, psql, save_result,
+                       stack_cpu)
 
 USERS = 4000  # each user votes once in each poll of a phase
 THINK_MS = int(os.environ.get("THINK_MS", "100"))  # paced run: each voter waits this long between votes
@@ -379,13 +380,20 @@ end
 def reads(label, seconds, connections, tokens=(), polls=(), path="/healthz"):
     script = READ_SCRIPT.format(tokens=",".join(f'"{t}"' for t in tokens), polls=",".join(f'"{p}"' for p in polls),
                                 path=path)
+    before = stack_cpu()
     out, counts = run_wrk(script, connections, seconds)
+    cpu = cpu_per_request(counts["responses"], before, stack_cpu())
     p99 = float(re.search(r"^p99 ([\d.]+) ms", out, re.M).group(1))
     rate = counts["ok"] / seconds
     bad = counts["responses"] - counts["ok"]
     print(f"{label:34s} {connections} connections: {rate:8.0f} 2xx/s  p99 {p99:6.2f} ms  "
           f"non-2xx: {bad if bad else 'none'}")
-    return rate
+    print_cpu("request", cpu)
+    return rate, cpu
+
+
+def print_cpu(what, cpu):
+    print(f"   CPU per {what}: " + ", ".join(f"{part} {us:.0f} µs" for part, us in cpu.items() if us >= 0.5))
 
 
 def main():
@@ -402,9 +410,13 @@ def main():
     result = {"seconds": seconds, "voters": voters, "think_ms": THINK_MS,
               "local_memo": api_setting("NIMBUS_LOCAL_MEMO", 1) != 0,
               "flushers": api_setting("NIMBUS_VOTE_FLUSHERS", 2), "apis": len(ops_ports())}
+    cpu_before = stack_cpu()
     tps, avg, transactions = pgbench(one_per_transaction_script(anchor_first), seconds, 16)
+    cpu = cpu_per_request(transactions, cpu_before, stack_cpu())
     result["pgbench_one_per_txn"] = tps
+    result["pgbench_cpu_us_per_txn"] = cpu
     print(f"pgbench, one ballot per transaction, 16 clients:  {tps:10.0f} votes/s  (avg {avg:.2f} ms)")
+    print_cpu("transaction (pgbench's own client not counted)", cpu)
     check_stored("one per transaction", count_ballots(anchor_first, ANCHOR_POLLS), transactions)
     assert transactions < USERS * ANCHOR_POLLS, "pgbench wrapped: raise MAX_PGBENCH_TPS"
 
@@ -417,16 +429,20 @@ def main():
     before = batch_histogram()
     saturated = None
     for label, think, base in (("saturated", 0, saturated_base), (f"paced {THINK_MS} ms", THINK_MS, paced_base)):
+        cpu_before = stack_cpu()
         rate, pct, errors, counts = wrk(tokens, seconds, voters, think, base)
+        cpu = cpu_per_request(counts["ok"], cpu_before, stack_cpu())
         sent[base] = counts["sent"]
         result["saturated" if saturated is None else "paced"] = {"votes_per_s": rate, "p50_ms": pct.get("50"),
-                                                                  "p99_ms": pct.get("99"), "errors": errors}
+                                                                  "p99_ms": pct.get("99"), "errors": errors,
+                                                                  "cpu_us_per_vote": cpu}
         if saturated is None:
             saturated = rate
             after = batch_histogram()
         print(f"gateway, {voters} voters, {label:14s} {rate:8.0f} votes/s (2xx)  p50 {pct.get('50', 0):6.2f} ms  "
               f"p90 {pct.get('90', 0):6.2f} ms  p99 {pct.get('99', 0):6.2f} ms  p99.9 {pct.get('99.9', 0):6.2f} ms  "
               f"errors: {', '.join(errors) if errors else 'none'}")
+        print_cpu("vote", cpu)
         time.sleep(0.5)  # a vote answered by a 5xx may still commit: count what it left
         check_stored(f"{label}, acknowledged 2xx votes (sent {counts['sent']})", count_ballots(base, PHASE_POLLS),
                      counts["ok"])
@@ -460,10 +476,12 @@ def main():
     # tally), next to /healthz through the same gateway in the same run (the cheapest
     # request there is).
     filled = [uid(2, base + k) for base, n in sent.items() for k in range(min(PHASE_POLLS, math.ceil(n / USERS)))]
-    healthz = reads("GET /healthz", seconds, voters)
-    results = reads(f"GET results ({len(filled)} polls, {len(tokens)} tokens)", seconds, voters, tokens, filled)
+    healthz, healthz_cpu = reads("GET /healthz", seconds, voters)
+    results, results_cpu = reads(f"GET results ({len(filled)} polls, {len(tokens)} tokens)", seconds, voters, tokens,
+                                 filled)
     print(f"ratio results / healthz: {results / healthz:.2f}")
-    result.update(healthz=healthz, results=results, ratio_results_healthz=results / healthz)
+    result.update(healthz=healthz, results=results, ratio_results_healthz=results / healthz,
+                  healthz_cpu_us=healthz_cpu, results_cpu_us=results_cpu)
     save_result("votes", result)
 
 

@@ -42,9 +42,11 @@ struct VoteResult {
 
 struct BallotBoxConfig {
   std::size_t max_batch = 256;
-  // Batches in flight at once, per instance. Two measured best on the 2-core machine
-  // (bench/README.md): more concurrent transactions only contend for the same cores.
-  std::size_t flushers = 2;
+  // Batches in flight at once, per instance. One measured best on the 2-core machine
+  // with 3 instances (bench/README.md, "Flushers"): batches twice as large (mean 10.6
+  // against 5.9 ballots), a fifth less PostgreSQL CPU per vote, and saturated votes/s
+  // 0.97-1.36 of the pgbench anchor against 0.79-1.06 with two, alternating runs.
+  std::size_t flushers = 1;
   // Votes waiting for a batch, per instance; more are refused (503) until it drains.
   std::size_t max_queued = 10'000;
 
