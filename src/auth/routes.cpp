@@ -187,24 +187,68 @@ asio::awaitable<Response> guard(std::shared_ptr<Service> service, AuthedHandler 
   co_return co_await handler(req, *claims);
 }
 
-// A handler without effects runs while its token's revocation check is in flight: its
-// own Redis reads go out in the same write and come back in the same round trip. Its
-// answer waits for the check, and a revoked token gets the same 401 as above (the
-// answer it would have had is dropped, whatever it was).
-asio::awaitable<Response> guard_read(std::shared_ptr<Service> service, AuthedHandler handler, Request& req) {
+// The revocation check of a read in flight, settled once, by whoever asks first.
+struct InFlightCheck {
+  explicit InFlightCheck(Service::RevocationCheck c) : check(std::move(c)) {}
+  Service::RevocationCheck check;
+  std::optional<bool> revoked;
+  std::exception_ptr failed;
+};
+
+asio::awaitable<bool> settle(std::shared_ptr<InFlightCheck> pending) {
+  if (!pending->revoked && !pending->failed) {
+    try {
+      pending->revoked = co_await pending->check.revoked();
+    } catch (...) {
+      pending->failed = std::current_exception();
+    }
+  }
+  if (pending->failed) std::rethrow_exception(pending->failed);
+  co_return *pending->revoked;
+}
+
+struct RevokedToken {};
+
+asio::awaitable<void> confirm_unrevoked(std::shared_ptr<InFlightCheck> pending) {
+  // (a named copy, not this frame's parameter moved into the co_await: GCC 12 destroyed
+  // that parameter twice)
+  const bool revoked = co_await settle(pending);
+  if (revoked) throw RevokedToken{};
+}
+
+// A read runs while its token's revocation check is in flight: its own Redis reads go
+// out in the same write and come back in the same round trip. Its answer waits for the
+// check, and a revoked token gets the same 401 as above (the answer it would have had
+// is dropped, whatever it was). Before reading anything of the caller's own, the
+// handler awaits `confirm` (how long that read takes must not answer a revoked token's
+// holder). With Redis unreachable the check has already failed: no read is started.
+asio::awaitable<Response> guard_read(std::shared_ptr<Service> service, ReadHandler handler, Request& req) {
   auto header = req.header("Authorization");
   if (!header) co_return unauthorized("missing_token", "Sign in and send Authorization: Bearer <token>.", false);
   auto claims = service->verify(*header);
   if (!claims) co_return invalid_token();
-  auto check = service->check_revocation(*claims, co_await asio::this_coro::executor);
+  if (!service->revocation_reachable()) {
+    if (co_await service->revoked(*claims)) co_return invalid_token();  // throws: 503
+  }
+  // (no co_await in the expression that makes the check: GCC 12 destroys a temporary
+  // of such an expression twice, docs/adr/0001)
+  const auto executor = co_await asio::this_coro::executor;
+  auto pending = std::make_shared<InFlightCheck>(service->check_revocation(*claims, executor));
+  // (named, not a temporary in the co_await: docs/adr/0001)
+  Confirm confirm = [pending] { return confirm_unrevoked(pending); };
   std::optional<Response> answer;
   std::exception_ptr failure;
+  bool refused = false;
   try {
-    answer = co_await handler(req, *claims);
+    answer = co_await handler(req, *claims, confirm);
+  } catch (const RevokedToken&) {
+    refused = true;
   } catch (...) {
     failure = std::current_exception();
   }
-  if (co_await check.revoked()) co_return invalid_token();
+  if (refused) co_return invalid_token();
+  const bool revoked = co_await settle(pending);
+  if (revoked) co_return invalid_token();
   if (failure) std::rethrow_exception(failure);
   co_return std::move(*answer);
 }
@@ -227,11 +271,12 @@ std::string client_ip(const Request& req, const Config& config) {
   return req.remote_addr;
 }
 
-http::Handler authenticated(std::shared_ptr<Service> service, AuthedHandler handler, Effects effects) {
-  if (effects == Effects::none) {
-    return [service, handler](Request& req) { return guard_read(service, handler, req); };
-  }
+http::Handler authenticated(std::shared_ptr<Service> service, AuthedHandler handler) {
   return [service, handler](Request& req) { return guard(service, handler, req); };
+}
+
+http::Handler authenticated_read(std::shared_ptr<Service> service, ReadHandler handler) {
+  return [service, handler](Request& req) { return guard_read(service, handler, req); };
 }
 
 void add_routes(http::Router& router, std::shared_ptr<Service> service) {
@@ -245,8 +290,7 @@ void add_routes(http::Router& router, std::shared_ptr<Service> service) {
   router.add(http::Method::post, "/v1/auth/logout",
              authenticated(service, [service](Request& r, const Claims& c) { return logout(service, r, c); }), small);
   router.add(http::Method::get, "/v1/me",
-             authenticated(
-                 service, [service](Request&, const Claims& c) { return me(service, c); }, Effects::none));
+             authenticated(service, [service](Request&, const Claims& c) { return me(service, c); }));
   router.add(http::Method::get, "/.well-known/jwks.json", [service](Request&) { return jwks(service); });
 }
 

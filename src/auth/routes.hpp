@@ -19,12 +19,17 @@ void add_routes(http::Router& router, std::shared_ptr<Service> service);
 std::string client_ip(const http::Request& req, const Config& config);
 
 // Wraps a handler that needs a signed-in caller: 401 with WWW-Authenticate otherwise.
-// A handler with no effects (it reads, and nothing it does needs undoing when its answer
-// is dropped) may say so: it then runs while the token's revocation check is in flight,
-// which saves a Redis round trip when it reads Redis itself; its answer still waits for
-// the check.
-enum class Effects { some, none };
 using AuthedHandler = std::function<boost::asio::awaitable<http::Response>(http::Request&, const Claims&)>;
-http::Handler authenticated(std::shared_ptr<Service> service, AuthedHandler handler, Effects effects = Effects::some);
+http::Handler authenticated(std::shared_ptr<Service> service, AuthedHandler handler);
+
+// The same for a handler that only reads (nothing it does needs undoing when its
+// answer is dropped): it runs while the token's revocation check is in flight, which
+// saves a Redis round trip when it reads Redis itself; its answer still waits for the
+// check. Before it reads anything of the caller's own (whether they voted, say), it
+// awaits `confirm`, which ends the request with the 401 when the token was revoked.
+using Confirm = std::function<boost::asio::awaitable<void>()>;
+using ReadHandler =
+    std::function<boost::asio::awaitable<http::Response>(http::Request&, const Claims&, const Confirm&)>;
+http::Handler authenticated_read(std::shared_ptr<Service> service, ReadHandler handler);
 
 }  // namespace nimbus::auth

@@ -93,6 +93,8 @@ class Service {
     std::int64_t issued_at_;
   };
   RevocationCheck check_revocation(const Claims& claims, boost::asio::any_io_executor executor);
+  // False while Redis is not connected (a check would fail at once).
+  bool revocation_reachable() const { return redis_->connected(); }
   boost::asio::awaitable<std::optional<User>> user(std::string id);
 
   const Config& config() const { return config_; }

@@ -20,7 +20,7 @@ struct State {
   std::string instance;
   Level level = Level::info;
   std::shared_ptr<spdlog::logger> logger;
-  std::unique_ptr<char[]> buffer;  // the stream's, from init() on
+  std::FILE* out = nullptr;  // where lines go, from init() on
 };
 
 // Lines into a stdio stream's buffer, which reaches the file when full, at flush() (every
@@ -125,9 +125,11 @@ void init(const Options& options) {
   // log. A line per write(2), or a hand-off to a logging thread per line, cost an API
   // instance more CPU than a cached read (a wake-up and a context switch per request on
   // 2 cores). A process killed outright loses at most its last second of info lines.
+  // The buffer is never freed: the stream may use it until the process ends, after
+  // every static here is gone (one per init(), which a process calls once).
   constexpr std::size_t kBuffer = 64 * 1024;
-  s.buffer = std::make_unique<char[]>(kBuffer);
-  std::setvbuf(options.out, s.buffer.get(), _IOFBF, kBuffer);
+  std::setvbuf(options.out, new char[kBuffer], _IOFBF, kBuffer);  // NOLINT(cppcoreguidelines-owning-memory)
+  s.out = options.out;
   s.logger = std::make_shared<spdlog::logger>("nimbus", std::make_shared<BufferedSink>(options.out));
   s.logger->set_level(spdlog::level::trace);
   s.logger->flush_on(spdlog::level::warn);
@@ -140,6 +142,13 @@ void shutdown() {
   if (s.logger) s.logger->flush();
   s.logger.reset();
   spdlog::shutdown();  // stops the periodic flush, and drops the registered logger
+}
+
+void flush_if_free() {
+  auto* out = state().out;
+  if (out == nullptr || ::ftrylockfile(out) != 0) return;
+  ::fflush_unlocked(out);
+  ::funlockfile(out);
 }
 
 bool enabled(Level level) {

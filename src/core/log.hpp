@@ -43,6 +43,9 @@ struct Options {
 void init(const Options& options);
 // Flushes what is buffered and stops the periodic flush; call last, before exit.
 void shutdown();
+// Writes out what is buffered unless another thread is writing to the stream right
+// now (never waits): for a process about to abort.
+void flush_if_free();
 
 Level parse_level(std::string_view text);  // throws std::invalid_argument
 bool enabled(Level level);

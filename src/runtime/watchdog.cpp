@@ -70,7 +70,9 @@ void Watchdog::watch() {
       beat_->last.store(Clock::now().time_since_epoch().count());  // once per stall
       continue;
     }
-    // Straight to stderr, synchronously: the logger's own thread may never get to it.
+    // The info lines still buffered explain the stall: out first, unless the stuck
+    // thread holds the stream. Then this line straight to stderr, synchronously.
+    log::flush_if_free();
     const auto line = log::format(log::Level::error, "event loop stuck: aborting",
                                   {{"stalled_ms", stalled.count()}, {"in_flight", in_flight}});
     std::fprintf(stderr, "%s\n", line.c_str());

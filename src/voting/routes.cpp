@@ -164,10 +164,11 @@ asio::awaitable<Response> my_ballot(std::shared_ptr<Service> polls, Request& req
   co_return ballot_json(200, id, *ballot);
 }
 
-asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, auth::Claims who,
+                                  auth::Confirm confirm) {
   const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
-  auto r = co_await polls->results(id, who.sub);
+  auto r = co_await polls->results(id, who.sub, confirm);
   if (r.hidden) co_return results_hidden();
   if (!r.body) co_return poll_not_found();
   co_return http::json(200, json::serialize(*r.body));
@@ -306,13 +307,12 @@ void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::share
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return remove(polls, r, c); }));
   router.add(http::Method::post, "/v1/polls/{id}/votes",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return vote(polls, r, c); }), small);
-  router.add(
-      http::Method::get, "/v1/polls/{id}/votes/me",
-      auth::authenticated(
-          accounts, [polls](Request& r, const Claims& c) { return my_ballot(polls, r, c); }, auth::Effects::none));
+  router.add(http::Method::get, "/v1/polls/{id}/votes/me",
+             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return my_ballot(polls, r, c); }));
   router.add(http::Method::get, "/v1/polls/{id}/results",
-             auth::authenticated(
-                 accounts, [polls](Request& r, const Claims& c) { return results(polls, r, c); }, auth::Effects::none));
+             auth::authenticated_read(accounts, [polls](Request& r, const Claims& c, const auth::Confirm& confirm) {
+               return results(polls, r, c, confirm);
+             }));
   router.add(http::Method::get, "/v1/polls/{id}/results/stream",
              auth::authenticated(accounts, [polls, live, slots, accounts](Request& r, const Claims& c) {
                return results_stream(polls, live, slots, accounts, r, c);

@@ -258,7 +258,8 @@ asio::awaitable<std::optional<Service::Current>> Service::current(std::string po
   co_return Current{std::move(facts), std::move(standing), closed};
 }
 
-asio::awaitable<Service::Results> Service::results(std::string poll_id, std::string user_id) {
+asio::awaitable<Service::Results> Service::results(std::string poll_id, std::string user_id,
+                                                   const std::function<asio::awaitable<void>()>& before_own_read) {
   auto poll = co_await current(poll_id);
   if (!poll) co_return Results{};
   const auto& facts = *poll->facts;
@@ -266,11 +267,17 @@ asio::awaitable<Service::Results> Service::results(std::string poll_id, std::str
   // Whether this user voted matters only for after_vote polls still open.
   bool voted = false;
   if (!results_visible(facts.visibility, false, poll->closed, owner)) {
+    if (before_own_read) co_await before_own_read();
     auto mine = co_await my_ballot(poll_id, user_id);
     voted = mine.has_value();
   }
   if (!results_visible(facts.visibility, voted, poll->closed, owner)) co_return Results{{}, true};
   co_return Results{results_json(poll_id, facts.options, poll->standing.counts, poll->closed), false};
+}
+
+asio::awaitable<Service::Results> Service::results(std::string poll_id, std::string user_id) {
+  static const std::function<asio::awaitable<void>()> nothing_first;
+  return results(std::move(poll_id), std::move(user_id), nothing_first);
 }
 
 asio::awaitable<std::optional<json::object>> Service::snapshot(std::string poll_id) {

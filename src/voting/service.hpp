@@ -9,6 +9,7 @@
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -81,6 +82,10 @@ class Service {
     std::optional<boost::json::object> body;
     bool hidden = false;
   };
+  // `before_own_read`, when given, is awaited before anything of the user's own is read
+  // (whether they voted, for an after_vote poll): see auth::authenticated_read.
+  boost::asio::awaitable<Results> results(std::string poll_id, std::string user_id,
+                                          const std::function<boost::asio::awaitable<void>()>& before_own_read);
   boost::asio::awaitable<Results> results(std::string poll_id, std::string user_id);
   // The results without the visibility check (for a live stream already allowed).
   boost::asio::awaitable<std::optional<boost::json::object>> snapshot(std::string poll_id);

@@ -323,6 +323,7 @@ def w():
     world.poll = poll()
     world.other_poll = poll()
     world.hidden_poll = poll(results_visibility="after_close")
+    world.after_vote_poll = poll(results_visibility="after_vote")
     world.closed_poll = poll()
     r = requests.post(f"{G}/v1/polls/{world.closed_poll['id']}/close",
                       headers={"Authorization": f"Bearer {world.victim}"}, timeout=10)
@@ -866,17 +867,19 @@ def test_an_instance_answers_no_request_smuggled_behind_a_transfer_encoding_it_d
     assert data.startswith(b"HTTP/1.1 400") and b'"code":"malformed_request"' in data and answers == 1, data[:600]
 
 
-# Read-only routes run while the revocation check is in flight (their Redis reads share
-# its round trip): the answer they would give is dropped for the same 401.
+# Results are read while the revocation check is in flight (their Redis read shares its
+# round trip): the answer they would give is dropped for the same 401 — also on an
+# after_vote poll, where the check is awaited before looking up the caller's ballot.
 @pytest.mark.parametrize("method,path", [
     ("GET", "/v1/me"),
     ("GET", "/v1/polls/{poll}/results"),
+    ("GET", "/v1/polls/{after_vote}/results"),
     ("GET", "/v1/polls/{poll}/votes/me"),
     ("POST", "/v1/polls/{poll}/votes"),
 ])
 def test_a_revoked_token_is_refused(w, revoked, method, path):
     body = {"option_ids": [w.poll["options"][0]["id"]]} if method == "POST" else None
-    r = call(method, path.format(poll=w.poll["id"]), token=revoked, json=body)
+    r = call(method, path.format(poll=w.poll["id"], after_vote=w.after_vote_poll["id"]), token=revoked, json=body)
     assert_problem("token-revoked-session", r, *INVALID[:2])
     check_invalid_token(r)
 

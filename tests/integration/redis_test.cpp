@@ -124,10 +124,11 @@ TEST_F(RedisTest, InFlightRepliesComeWhenAwaitedAndInOrder) {
     std::vector<redis::Command> first;
     first.push_back({"SET", key, "early", "EX", "60"});
     first.push_back({"GET", key});
-    auto early = client_->send(co_await asio::this_coro::executor, std::move(first));
+    const auto executor = co_await asio::this_coro::executor;
+    auto early = client_->send(executor, std::move(first));
     std::vector<redis::Command> unawaited;
     unawaited.push_back({"SET", key + ":dropped", "still-ran", "EX", "60"});
-    client_->send(co_await asio::this_coro::executor, std::move(unawaited));
+    client_->send(executor, std::move(unawaited));
     auto later = co_await client_->command("SET", key, "later", "EX", "60");
     EXPECT_EQ(later.str, "OK");
     EXPECT_EQ((co_await client_->command("GET", key)).str, "later");
@@ -136,6 +137,10 @@ TEST_F(RedisTest, InFlightRepliesComeWhenAwaitedAndInOrder) {
     EXPECT_EQ(replies.at(1).as_string(), "early");  // read before the later SET
     EXPECT_EQ((co_await client_->command("GET", key + ":dropped")).str, "still-ran");
     EXPECT_THROW(co_await early.replies(), std::logic_error);
+    // Nothing to send: no replies, and the connection's replies stay matched.
+    auto none = client_->send(executor, std::vector<redis::Command>{});
+    EXPECT_TRUE((co_await none.replies()).empty());
+    EXPECT_EQ((co_await client_->command("GET", key)).str, "later");
     co_await client_->command("DEL", key, key + ":dropped");
   });
 }

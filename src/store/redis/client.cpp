@@ -331,6 +331,10 @@ struct Client::Impl : LinkOwner {
   // Pending (or its failure does: not connected, link lost).
   std::shared_ptr<Pending> send(asio::any_io_executor ex, std::vector<Command> cmds) {
     auto p = std::make_shared<Pending>(std::move(ex), cmds.size());
+    if (cmds.empty()) {
+      p->done.set({{}, {}});  // nothing to send: no reply would ever complete it
+      return p;
+    }
     if (!up) {
       p->done.set({{}, "not connected"});
       return p;
