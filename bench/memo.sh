@@ -47,6 +47,6 @@ for ((run = 1; run <= runs; run++)); do
   for value in "${values[@]}"; do
     api_group_with "$value"
     echo "=== run $run of $runs: $setting=$value"
-    NIMBUS_STACK_ENV="$RUN/stack.env" /usr/bin/python3 "$ROOT/bench/votes.py" "$@"
+    NIMBUS_BENCH_API_SETTING="$setting=$value" NIMBUS_STACK_ENV="$RUN/stack.env" /usr/bin/python3 "$ROOT/bench/votes.py" "$@"
   done
 done

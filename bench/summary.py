@@ -4,7 +4,9 @@ Every benchmark run writes bench/results/<kind>-<UTC time>.json (bench/stack_env
 save_result). This script takes the last `runs` results of each kind — votes with the
 per-instance memories on, votes with them off (NIMBUS_LOCAL_MEMO=0, bench/memo.sh),
 images, live-results streams — and writes one table between the markers
-`<!-- bench:summary:begin -->` and `<!-- bench:summary:end -->` of each file given;
+`<!-- bench:summary:begin -->` and `<!-- bench:summary:end -->` of each file given, and
+the comparison of vote flushers (bench/results/flushers) between
+`<!-- bench:flushers:begin -->` and `<!-- bench:flushers:end -->` where a file has them;
 numbers are never typed into a document by hand.
 
 Usage: /usr/bin/python3 bench/summary.py [runs] [file...]   (defaults: 3, README.md)
@@ -19,9 +21,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN, END = "<!-- bench:summary:begin -->", "<!-- bench:summary:end -->"
 
 
-def load(kind, runs, where=lambda r: True):
+def load(kind, runs, where=lambda r: True, folder="results"):
     found = []
-    for path in sorted(glob.glob(os.path.join(HERE, "results", f"{kind}-*.json"))):
+    for path in sorted(glob.glob(os.path.join(HERE, folder, f"{kind}-*.json"))):
         with open(path, encoding="utf-8") as f:
             result = json.load(f)
         if where(result):
@@ -38,6 +40,28 @@ def cells(results, read, fmt):
             value = None
         values.append("—" if value is None else fmt.format(value))
     return " / ".join(values) if values else "not run"
+
+
+PARTS = ("gateway", "api", "redis", "postgres")
+
+
+def cpu_parts(cpu, parts):
+    """'41 / 79 / 16 µs': CPU µs per request of the stack's parts, as recorded by votes.py."""
+    return " / ".join(f"{cpu[p]:.0f}" for p in parts) + " µs"
+
+
+def settings_table(folder, setting):
+    """Alternating runs of one setting (bench/memo.sh with SETTING and VALUES): one row per run."""
+    out = [f"| run | {setting} | saturated votes/s | pgbench one per transaction | ratio | mean batch | "
+           "PostgreSQL CPU per vote | paced p99 |", "|---|---|---|---|---|---|---|---|"]
+    for r in load("votes", 1000, folder=folder):
+        out.append(f"| {r['at']} | {r['flushers']} | {r['saturated']['votes_per_s']:,.0f} | "
+                   f"{r['pgbench_one_per_txn']:,.0f} | {r['ratio_saturated_one_per_txn']:.2f} | "
+                   f"{r.get('batch_mean', 0):.1f} | "
+                   + (f"{r['saturated']['cpu_us_per_vote']['postgres']:.0f} µs" if 'cpu_us_per_vote' in r['saturated']
+                      else "—")
+                   + f" | {r['paced']['p99_ms']:.1f} ms |")
+    return "\n".join(out)
 
 
 def table(runs):
@@ -65,6 +89,14 @@ def table(runs):
         ("results reads/s, NIMBUS_LOCAL_MEMO=0", memo_off, lambda r: r["results"], "{:,.0f}",
          "`/healthz` through the gateway", lambda r: r["healthz"], "{:,.0f}", lambda r: r["ratio_results_healthz"],
          "≥ 0.8"),
+        ("CPU per vote, saturated, memories on: gateway / API / Redis / PostgreSQL", memo_on,
+         lambda r: cpu_parts(r["saturated"]["cpu_us_per_vote"], PARTS), "{}",
+         "pgbench: PostgreSQL per transaction", lambda r: r["pgbench_cpu_us_per_txn"]["postgres"], "{:.0f} µs",
+         None, "(reported)"),
+        ("CPU per results read, memories on: gateway / API / Redis", memo_on,
+         lambda r: cpu_parts(r["results_cpu_us"], PARTS[:3]), "{}",
+         "`/healthz`: gateway / API", lambda r: cpu_parts(r["healthz_cpu_us"], PARTS[:2]), "{}", None,
+         "(reported)"),
         ("images/s, upload → both variants ready", images, lambda r: r["nimbus"], "{:.2f}",
          "sharp, same variants, local files", lambda r: r["sharp"], "{:.2f}", lambda r: r["ratio_sharp"], "≥ 1.0"),
         ("images/s, the worker's variant code alone (local files)", images, lambda r: r["alone"], "{:.2f}",
@@ -84,6 +116,10 @@ def table(runs):
         ("10,000 streams: fan-out p99 (p50)", streams,
          lambda r: f"{r['fanout_p99_ms']:,.0f} ms ({r['fanout_p50_ms']:,.0f})", "{}", None, None, None, None,
          "p99 < 300 ms"),
+        ("10,000 streams: instance CPU per stream update (its share of a core)", streams,
+         lambda r: f"{1e6 * r['instance_cpu_voting_s'] / r['updates']:.1f} µs "
+                   f"({100 * r['instance_cpu_voting_s'] / r['vote_wall_s']:.0f} %)", "{}", None, None, None, None,
+         "(reported)"),
         ("10,000 streams: instance peak RSS", streams, lambda r: r["peak_rss_mb"], "{:.0f} MB",
          None, None, None, None, "< 200 MB"),
         ("10,000 streams: dropped", streams, lambda r: r["dropped"], "{}", None, None, None, None, "0"),
@@ -108,6 +144,11 @@ def table(runs):
     return "\n".join(out)
 
 
+def replace(doc, name, text):
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{text}\n{end}", doc, flags=re.S)
+
+
 def main():
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     files = sys.argv[2:] or [os.path.join(HERE, "..", "README.md")]
@@ -117,7 +158,9 @@ def main():
             doc = f.read()
         if BEGIN not in doc or END not in doc:
             raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
-        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{text}\n{END}", doc, flags=re.S)
+        doc = replace(doc, "summary", text)
+        # The vote flushers compared (bench/results/flushers), where a document asks for it.
+        doc = replace(doc, "flushers", settings_table("results/flushers", "NIMBUS_VOTE_FLUSHERS"))
         with open(path, "w", encoding="utf-8") as f:
             f.write(doc)
         print(f"{path}: table of {runs} runs per row written")
