@@ -46,8 +46,8 @@ PARTS = ("gateway", "api", "redis", "postgres")
 
 
 def cpu_parts(cpu, parts):
-    """'41 / 79 / 16 µs': CPU µs per request of the stack's parts, as recorded by votes.py."""
-    return " / ".join(f"{cpu[p]:.0f}" for p in parts) + " µs"
+    """'41 · 79 · 16 µs': CPU µs per request of the stack's parts, as recorded by votes.py."""
+    return " · ".join(f"{cpu[p]:.0f}" for p in parts) + " µs"
 
 
 def settings_table(folder, setting):
@@ -89,13 +89,13 @@ def table(runs):
         ("results reads/s, NIMBUS_LOCAL_MEMO=0", memo_off, lambda r: r["results"], "{:,.0f}",
          "`/healthz` through the gateway", lambda r: r["healthz"], "{:,.0f}", lambda r: r["ratio_results_healthz"],
          "≥ 0.8"),
-        ("CPU per vote, saturated, memories on: gateway / API / Redis / PostgreSQL", memo_on,
+        ("CPU per vote, saturated, memories on: gateway · API · Redis · PostgreSQL", memo_on,
          lambda r: cpu_parts(r["saturated"]["cpu_us_per_vote"], PARTS), "{}",
          "pgbench: PostgreSQL per transaction", lambda r: r["pgbench_cpu_us_per_txn"]["postgres"], "{:.0f} µs",
          None, "(reported)"),
-        ("CPU per results read, memories on: gateway / API / Redis", memo_on,
+        ("CPU per results read, memories on: gateway · API · Redis", memo_on,
          lambda r: cpu_parts(r["results_cpu_us"], PARTS[:3]), "{}",
-         "`/healthz`: gateway / API", lambda r: cpu_parts(r["healthz_cpu_us"], PARTS[:2]), "{}", None,
+         "`/healthz`: gateway · API", lambda r: cpu_parts(r["healthz_cpu_us"], PARTS[:2]), "{}", None,
          "(reported)"),
         ("images/s, upload → both variants ready", images, lambda r: r["nimbus"], "{:.2f}",
          "sharp, same variants, local files", lambda r: r["sharp"], "{:.2f}", lambda r: r["ratio_sharp"], "≥ 1.0"),
