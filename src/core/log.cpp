@@ -11,6 +11,7 @@
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 #include <stdexcept>
+#include <vector>
 
 namespace nimbus::log {
 namespace {
@@ -54,6 +55,14 @@ spdlog::level::level_enum spdlog_level(Level level) {
       return spdlog::level::err;
   }
   return spdlog::level::info;
+}
+
+// The buffers given to setvbuf, one per init() (which a process calls once). Never
+// freed, and reachable to the end: the stream may use its buffer until the process
+// exits, after every static destructor has run.
+std::vector<std::unique_ptr<char[]>>& stream_buffers() {
+  static auto* kept = new std::vector<std::unique_ptr<char[]>>();  // NOLINT(cppcoreguidelines-owning-memory)
+  return *kept;
 }
 
 State& state() {
@@ -125,10 +134,9 @@ void init(const Options& options) {
   // log. A line per write(2), or a hand-off to a logging thread per line, cost an API
   // instance more CPU than a cached read (a wake-up and a context switch per request on
   // 2 cores). A process killed outright loses at most its last second of info lines.
-  // The buffer is never freed: the stream may use it until the process ends, after
-  // every static here is gone (one per init(), which a process calls once).
   constexpr std::size_t kBuffer = 64 * 1024;
-  std::setvbuf(options.out, new char[kBuffer], _IOFBF, kBuffer);  // NOLINT(cppcoreguidelines-owning-memory)
+  auto& buffer = stream_buffers().emplace_back(std::make_unique<char[]>(kBuffer));
+  std::setvbuf(options.out, buffer.get(), _IOFBF, kBuffer);
   s.out = options.out;
   s.logger = std::make_shared<spdlog::logger>("nimbus", std::make_shared<BufferedSink>(options.out));
   s.logger->set_level(spdlog::level::trace);
