@@ -204,7 +204,7 @@ asio::awaitable<bool> settle(std::shared_ptr<InFlightCheck> pending) {
     }
   }
   if (pending->failed) std::rethrow_exception(pending->failed);
-  co_return *pending->revoked;
+  co_return pending->revoked.value_or(true);  // set whenever nothing failed
 }
 
 struct RevokedToken {};
