@@ -187,32 +187,12 @@ asio::awaitable<Response> guard(std::shared_ptr<Service> service, AuthedHandler 
   co_return co_await handler(req, *claims);
 }
 
-// The revocation check of a read in flight, settled once, by whoever asks first.
-struct InFlightCheck {
-  explicit InFlightCheck(Service::RevocationCheck c) : check(std::move(c)) {}
-  Service::RevocationCheck check;
-  std::optional<bool> revoked;
-  std::exception_ptr failed;
-};
-
-asio::awaitable<bool> settle(std::shared_ptr<InFlightCheck> pending) {
-  if (!pending->revoked && !pending->failed) {
-    try {
-      pending->revoked = co_await pending->check.revoked();
-    } catch (...) {
-      pending->failed = std::current_exception();
-    }
-  }
-  if (pending->failed) std::rethrow_exception(pending->failed);
-  co_return pending->revoked.value_or(true);  // set whenever nothing failed
-}
-
 struct RevokedToken {};
 
-asio::awaitable<void> confirm_unrevoked(std::shared_ptr<InFlightCheck> pending) {
-  // (a named copy, not this frame's parameter moved into the co_await: GCC 12 destroyed
-  // that parameter twice)
-  const bool revoked = co_await settle(pending);
+asio::awaitable<void> confirm_unrevoked(std::shared_ptr<Service::RevocationCheck> check) {
+  // (a named result, not this frame's parameter moved into a co_await inside the `if`:
+  // GCC 12 destroyed that parameter twice, docs/adr/0001)
+  const bool revoked = co_await check->revoked();
   if (revoked) throw RevokedToken{};
 }
 
@@ -233,9 +213,9 @@ asio::awaitable<Response> guard_read(std::shared_ptr<Service> service, ReadHandl
   // (no co_await in the expression that makes the check: GCC 12 destroys a temporary
   // of such an expression twice, docs/adr/0001)
   const auto executor = co_await asio::this_coro::executor;
-  auto pending = std::make_shared<InFlightCheck>(service->check_revocation(*claims, executor));
+  auto check = std::make_shared<Service::RevocationCheck>(service->check_revocation(*claims, executor));
   // (named, not a temporary in the co_await: docs/adr/0001)
-  Confirm confirm = [pending] { return confirm_unrevoked(pending); };
+  Confirm confirm = [check] { return confirm_unrevoked(check); };
   std::optional<Response> answer;
   std::exception_ptr failure;
   bool refused = false;
@@ -247,7 +227,7 @@ asio::awaitable<Response> guard_read(std::shared_ptr<Service> service, ReadHandl
     failure = std::current_exception();
   }
   if (refused) co_return invalid_token();
-  const bool revoked = co_await settle(pending);
+  const bool revoked = co_await check->revoked();
   if (revoked) co_return invalid_token();
   if (failure) std::rethrow_exception(failure);
   co_return std::move(*answer);

@@ -328,12 +328,19 @@ Service::RevocationCheck Service::check_revocation(const Claims& claims, asio::a
 }
 
 asio::awaitable<bool> Service::RevocationCheck::revoked() {
-  // Fails closed: a reply that is not the expected answer throws (503 while Redis is
-  // loading or down, 500 if it is something else), never reads as "not revoked".
-  auto replies = co_await lookups_.replies();
-  if (replies.at(0).as_integer() != 0) co_return true;
-  auto revoked_before = replies.at(1).as_optional_number();
-  co_return revoked_before&& issued_at_ <= *revoked_before;
+  if (!answer_ && !failed_) {
+    // Fails closed: a reply that is not the expected answer throws (503 while Redis is
+    // loading or down, 500 if it is something else), never reads as "not revoked".
+    try {
+      auto replies = co_await lookups_.replies();
+      const auto revoked_before = replies.at(1).as_optional_number();
+      answer_ = replies.at(0).as_integer() != 0 || (revoked_before && issued_at_ <= *revoked_before);
+    } catch (...) {
+      failed_ = std::current_exception();
+    }
+  }
+  if (failed_) std::rethrow_exception(failed_);
+  co_return answer_.value_or(true);  // set whenever nothing failed
 }
 
 asio::awaitable<bool> Service::revoked(const Claims& claims) {

@@ -8,6 +8,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -80,10 +81,11 @@ class Service {
   // DependencyUnavailable when that cannot be known (fails closed).
   boost::asio::awaitable<bool> revoked(const Claims& claims);
   // revoked() in two halves: the lookups go out now, the answer is awaited later, so
-  // that a read-only handler's own Redis reads share their round trip.
+  // that a read-only handler's own Redis reads share their round trip. The answer (or
+  // the failure) is kept: revoked() may be awaited again, one caller at a time.
   class RevocationCheck {
    public:
-    boost::asio::awaitable<bool> revoked();  // once
+    boost::asio::awaitable<bool> revoked();
 
    private:
     friend class Service;
@@ -91,6 +93,8 @@ class Service {
         : lookups_(std::move(lookups)), issued_at_(issued_at) {}
     redis::Client::InFlight lookups_;
     std::int64_t issued_at_;
+    std::optional<bool> answer_;
+    std::exception_ptr failed_;
   };
   RevocationCheck check_revocation(const Claims& claims, boost::asio::any_io_executor executor);
   // False while Redis is not connected (a check would fail at once).

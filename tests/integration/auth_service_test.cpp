@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "auth/codes.hpp"
+#include "auth/routes.hpp"
 #include "auth/service.hpp"
 #include "core/random.hpp"
 #include "store/pg/migrate.hpp"
@@ -26,6 +27,21 @@ constexpr int kPrivateRedisDb = 11;
 // What verification and the verified-token memo allow past `exp` (their default).
 constexpr auto kLeeway = 30s;
 constexpr std::string_view kCode = "123456";
+
+// A read for authenticated_read: counts its starts, awaits `confirm` before reading the
+// caller's own data, counts those reads.
+asio::awaitable<http::Response> own_read(const Confirm& confirm, int* started, int* own) {
+  ++*started;
+  co_await confirm();
+  ++*own;
+  co_return http::text(200, "own");
+}
+
+// A read of nothing personal: it never asks for the confirm step.
+asio::awaitable<http::Response> public_read(int* started) {
+  ++*started;
+  co_return http::text(200, "public");
+}
 
 class AuthServiceTest : public test::StackTest {
  protected:
@@ -169,6 +185,33 @@ TEST_F(AuthServiceTest, ThePerIpLimitCountsInTheClocksMinuteAndSaysWhenItEnds) {
   ASSERT_TRUE(std::holds_alternative<Refused>(started));
   EXPECT_EQ(std::get<Refused>(started).failure, Failure::rate_limited);
   EXPECT_EQ(std::get<Refused>(started).retry_after, 40s);
+}
+
+// authenticated_read: the handler starts beside the revocation check (not after it), its
+// answer waits for the check, and its confirm step ends a revoked token's request
+// before it reads anything of the caller's own — the same 401 either way.
+TEST_F(AuthServiceTest, AReadStartsBesideTheRevocationCheckAndARevokedTokenGetsNothing) {
+  int started = 0, own = 0, public_started = 0;
+  auto personal = authenticated_read(service_, [&](http::Request&, const Claims&, const Confirm& confirm) {
+    return own_read(confirm, &started, &own);
+  });
+  auto general = authenticated_read(
+      service_, [&](http::Request&, const Claims&, const Confirm&) { return public_read(&public_started); });
+  const auto tokens = sign_in();
+  http::Request req;
+  req.headers.add("Authorization", "Bearer " + tokens.access_token);
+  EXPECT_EQ(run([&] { return personal(req); }).status, 200U);
+  EXPECT_EQ(run([&] { return general(req); }).status, 200U);
+  EXPECT_EQ(own, 1);
+
+  auto claims = authenticate(tokens.access_token);
+  ASSERT_TRUE(claims);
+  run([&] { return service_->logout(*claims, false); });
+  EXPECT_EQ(run([&] { return personal(req); }).status, 401U);
+  EXPECT_EQ(started, 2) << "the read started beside the check";
+  EXPECT_EQ(own, 1) << "and read nothing of the caller's own";
+  EXPECT_EQ(run([&] { return general(req); }).status, 401U) << "a finished answer is dropped for the 401";
+  EXPECT_EQ(public_started, 2);
 }
 
 }  // namespace

@@ -375,7 +375,9 @@ struct Client::Impl : LinkOwner {
   }
 
   asio::awaitable<std::vector<Reply>> submit(std::vector<Command> cmds) {
-    co_return co_await receive(send(co_await asio::this_coro::executor, std::move(cmds)));
+    // (named, not a temporary in the co_await: docs/adr/0001)
+    auto sent = send(co_await asio::this_coro::executor, std::move(cmds));
+    co_return co_await receive(std::move(sent));
   }
 };
 
@@ -419,7 +421,8 @@ Client::InFlight Client::send(asio::any_io_executor executor, std::vector<Comman
 asio::awaitable<std::vector<Reply>> Client::InFlight::replies() {
   if (!impl_) throw std::logic_error("redis: replies() of an empty or spent InFlight");
   auto impl = std::move(impl_);
-  co_return co_await impl->receive(std::static_pointer_cast<Impl::Pending>(std::move(pending_)));
+  auto pending = std::static_pointer_cast<Impl::Pending>(std::move(pending_));
+  co_return co_await impl->receive(std::move(pending));
 }
 
 asio::awaitable<Reply> Client::eval(const Script& script, std::vector<std::string> keys,
