@@ -5,7 +5,8 @@
 # moods. The API group is restarted between the sides; the stack is left as it was.
 # Any other setting the local stack passes to the instances (deploy/local/lib.sh:
 # NIMBUS_VOTE_FLUSHERS, NIMBUS_VOTE_MAX_BATCH, NIMBUS_LOG_LEVEL) is compared the same
-# way with SETTING and VALUES, e.g. SETTING=NIMBUS_VOTE_FLUSHERS VALUES="1 2".
+# way with SETTING and VALUES, e.g. SETTING=NIMBUS_VOTE_FLUSHERS VALUES="1 2"; votes.py
+# records the value it finds in the instances' environment.
 #
 # Usage: NIMBUS_PROFILE=local|test [SETTING=… VALUES="a b"] bench/memo.sh [runs] [votes.py arguments...]
 #        (needs the profile's stack up; default 3 runs, votes.py's own defaults)
@@ -47,6 +48,6 @@ for ((run = 1; run <= runs; run++)); do
   for value in "${values[@]}"; do
     api_group_with "$value"
     echo "=== run $run of $runs: $setting=$value"
-    NIMBUS_BENCH_API_SETTING="$setting=$value" NIMBUS_STACK_ENV="$RUN/stack.env" /usr/bin/python3 "$ROOT/bench/votes.py" "$@"
+    NIMBUS_STACK_ENV="$RUN/stack.env" /usr/bin/python3 "$ROOT/bench/votes.py" "$@"
   done
 done

@@ -329,19 +329,25 @@ def print_batches(bounds, counts, mean):
 
 
 def api_setting(name, default):
-    """A setting of the running API instances: as bench/memo.sh says it set them
-    (NIMBUS_BENCH_API_SETTING, "NAME=value"), else from the first one's environment."""
-    told = os.environ.get("NIMBUS_BENCH_API_SETTING", "")
-    if told.startswith(name + "="):
-        return int(told.split("=", 1)[1])
-    out = subprocess.run(["supervisorctl", "-c", os.environ["NIMBUS_STACK_SUPERVISOR_CONF"], "status", "api:*"],
-                         capture_output=True, text=True).stdout
-    for pid in re.findall(r"pid (\d+)", out):
-        try:
-            return int(process_env(pid).get(name.encode(), str(default).encode()))
-        except OSError:
-            continue
-    return default
+    """A setting of the running API instances, from the first one's environment (the
+    default when it is not set there). Waits while supervisord still reports the group
+    starting (no pid yet): right after a restart — bench/memo.sh's — the instances
+    answer before supervisord calls them running, and reading no pid as "the default"
+    once labelled NIMBUS_LOCAL_MEMO=0 runs as memories on (bench/results/mislabeled)."""
+    deadline = time.monotonic() + 30
+    while True:
+        out = subprocess.run(["supervisorctl", "-c", os.environ["NIMBUS_STACK_SUPERVISOR_CONF"], "status", "api:*"],
+                             capture_output=True, text=True).stdout
+        lines = [line for line in out.splitlines() if line.strip()]
+        pids = re.findall(r"pid (\d+)", out)
+        if lines and len(pids) == len(lines):
+            try:
+                return int(process_env(pids[0]).get(name.encode(), str(default).encode()))
+            except OSError:
+                pass  # it ended just now: ask again
+        if time.monotonic() > deadline:
+            sys.exit(f"the API instances are not all running, cannot read {name}:\n{out}")
+        time.sleep(0.5)
 
 
 # Reads: round-robin over the polls the vote runs filled and over every token.
