@@ -139,6 +139,14 @@ def cpu_per_request(n, before, after):
     return out
 
 
+def tcp_active_opens():
+    """TCP connections this machine has opened so far (all processes: read it around a
+    phase in which only the gateway opens connections to the instances)."""
+    with open("/proc/net/snmp", encoding="ascii") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("ActiveOpens")])
+
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

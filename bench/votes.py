@@ -30,7 +30,7 @@ import urllib.request
 import uuid
 
 from stack_env import (BenchIds, access_tokens, cpu_per_request, create_polls, load_env, process_env, psql, save_result,
-                       stack_cpu)
+                       stack_cpu, tcp_active_opens)
 
 USERS = 4000  # each user votes once in each poll of a phase
 THINK_MS = int(os.environ.get("THINK_MS", "100"))  # paced run: each voter waits this long between votes
@@ -390,16 +390,25 @@ end
 def reads(label, seconds, connections, tokens=(), polls=(), path="/healthz"):
     script = READ_SCRIPT.format(tokens=",".join(f'"{t}"' for t in tokens), polls=",".join(f'"{p}"' for p in polls),
                                 path=path)
-    before = stack_cpu()
+    before, opens = stack_cpu(), tcp_active_opens()
     out, counts = run_wrk(script, connections, seconds)
     cpu = cpu_per_request(counts["responses"], before, stack_cpu())
+    opened = new_connections(opens, counts["responses"])
     p99 = float(re.search(r"^p99 ([\d.]+) ms", out, re.M).group(1))
     rate = counts["ok"] / seconds
     bad = counts["responses"] - counts["ok"]
     print(f"{label:34s} {connections} connections: {rate:8.0f} 2xx/s  p99 {p99:6.2f} ms  "
           f"non-2xx: {bad if bad else 'none'}")
     print_cpu("request", cpu)
-    return rate, cpu
+    print(f"   new TCP connections per 1,000 requests: {opened:.1f}")
+    return rate, cpu, opened
+
+
+def new_connections(before, requests):
+    """TCP connections opened since `before` per 1,000 requests: wrk's own (once per
+    connection) and the gateway's to the instances (when its pool of idle upstream
+    connections is too small for what it has in flight)."""
+    return 1000 * (tcp_active_opens() - before) / max(1, requests)
 
 
 def print_cpu(what, cpu):
@@ -439,13 +448,15 @@ def main():
     before = batch_histogram()
     saturated = None
     for label, think, base in (("saturated", 0, saturated_base), (f"paced {THINK_MS} ms", THINK_MS, paced_base)):
-        cpu_before = stack_cpu()
+        cpu_before, opens = stack_cpu(), tcp_active_opens()
         rate, pct, errors, counts = wrk(tokens, seconds, voters, think, base)
         cpu = cpu_per_request(counts["ok"], cpu_before, stack_cpu())
+        opened = new_connections(opens, counts["sent"])
         sent[base] = counts["sent"]
         result["saturated" if saturated is None else "paced"] = {"votes_per_s": rate, "p50_ms": pct.get("50"),
                                                                   "p99_ms": pct.get("99"), "errors": errors,
-                                                                  "cpu_us_per_vote": cpu}
+                                                                  "cpu_us_per_vote": cpu,
+                                                                  "new_connections_per_1k": opened}
         if saturated is None:
             saturated = rate
             after = batch_histogram()
@@ -453,6 +464,7 @@ def main():
               f"p90 {pct.get('90', 0):6.2f} ms  p99 {pct.get('99', 0):6.2f} ms  p99.9 {pct.get('99.9', 0):6.2f} ms  "
               f"errors: {', '.join(errors) if errors else 'none'}")
         print_cpu("vote", cpu)
+        print(f"   new TCP connections per 1,000 votes: {opened:.1f}")
         time.sleep(0.5)  # a vote answered by a 5xx may still commit: count what it left
         check_stored(f"{label}, acknowledged 2xx votes (sent {counts['sent']})", count_ballots(base, PHASE_POLLS),
                      counts["ok"])
@@ -486,12 +498,13 @@ def main():
     # tally), next to /healthz through the same gateway in the same run (the cheapest
     # request there is).
     filled = [uid(2, base + k) for base, n in sent.items() for k in range(min(PHASE_POLLS, math.ceil(n / USERS)))]
-    healthz, healthz_cpu = reads("GET /healthz", seconds, voters)
-    results, results_cpu = reads(f"GET results ({len(filled)} polls, {len(tokens)} tokens)", seconds, voters, tokens,
-                                 filled)
+    healthz, healthz_cpu, healthz_opens = reads("GET /healthz", seconds, voters)
+    results, results_cpu, results_opens = reads(f"GET results ({len(filled)} polls, {len(tokens)} tokens)", seconds,
+                                                voters, tokens, filled)
     print(f"ratio results / healthz: {results / healthz:.2f}")
     result.update(healthz=healthz, results=results, ratio_results_healthz=results / healthz,
-                  healthz_cpu_us=healthz_cpu, results_cpu_us=results_cpu)
+                  healthz_cpu_us=healthz_cpu, results_cpu_us=results_cpu,
+                  healthz_new_connections_per_1k=healthz_opens, results_new_connections_per_1k=results_opens)
     save_result("votes", result)
 
 

@@ -4,7 +4,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/json/serialize.hpp>
 
 #include "api/debug_routes.hpp"
 #include "auth/routes.hpp"
@@ -28,12 +27,6 @@ asio::awaitable<void> stop_clients(std::shared_ptr<redis::Client> redis, std::sh
   live->stop();
   redis->stop();
   co_return;
-}
-
-asio::awaitable<std::optional<std::string>> read_results(std::shared_ptr<voting::Service> polls, std::string poll_id) {
-  auto snapshot = co_await polls->snapshot(std::move(poll_id));
-  if (!snapshot) co_return std::nullopt;
-  co_return boost::json::serialize(*snapshot);
 }
 
 int run_api(const runtime::ServiceConfig& config) {
@@ -79,7 +72,7 @@ int run_api(const runtime::ServiceConfig& config) {
   auto polls = std::make_shared<voting::Service>(pg, tally, ballot_box, env::boolean("NIMBUS_LOCAL_MEMO", true));
   auto live = voting::LiveResults::create(
       ioc.get_executor(), redis::Config::from_env(),
-      [polls](std::string poll_id) { return read_results(polls, std::move(poll_id)); }, voting::LiveConfig::from_env());
+      [polls](std::string poll_id) { return polls->snapshot(std::move(poll_id)); }, voting::LiveConfig::from_env());
   live->start();
   const auto live_config = voting::LiveConfig::from_env();
   auto stream_slots =

@@ -171,7 +171,7 @@ asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, 
   auto r = co_await polls->results(id, who.sub, confirm);
   if (r.hidden) co_return results_hidden();
   if (!r.body) co_return poll_not_found();
-  co_return http::json(200, json::serialize(*r.body));
+  co_return http::json(200, std::move(*r.body));
 }
 
 // The body of a results stream: the current results at once, then the results again
@@ -285,7 +285,7 @@ asio::awaitable<Response> results_stream(std::shared_ptr<Service> polls, std::sh
   res.headers.set("Cache-Control", "no-cache");
   res.headers.set("X-Accel-Buffering", "no");  // nginx: pass events through at once
   auto context = std::make_shared<StreamContext>(StreamContext{
-      live, std::move(slots), std::move(accounts), std::move(who), std::move(stream_id), id, json::serialize(*r.body)});
+      live, std::move(slots), std::move(accounts), std::move(who), std::move(stream_id), id, std::move(*r.body)});
   res.stream = [context](http::StreamWriter& out) { return stream_results(context, out); };
   co_return res;
 }

@@ -91,18 +91,6 @@ json::object poll_json(const pg::Result& r, int i) {
           {"options", json::parse(r.get(i, 11))}};
 }
 
-json::object results_json(const std::string& poll_id, const json::array& options, const Counts& counts, bool closed) {
-  json::array out;
-  for (const auto& o : options) {
-    const auto& option = o.as_object();
-    const std::string id(option.at("id").as_string());
-    auto n = counts.by_option.find(id);
-    out.push_back(
-        json::object{{"id", id}, {"text", option.at("text")}, {"votes", n == counts.by_option.end() ? 0 : n->second}});
-  }
-  return {{"poll_id", poll_id}, {"total_votes", counts.total}, {"options", std::move(out)}, {"closed", closed}};
-}
-
 // Redis work after a committed change (its outcome, telling live streams): the change
 // stands whatever Redis says, so a failure is logged, not answered. Its intent marker
 // stays, sending readers to PostgreSQL, until the reconciler settles it.
@@ -239,7 +227,7 @@ asio::awaitable<std::shared_ptr<const Service::PollFacts>> Service::facts(const 
   f->visibility = parse_visibility(r.get(0, 0)).value_or(Visibility::always);
   f->owner_id = std::string(r.get(0, 1));
   if (!r.is_null(0, 2)) f->closes_at_ms = r.get_int(0, 2);
-  f->options = json::parse(r.get(0, 3)).as_array();
+  f->results = ResultsBody(json::parse(r.get(0, 3)).as_array());
   if (remember_facts_) {
     std::lock_guard lock(facts_mutex_);
     // Bounded: an evicted poll only costs a query next time.
@@ -272,7 +260,8 @@ asio::awaitable<Service::Results> Service::results(std::string poll_id, std::str
     voted = mine.has_value();
   }
   if (!results_visible(facts.visibility, voted, poll->closed, owner)) co_return Results{{}, true};
-  co_return Results{results_json(poll_id, facts.options, poll->standing.counts, poll->closed), false};
+  const auto& counts = poll->standing.counts;
+  co_return Results{facts.results.render(poll_id, counts.by_option, counts.total, poll->closed), false};
 }
 
 asio::awaitable<Service::Results> Service::results(std::string poll_id, std::string user_id) {
@@ -280,10 +269,11 @@ asio::awaitable<Service::Results> Service::results(std::string poll_id, std::str
   return results(std::move(poll_id), std::move(user_id), nothing_first);
 }
 
-asio::awaitable<std::optional<json::object>> Service::snapshot(std::string poll_id) {
+asio::awaitable<std::optional<std::string>> Service::snapshot(std::string poll_id) {
   auto poll = co_await current(poll_id);
   if (!poll) co_return std::nullopt;
-  co_return results_json(poll_id, poll->facts->options, poll->standing.counts, poll->closed);
+  const auto& counts = poll->standing.counts;
+  co_return poll->facts->results.render(poll_id, counts.by_option, counts.total, poll->closed);
 }
 
 }  // namespace nimbus::voting

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <chrono>
 #include <functional>
@@ -21,6 +20,7 @@
 #include "core/clock.hpp"
 #include "store/pg/pool.hpp"
 #include "voting/ballot_box.hpp"
+#include "voting/results_body.hpp"
 #include "voting/rules.hpp"
 #include "voting/tally.hpp"
 
@@ -79,7 +79,7 @@ class Service {
   // the poll does not exist, `hidden` when its visibility rule hides the results from
   // this user.
   struct Results {
-    std::optional<boost::json::object> body;
+    std::optional<std::string> body;  // JSON
     bool hidden = false;
   };
   // `before_own_read`, when given, is awaited before anything of the user's own is read
@@ -88,7 +88,7 @@ class Service {
                                           const std::function<boost::asio::awaitable<void>()>& before_own_read);
   boost::asio::awaitable<Results> results(std::string poll_id, std::string user_id);
   // The results without the visibility check (for a live stream already allowed).
-  boost::asio::awaitable<std::optional<boost::json::object>> snapshot(std::string poll_id);
+  boost::asio::awaitable<std::optional<std::string>> snapshot(std::string poll_id);
 
  private:
   // What never changes about a poll.
@@ -96,7 +96,7 @@ class Service {
     Visibility visibility = Visibility::always;
     std::string owner_id;
     std::optional<std::int64_t> closes_at_ms;  // since the epoch
-    boost::json::array options;                // [{id, text}] in order
+    ResultsBody results;                       // the options, rendered once
     bool closed(const Standing& standing, std::chrono::system_clock::time_point now) const;
   };
   // Shared, immutable: a remembered one copies a pointer, not the options.
