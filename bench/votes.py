@@ -244,14 +244,14 @@ def mint_tokens():
     return access_tokens([uid(1, n) for n in range(1, USERS + 1)])
 
 
-def run_wrk(script, connections, seconds):
-    """wrk (2 threads) with a Lua `script` against the gateway: its output and the
-    `count NAME N` lines the script's done() writes."""
+def run_wrk(script, connections, seconds, url=None):
+    """wrk (2 threads) with a Lua `script` against the gateway (or `url`): its output
+    and the `count NAME N` lines the script's done() writes."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
         f.write(script)
         f.flush()
         out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", f.name,
-                              os.environ["NIMBUS_TEST_GATEWAY"]], check=True, capture_output=True, text=True).stdout
+                              url or os.environ["NIMBUS_TEST_GATEWAY"]], check=True, capture_output=True, text=True).stdout
     return out, {m.group(1): int(m.group(2)) for m in re.finditer(r"^count (\w+) (\d+)", out, re.M)}
 
 
@@ -368,10 +368,8 @@ function request()
   counter = counter + 1
   local path = "{path}"
   local headers = {{}}
-  if #polls > 0 then
-    path = "/v1/polls/" .. polls[counter % #polls + 1] .. "/results"
-    headers["Authorization"] = "Bearer " .. tokens[counter % #tokens + 1]
-  end
+  if #tokens > 0 then headers["Authorization"] = "Bearer " .. tokens[counter % #tokens + 1] end
+  if #polls > 0 then path = "/v1/polls/" .. polls[counter % #polls + 1] .. "/results" end
   return wrk.format("GET", path, headers)
 end
 function response(status, headers, body)
@@ -387,11 +385,11 @@ end
 """
 
 
-def reads(label, seconds, connections, tokens=(), polls=(), path="/healthz"):
+def reads(label, seconds, connections, tokens=(), polls=(), path="/healthz", url=None):
     script = READ_SCRIPT.format(tokens=",".join(f'"{t}"' for t in tokens), polls=",".join(f'"{p}"' for p in polls),
                                 path=path)
     before, opens = stack_cpu(), tcp_active_opens()
-    out, counts = run_wrk(script, connections, seconds)
+    out, counts = run_wrk(script, connections, seconds, url)
     cpu = cpu_per_request(counts["responses"], before, stack_cpu())
     opened = new_connections(opens, counts["responses"])
     p99 = float(re.search(r"^p99 ([\d.]+) ms", out, re.M).group(1))
@@ -505,7 +503,29 @@ def main():
     result.update(healthz=healthz, results=results, ratio_results_healthz=results / healthz,
                   healthz_cpu_us=healthz_cpu, results_cpu_us=results_cpu,
                   healthz_new_connections_per_1k=healthz_opens, results_new_connections_per_1k=results_opens)
+
+    # Where a read's cost goes: the same tokens checked on the instance and answered at
+    # once (/debug/token: no Redis round trip, no tally, no rendering), through the same
+    # nginx and the same token hashing, on the debug routes of the admin listener (the
+    # test profile's; skipped where they are off).
+    admin = os.environ.get("NIMBUS_TEST_GATEWAY_ADMIN")
+    if admin and debug_token_route(admin, tokens[0]):
+        token_only, token_cpu, _ = reads("GET /debug/token (token check only)", seconds, voters, tokens,
+                                         path="/debug/token", url=admin)
+        print(f"ratio token check only / healthz: {token_only / healthz:.2f}")
+        result.update(token_only=token_only, ratio_token_only_healthz=token_only / healthz, token_only_cpu_us=token_cpu)
+    else:
+        print("GET /debug/token: SKIPPED (no debug routes: NIMBUS_DEBUG_ROUTES=1, the test profile, has them)")
     save_result("votes", result)
+
+
+def debug_token_route(admin, token):
+    request = urllib.request.Request(f"{admin}/debug/token", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

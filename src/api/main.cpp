@@ -82,7 +82,7 @@ int run_api(const runtime::ServiceConfig& config) {
       pg, s3,
       std::chrono::duration_cast<std::chrono::seconds>(env::duration("NIMBUS_IMAGE_URL_TTL", std::chrono::minutes(5))));
   images::add_routes(router, image_service, accounts, images::UploadLimits::from_env());
-  if (debug_routes) api::add_debug_routes(router);
+  if (debug_routes) api::add_debug_routes(router, accounts);
 
   http::Server server(ioc, config.http, router, metrics);
   server.listen();

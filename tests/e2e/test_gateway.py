@@ -130,3 +130,23 @@ def test_slow_loris_is_cut_off_by_an_instance():
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         s.settimeout(8)
         assert s.recv(4096) == b""  # closed by the server, long before our 8 s
+
+
+def test_the_benchmarks_token_route_checks_the_token():
+    """/debug/token (debug routes: the test profile's admin listener only) is what
+    bench/votes.py reads to split a results read's cost: the token checked on the
+    instance without the Redis lookup. It must still refuse what every authenticated
+    route refuses, and it is not public."""
+    token = stack.mint_users(1)[0]
+    s = stack.session()
+    r = s.get(f"{stack.GATEWAY_ADMIN}/debug/token", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert r.status_code == 200, r.text
+    assert r.json()["sub"]
+    head, payload, signature = token.split(".")
+    forged = f"{head}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
+    for header in ({"Authorization": f"Bearer {forged}"}, {"Authorization": "Bearer x"}, {}):
+        r = s.get(f"{stack.GATEWAY_ADMIN}/debug/token", headers=header, timeout=5)
+        assert r.status_code == 401, r.text
+        assert r.json()["code"] == "invalid_token"
+    r = s.get(f"{stack.GATEWAY}/debug/token", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert r.status_code == 404, r.text
