@@ -76,10 +76,11 @@ def setup(seconds=10):
 
 
 # pgbench: every client numbers its transactions (:n, from -D n=0), so transaction
-# (client c, number n) takes pairs [(c + clients * n) * batch, ... + batch): no pair is
-# used twice while the count stays under USERS x polls. Pair i is user i % USERS + 1 in
+# (client c, number n) takes pairs offset + [(c + clients * n) * batch, ... + batch): no
+# pair is used twice while the count stays under USERS x polls (a second run over the
+# same polls starts at an offset past the first run's pairs). Pair i is user i % USERS + 1 in
 # poll first + (i / USERS) % polls, voting for the poll's first option.
-PGBENCH_COUNTER = """\\set i (:client_id + :clients * :n) * :batch
+PGBENCH_COUNTER = """\\set i :offset + (:client_id + :clients * :n) * :batch
 \\set n :n + 1
 """
 
@@ -141,18 +142,32 @@ def ceiling_script(first):
     return PGBENCH_COUNTER + sql.replace(params, f"unnest({arrays})") + ";\n"
 
 
-def pgbench(script, seconds, clients, batch=1, settings=""):
-    with tempfile.NamedTemporaryFile("w", suffix=".sql") as f:
+def pgbench(script, seconds, clients, batch=1, settings="", offset=0, rate=None):
+    """tps, average latency (ms) and transactions of a pgbench run; with `rate`
+    (transactions/s, as paced clients send them) also the latency percentiles (ms) from
+    its per-transaction log, each from the transaction's actual start (its schedule lag
+    left out, as wrk's latency starts when the request is sent)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as f, tempfile.TemporaryDirectory() as logs:
         f.write(script)
         f.flush()
+        paced = ["-R", str(rate), "-l", "--log-prefix", os.path.join(logs, "tx")] if rate else []
         out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-f", f.name, "-c", str(clients), "-j",
                               str(min(2, clients)), "-T", str(seconds), "-D", f"clients={clients}", "-D", "n=0",
-                              "-D", f"batch={batch}", os.environ["NIMBUS_TEST_DATABASE_URL"]],
+                              "-D", f"batch={batch}", "-D", f"offset={offset}", *paced,
+                              os.environ["NIMBUS_TEST_DATABASE_URL"]],
                              check=True, capture_output=True, text=True,
                              env={**os.environ, "PGOPTIONS": settings}).stdout
+        latencies = []
+        for name in os.listdir(logs):  # client_id tx_no time script_no epoch us schedule_lag
+            with open(os.path.join(logs, name), encoding="ascii") as log:
+                latencies += [(int(v[2]) - int(v[6])) / 1000 for v in (line.split() for line in log) if len(v) >= 7]
     tps = float(re.search(r"^tps = ([\d.]+)", out, re.M).group(1))
     latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
     transactions = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
+    if rate:
+        latencies.sort()
+        pct = {q: latencies[min(len(latencies) - 1, int(len(latencies) * float(q) / 100))] for q in ("50", "99")}
+        return tps, latency, transactions, pct
     return tps, latency, transactions
 
 
@@ -466,6 +481,17 @@ def main():
         time.sleep(0.5)  # a vote answered by a 5xx may still commit: count what it left
         check_stored(f"{label}, acknowledged 2xx votes (sent {counts['sent']})", count_ballots(base, PHASE_POLLS),
                      counts["ok"])
+    # The paced run's anchor: PostgreSQL alone, one ballot per transaction, at the rate
+    # the paced voters reached — the latency of the database under the same load, with
+    # no HTTP, gateway, token or Redis in front of it.
+    rate = round(result["paced"]["votes_per_s"])
+    _, _, paced_tx, paced_pct = pgbench(one_per_transaction_script(anchor_first), seconds, 16, offset=transactions,
+                                        rate=rate)
+    print(f"pgbench, one ballot per transaction at the paced rate ({rate}/s), 16 clients: "
+          f"p50 {paced_pct['50']:6.2f} ms  p99 {paced_pct['99']:6.2f} ms")
+    check_stored("one per transaction, paced", count_ballots(anchor_first, ANCHOR_POLLS), transactions + paced_tx)
+    assert transactions + paced_tx < USERS * ANCHOR_POLLS, "pgbench wrapped: raise MAX_PGBENCH_TPS"
+    result["pgbench_paced"] = {"rate": rate, "p50_ms": paced_pct["50"], "p99_ms": paced_pct["99"]}
     print(f"ratio saturated / one ballot per transaction: {saturated / tps:.2f}  (goal >= 1.0)")
     result["ratio_saturated_one_per_txn"] = saturated / tps
 

@@ -52,7 +52,7 @@ asio::awaitable<http::Response> echo(http::Request& req) {
 // (signature, expiry, the verified-token memo), but not its revocation in Redis. Next
 // to /healthz and a results read, bench/votes.py splits a read's cost into the token
 // and the Redis round trip with what follows it. Never a substitute for the real check.
-asio::awaitable<http::Response> token(const std::shared_ptr<auth::Service>& accounts, http::Request& req) {
+asio::awaitable<http::Response> token(std::shared_ptr<auth::Service> accounts, http::Request& req) {
   auto header = req.header("Authorization");
   auto claims = header ? accounts->verify(*header) : std::nullopt;
   if (!claims) co_return http::problem(401, "invalid_token", "Invalid token", "Send a valid bearer token.");
