@@ -203,6 +203,16 @@ def bounds(runs):
                 f"vote's p99 is {span(paced, '{:.1f}')} ms — the goal's 15 ms leaves the whole HTTP path "
                 f"{span([15 - a for a in alone if a is not None], '{:.1f}')} ms of tail beyond the database's own, "
                 "on the cores the database uses.")
+        box = each(memo_on, lambda r: r["paced"]["ballot_box_ms"]["box"]["99"])
+        if any(b is not None for b in box):
+            stage = {k: each(memo_on, lambda r, k=k: r["paced"]["ballot_box_ms"][k]["99"])
+                     for k in ("queue", "write", "count")}
+            out.append(
+                f"  Of it, the ballot box (the instances' `nimbus_vote_*_seconds` histograms, p99 as the bound of "
+                f"its bucket): queued to answered ≤ {span(box, '{:g}')} ms — waiting for a batch ≤ "
+                f"{span(stage['queue'], '{:g}')}, the batch's statement and commit ≤ {span(stage['write'], '{:g}')}, "
+                f"the count in Redis ≤ {span(stage['count'], '{:g}')} ms; the rest of a vote's time is outside it "
+                "(gateway, the token's revocation lookup in Redis, HTTP both ways).")
         token = each(memo_on, lambda r: r["ratio_token_only_healthz"])
         results = each(memo_on, lambda r: r["ratio_results_healthz"])
         api_gap = each(memo_on, lambda r: r["results_cpu_us"]["api"] - r["token_only_cpu_us"]["api"])

@@ -306,21 +306,46 @@ def ops_ports():
     return [base + i for i in range(1, int(os.environ["NIMBUS_STACK_APIS"]) + 1)]
 
 
-def batch_histogram():
-    """{bound: cumulative count} (bound inf for +Inf) and the sum, over all instances;
-    None where an instance has no such histogram (a binary older than the metric)."""
+def batch_histogram(name="nimbus_vote_batch_size"):
+    """{bound: cumulative count} (bound inf for +Inf) and the sum of a histogram of the
+    API instances, over all of them; None where an instance has no such histogram (a
+    binary older than the metric)."""
     buckets, total = {}, 0.0
     for port in ops_ports():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        found = re.findall(r'^nimbus_vote_batch_size_bucket\{le="([^"]+)"\} (\d+)', text, re.M)
+        found = re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\d+)', text, re.M)
         if not found:
             return None
         for le, n in found:
             bound = math.inf if le == "+Inf" else float(le)
             buckets[bound] = buckets.get(bound, 0) + int(n)
-        total += float(re.search(r"^nimbus_vote_batch_size_sum (\S+)", text, re.M).group(1))
+        total += float(re.search(rf"^{name}_sum (\S+)", text, re.M).group(1))
     return buckets, total
+
+
+# Where a vote's time in the ballot box goes (src/voting/ballot_box.hpp).
+STAGES = ("queue", "write", "count", "box")
+
+
+def stage_histograms():
+    return {stage: batch_histogram(f"nimbus_vote_{stage}_seconds") for stage in STAGES}
+
+
+def stage_percentiles(before, after):
+    """{stage: {"50": ms, "99": ms}} between two scrapes: the upper bound of the bucket
+    each percentile falls in (the histograms' resolution: powers of two from 0.25 ms)."""
+    out = {}
+    for stage in STAGES:
+        if before.get(stage) is None or after.get(stage) is None:
+            continue
+        bounds = sorted(after[stage][0])
+        cumulative = [after[stage][0][b] - before[stage][0][b] for b in bounds]
+        if not cumulative or cumulative[-1] == 0:
+            continue
+        out[stage] = {q: 1000 * next(b for b, c in zip(bounds, cumulative) if c >= cumulative[-1] * float(q) / 100)
+                      for q in ("50", "99")}
+    return out
 
 
 def batch_delta(before, after):
@@ -461,15 +486,17 @@ def main():
     before = batch_histogram()
     saturated = None
     for label, think, base in (("saturated", 0, saturated_base), (f"paced {THINK_MS} ms", THINK_MS, paced_base)):
-        cpu_before, opens = stack_cpu(), tcp_active_opens()
+        cpu_before, opens, stages_before = stack_cpu(), tcp_active_opens(), stage_histograms()
         rate, pct, errors, counts = wrk(tokens, seconds, voters, think, base)
         cpu = cpu_per_request(counts["ok"], cpu_before, stack_cpu())
         opened = new_connections(opens, counts["sent"])
+        stages = stage_percentiles(stages_before, stage_histograms())
         sent[base] = counts["sent"]
         result["saturated" if saturated is None else "paced"] = {"votes_per_s": rate, "p50_ms": pct.get("50"),
                                                                   "p99_ms": pct.get("99"), "errors": errors,
                                                                   "cpu_us_per_vote": cpu,
-                                                                  "new_connections_per_1k": opened}
+                                                                  "new_connections_per_1k": opened,
+                                                                  "ballot_box_ms": stages}
         if saturated is None:
             saturated = rate
             after = batch_histogram()
@@ -478,6 +505,9 @@ def main():
               f"errors: {', '.join(errors) if errors else 'none'}")
         print_cpu("vote", cpu)
         print(f"   new TCP connections per 1,000 votes: {opened:.1f}")
+        if stages:
+            print("   in the ballot box (p50 / p99, bucket bounds): " + ", ".join(
+                f"{stage} ≤ {p['50']:g} / ≤ {p['99']:g} ms" for stage, p in stages.items()))
         time.sleep(0.5)  # a vote answered by a 5xx may still commit: count what it left
         check_stored(f"{label}, acknowledged 2xx votes (sent {counts['sent']})", count_ballots(base, PHASE_POLLS),
                      counts["ok"])

@@ -14,6 +14,20 @@ namespace asio = boost::asio;
 
 namespace {
 
+std::shared_ptr<ops::Histogram> stage_histogram() {
+  return std::make_shared<ops::Histogram>(
+      std::vector<double>(BallotBox::kStageBuckets.begin(), BallotBox::kStageBuckets.end()));
+}
+
+double seconds_since(std::chrono::steady_clock::time_point then) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - then).count();
+}
+
+// Observes `seconds` once per vote of a batch of `n`.
+void observe_each(ops::Histogram& histogram, double seconds, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) histogram.observe(seconds);
+}
+
 // One statement for a whole batch: each input row is checked on its own (the poll
 // exists and is open now, the selection fits max_choices and names only the poll's
 // options), the valid ones are inserted (the primary key turns a second ballot into a
@@ -73,10 +87,18 @@ BallotBox::BallotBox(asio::any_io_executor executor, std::shared_ptr<pg::Pool> p
       tally_(std::move(tally)),
       config_(config),
       clock_(std::move(clock)),
-      batch_sizes_(std::make_shared<ops::Histogram>(std::vector<double>(kBatchBuckets.begin(), kBatchBuckets.end()))) {}
+      batch_sizes_(std::make_shared<ops::Histogram>(std::vector<double>(kBatchBuckets.begin(), kBatchBuckets.end()))),
+      stages_{stage_histogram(), stage_histogram(), stage_histogram(), stage_histogram()} {}
 
 void BallotBox::export_metrics(ops::Metrics& metrics) const {
   metrics.histogram("nimbus_vote_batch_size", "Ballots per group-commit batch statement.", batch_sizes_);
+  metrics.histogram("nimbus_vote_queue_seconds", "A vote's wait in the ballot box until its batch is taken.",
+                    stages_.queue);
+  metrics.histogram("nimbus_vote_write_seconds", "A batch statement and its commit, per vote in the batch.",
+                    stages_.write);
+  metrics.histogram("nimbus_vote_count_seconds", "Counting a committed batch in Redis, per vote in the batch.",
+                    stages_.count);
+  metrics.histogram("nimbus_vote_box_seconds", "A vote from entering the ballot box to its outcome.", stages_.box);
 }
 
 std::shared_ptr<BallotBox> BallotBox::create(asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg,
@@ -87,6 +109,7 @@ std::shared_ptr<BallotBox> BallotBox::create(asio::any_io_executor executor, std
 }
 
 asio::awaitable<VoteResult> BallotBox::cast(Ballot ballot) {
+  const auto entered = std::chrono::steady_clock::now();
   auto done = std::make_shared<OneShot<Outcome>>(executor_);
   bool spawn = false;
   {
@@ -94,7 +117,7 @@ asio::awaitable<VoteResult> BallotBox::cast(Ballot ballot) {
     // A database slower than the arrivals (or stalled) must not grow the queue without
     // bound: past the limit a vote is refused at once, 503 + Retry-After.
     if (queue_.size() >= config_.max_queued) throw DependencyUnavailable("postgres", "vote queue full");
-    queue_.push_back(Pending{std::move(ballot), done});
+    queue_.push_back(Pending{std::move(ballot), done, entered});
     if (flushing_ < config_.flushers) {
       ++flushing_;
       spawn = true;
@@ -105,6 +128,7 @@ asio::awaitable<VoteResult> BallotBox::cast(Ballot ballot) {
   // the deadline — of a real wait, so on the real clock — is only a backstop against a
   // bug leaving a vote waiting forever.
   auto outcome = co_await done->wait_until(std::chrono::steady_clock::now() + std::chrono::minutes(2));
+  stages_.box->observe(seconds_since(entered));
   if (!outcome) throw std::runtime_error("ballot box: no outcome");
   if (auto* error = std::get_if<std::exception_ptr>(&*outcome)) std::rethrow_exception(*error);
   co_return std::get<VoteResult>(std::move(*outcome));
@@ -133,10 +157,13 @@ asio::awaitable<void> BallotBox::flush_loop(std::shared_ptr<BallotBox> self) {
     auto batch = self->take_batch();
     if (batch.empty()) co_return;
     self->batch_sizes_->observe(static_cast<double>(batch.size()));
+    for (const auto& p : batch) self->stages_.queue->observe(seconds_since(p.queued));
     std::vector<VoteResult> results;
     std::exception_ptr failure;
+    const auto writing = std::chrono::steady_clock::now();
     try {
       results = co_await self->write(batch);
+      observe_each(*self->stages_.write, seconds_since(writing), batch.size());
     } catch (...) {
       failure = std::current_exception();
     }
@@ -162,7 +189,9 @@ asio::awaitable<void> BallotBox::deliver(std::shared_ptr<BallotBox> self, std::v
     }
     if (!committed.empty()) {
       try {
+        const auto counting = std::chrono::steady_clock::now();
         co_await self->tally_->count(committed);
+        observe_each(*self->stages_.count, seconds_since(counting), committed.size());
       } catch (const std::exception& e) {
         log::warn("counting committed ballots failed", {{"ballots", committed.size()}, {"error", e.what()}});
       }

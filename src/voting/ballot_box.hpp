@@ -66,15 +66,20 @@ class BallotBox : public std::enable_shared_from_this<BallotBox> {
   boost::asio::awaitable<VoteResult> cast(Ballot ballot);
 
   // nimbus_vote_batch_size: ballots per batch statement (bench/votes.py reads it to run
-  // its ceiling at the batch sizes the server forms).
+  // its ceiling at the batch sizes the server forms). nimbus_vote_{queue,write,count,
+  // box}_seconds: where a vote's time in the box goes — waiting for its batch, the
+  // batch's statement and commit, the count in Redis, and queued to answered.
   void export_metrics(ops::Metrics& metrics) const;
   static constexpr std::array<double, 9> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+  static constexpr std::array<double, 13> kStageBuckets = {0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016,
+                                                           0.032,   0.064,  0.128, 0.256, 0.512, 1.024};
 
  private:
   using Outcome = std::variant<VoteResult, std::exception_ptr>;
   struct Pending {
     Ballot ballot;
     std::shared_ptr<OneShot<Outcome>> done;
+    std::chrono::steady_clock::time_point queued{};
   };
 
   BallotBox(boost::asio::any_io_executor executor, std::shared_ptr<pg::Pool> pg, std::shared_ptr<Tally> tally,
@@ -93,6 +98,9 @@ class BallotBox : public std::enable_shared_from_this<BallotBox> {
   BallotBoxConfig config_;
   std::shared_ptr<const core::Clock> clock_;
   std::shared_ptr<ops::Histogram> batch_sizes_;
+  struct Stages {
+    std::shared_ptr<ops::Histogram> queue, write, count, box;
+  } stages_;
 
   // Polls this instance marked active, and when (see Tally::mark_active).
   std::vector<std::string> unmarked(const std::vector<Pending>& batch);

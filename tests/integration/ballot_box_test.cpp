@@ -10,6 +10,7 @@
 
 #include "core/errors.hpp"
 #include "core/ids.hpp"
+#include "ops/metrics.hpp"
 #include "store/pg/migrate.hpp"
 #include "support/stack_test.hpp"
 #include "voting/reconciler.hpp"
@@ -130,6 +131,29 @@ TEST_F(BallotBoxTest, EveryBallotOfABurstGetsItsOwnAnswerAndCountsOnce) {
   auto counted = run([&] { return tally_->counts(poll_); });
   EXPECT_EQ(counted.total, 30);
   for (const auto& [option, n] : truth) EXPECT_EQ(counted.by_option[option], n) << option;
+}
+
+TEST_F(BallotBoxTest, EveryVoteIsTimedThroughEachStageItPasses) {
+  ops::Metrics metrics;
+  box_->export_metrics(metrics);
+  std::vector<Ballot> ballots;
+  const std::vector<std::string> sel{options_[0]};
+  for (int i = 0; i < 20; ++i) ballots.push_back({poll_, users_[i], sel});
+  ballots.push_back({poll_, users_[0], {options_[1]}});  // already voted: written, not counted
+  ballots.push_back({ids::uuid_v7(), users_[21], sel});  // unknown poll: written, not counted
+  cast_all(ballots);
+
+  const auto text = metrics.render();
+  auto count_of = [&](const std::string& name) {
+    const auto line = name + "_count ";
+    const auto at = text.find(line);
+    return at == std::string::npos ? -1 : std::stoll(text.substr(at + line.size()));
+  };
+  EXPECT_EQ(count_of("nimbus_vote_box_seconds"), 22) << text;
+  EXPECT_EQ(count_of("nimbus_vote_queue_seconds"), 22);
+  EXPECT_EQ(count_of("nimbus_vote_write_seconds"), 22);
+  EXPECT_EQ(count_of("nimbus_vote_count_seconds"), 20);  // the committed ballots
+  EXPECT_NE(text.find("nimbus_vote_box_seconds_bucket{le=\"0.00025\"}"), std::string::npos);
 }
 
 TEST_F(BallotBoxTest, TalliesRebuildAndReconcileToTheSameCounts) {
