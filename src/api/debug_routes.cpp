@@ -8,6 +8,7 @@
 #include <optional>
 #include <thread>
 
+#include "auth/routes.hpp"
 #include "http/problem.hpp"
 
 namespace nimbus::api {
@@ -53,10 +54,9 @@ asio::awaitable<http::Response> echo(http::Request& req) {
 // to /healthz and a results read, bench/votes.py splits a read's cost into the token
 // and the Redis round trip with what follows it. Never a substitute for the real check.
 asio::awaitable<http::Response> token(std::shared_ptr<auth::Service> accounts, http::Request& req) {
-  auto header = req.header("Authorization");
-  auto claims = header ? accounts->verify(*header) : std::nullopt;
-  if (!claims) co_return http::problem(401, "invalid_token", "Invalid token", "Send a valid bearer token.");
-  co_return http::json(200, R"({"sub":")" + claims->sub + R"("})");
+  auto bearer = auth::bearer_claims(*accounts, req);
+  if (auto* refusal = std::get_if<http::Response>(&bearer)) co_return std::move(*refusal);
+  co_return http::json(200, R"({"sub":")" + std::get<auth::Claims>(bearer).sub + R"("})");
 }
 
 }  // namespace

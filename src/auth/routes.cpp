@@ -178,13 +178,24 @@ Response invalid_token() {
   return unauthorized("invalid_token", "The access token is invalid, expired or revoked.", true);
 }
 
-asio::awaitable<Response> guard(std::shared_ptr<Service> service, AuthedHandler handler, Request& req) {
+}  // namespace
+
+std::variant<Claims, Response> bearer_claims(Service& service, const Request& req) {
   auto header = req.header("Authorization");
-  if (!header) co_return unauthorized("missing_token", "Sign in and send Authorization: Bearer <token>.", false);
-  auto claims = service->verify(*header);
-  if (!claims) co_return invalid_token();
-  if (co_await service->revoked(*claims)) co_return invalid_token();
-  co_return co_await handler(req, *claims);
+  if (!header) return unauthorized("missing_token", "Sign in and send Authorization: Bearer <token>.", false);
+  auto claims = service.verify(*header);
+  if (!claims) return invalid_token();
+  return std::move(*claims);
+}
+
+namespace {
+
+asio::awaitable<Response> guard(std::shared_ptr<Service> service, AuthedHandler handler, Request& req) {
+  auto bearer = bearer_claims(*service, req);
+  if (auto* refusal = std::get_if<Response>(&bearer)) co_return std::move(*refusal);
+  const auto& claims = std::get<Claims>(bearer);
+  if (co_await service->revoked(claims)) co_return invalid_token();
+  co_return co_await handler(req, claims);
 }
 
 struct RevokedToken {};
@@ -203,24 +214,23 @@ asio::awaitable<void> confirm_unrevoked(std::shared_ptr<Service::RevocationCheck
 // handler awaits `confirm` (how long that read takes must not answer a revoked token's
 // holder). With Redis unreachable the check has already failed: no read is started.
 asio::awaitable<Response> guard_read(std::shared_ptr<Service> service, ReadHandler handler, Request& req) {
-  auto header = req.header("Authorization");
-  if (!header) co_return unauthorized("missing_token", "Sign in and send Authorization: Bearer <token>.", false);
-  auto claims = service->verify(*header);
-  if (!claims) co_return invalid_token();
+  auto bearer = bearer_claims(*service, req);
+  if (auto* refusal = std::get_if<Response>(&bearer)) co_return std::move(*refusal);
+  const auto& claims = std::get<Claims>(bearer);
   if (!service->revocation_reachable()) {
-    if (co_await service->revoked(*claims)) co_return invalid_token();  // throws: 503
+    if (co_await service->revoked(claims)) co_return invalid_token();  // throws: 503
   }
   // (no co_await in the expression that makes the check: GCC 12 destroys a temporary
   // of such an expression twice, docs/adr/0001)
   const auto executor = co_await asio::this_coro::executor;
-  auto check = std::make_shared<Service::RevocationCheck>(service->check_revocation(*claims, executor));
+  auto check = std::make_shared<Service::RevocationCheck>(service->check_revocation(claims, executor));
   // (named, not a temporary in the co_await: docs/adr/0001)
   Confirm confirm = [check] { return confirm_unrevoked(check); };
   std::optional<Response> answer;
   std::exception_ptr failure;
   bool refused = false;
   try {
-    answer = co_await handler(req, *claims, confirm);
+    answer = co_await handler(req, claims, confirm);
   } catch (const RevokedToken&) {
     refused = true;
   } catch (...) {

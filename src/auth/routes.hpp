@@ -6,6 +6,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <functional>
 #include <memory>
+#include <variant>
 
 #include "auth/service.hpp"
 #include "http/router.hpp"
@@ -17,6 +18,10 @@ void add_routes(http::Router& router, std::shared_ptr<Service> service);
 // The client's address: the peer, or the last X-Forwarded-For hop when the request
 // proves it came through the gateway (X-Nimbus-Gateway carries the shared secret).
 std::string client_ip(const http::Request& req, const Config& config);
+
+// The bearer token's claims as this instance checks them (signature, audience, expiry),
+// not yet its revocation in Redis; or the 401 (with WWW-Authenticate) to answer.
+std::variant<Claims, http::Response> bearer_claims(Service& service, const http::Request& req);
 
 // Wraps a handler that needs a signed-in caller: 401 with WWW-Authenticate otherwise.
 using AuthedHandler = std::function<boost::asio::awaitable<http::Response>(http::Request&, const Claims&)>;

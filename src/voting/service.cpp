@@ -237,6 +237,10 @@ asio::awaitable<std::shared_ptr<const Service::PollFacts>> Service::facts(const 
   co_return f;
 }
 
+std::string Service::Current::results(const std::string& poll_id) const {
+  return facts->results.render(poll_id, standing.counts.by_option, standing.counts.total, closed);
+}
+
 asio::awaitable<std::optional<Service::Current>> Service::current(std::string poll_id) {
   auto facts = co_await this->facts(poll_id);
   if (!facts) co_return std::nullopt;
@@ -260,8 +264,7 @@ asio::awaitable<Service::Results> Service::results(std::string poll_id, std::str
     voted = mine.has_value();
   }
   if (!results_visible(facts.visibility, voted, poll->closed, owner)) co_return Results{{}, true};
-  const auto& counts = poll->standing.counts;
-  co_return Results{facts.results.render(poll_id, counts.by_option, counts.total, poll->closed), false};
+  co_return Results{poll->results(poll_id), false};
 }
 
 asio::awaitable<Service::Results> Service::results(std::string poll_id, std::string user_id) {
@@ -272,8 +275,7 @@ asio::awaitable<Service::Results> Service::results(std::string poll_id, std::str
 asio::awaitable<std::optional<std::string>> Service::snapshot(std::string poll_id) {
   auto poll = co_await current(poll_id);
   if (!poll) co_return std::nullopt;
-  const auto& counts = poll->standing.counts;
-  co_return poll->facts->results.render(poll_id, counts.by_option, counts.total, poll->closed);
+  co_return poll->results(poll_id);
 }
 
 }  // namespace nimbus::voting

@@ -105,6 +105,7 @@ class Service {
     std::shared_ptr<const PollFacts> facts;
     Standing standing;
     bool closed = false;
+    std::string results(const std::string& poll_id) const;  // the results body, rendered
   };
   // The poll as it is now, or nullopt when it does not exist.
   boost::asio::awaitable<std::optional<Current>> current(std::string poll_id);

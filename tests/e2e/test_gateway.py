@@ -144,9 +144,11 @@ def test_the_benchmarks_token_route_checks_the_token():
     assert r.json()["sub"]
     head, payload, signature = token.split(".")
     forged = f"{head}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
-    for header in ({"Authorization": f"Bearer {forged}"}, {"Authorization": "Bearer x"}, {}):
+    for header, code in (({"Authorization": f"Bearer {forged}"}, "invalid_token"),
+                         ({"Authorization": "Bearer x"}, "invalid_token"), ({}, "missing_token")):
         r = s.get(f"{stack.GATEWAY_ADMIN}/debug/token", headers=header, timeout=5)
         assert r.status_code == 401, r.text
-        assert r.json()["code"] == "invalid_token"
+        assert r.json()["code"] == code
+        assert r.headers["WWW-Authenticate"].startswith("Bearer"), r.headers
     r = s.get(f"{stack.GATEWAY}/debug/token", headers={"Authorization": f"Bearer {token}"}, timeout=5)
     assert r.status_code == 404, r.text

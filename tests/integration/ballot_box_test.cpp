@@ -154,6 +154,19 @@ TEST_F(BallotBoxTest, EveryVoteIsTimedThroughEachStageItPasses) {
   EXPECT_EQ(count_of("nimbus_vote_write_seconds"), 22);
   EXPECT_EQ(count_of("nimbus_vote_count_seconds"), 20);  // the committed ballots
   EXPECT_NE(text.find("nimbus_vote_box_seconds_bucket{le=\"0.00025\"}"), std::string::npos);
+  // Each stage is a span of the vote's own time in the box, one after the other (queued,
+  // written, counted), so the whole is at least their sum, and a write takes time.
+  auto sum_of = [&](const std::string& name) {
+    const auto line = name + "_sum ";
+    const auto at = text.find(line);
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + line.size()));
+  };
+  const double queue = sum_of("nimbus_vote_queue_seconds"), write = sum_of("nimbus_vote_write_seconds");
+  const double count = sum_of("nimbus_vote_count_seconds"), box = sum_of("nimbus_vote_box_seconds");
+  EXPECT_GT(write, 0.0);
+  EXPECT_GT(count, 0.0);
+  EXPECT_GE(queue, 0.0);
+  EXPECT_GE(box, queue + write + count);
 }
 
 TEST_F(BallotBoxTest, TalliesRebuildAndReconcileToTheSameCounts) {
