@@ -63,12 +63,18 @@ install_packages() {
   bash "$ROOT/deploy/local/install.sh"
 }
 
+# Builds a preset: the targets named after it, or all of them (tests included).
 build() {
   local preset=$1
-  say "building ($preset preset)"
+  shift
+  say "building ($preset preset${*:+: $*})"
   cmake --preset "$preset" >/dev/null
-  cmake --build --preset "$preset"
+  cmake --build --preset "$preset" ${*:+--target "$@"}
 }
+
+# What the stack runs: the two binaries. Tests, fuzz targets and benchmarks are built
+# by ./stack test (and bench/), not by every ./stack up.
+build_stack() { build release nimbus-api nimbus-worker; }
 
 # npm packages of a folder, exactly as its lockfile says, when they changed since the
 # last install (npm ci starts from scratch, so it is skipped when nothing changed).
