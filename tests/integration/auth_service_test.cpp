@@ -4,11 +4,14 @@
 //
 // Sign-in codes are put in Redis by the test (their MAC under its own secret) instead
 // of being asked for: asking would send an email through the stack's outbox.
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include "auth/codes.hpp"
 #include "auth/routes.hpp"
 #include "auth/service.hpp"
+#include "core/hex.hpp"
 #include "core/random.hpp"
 #include "store/pg/migrate.hpp"
 #include "support/manual_clock.hpp"
@@ -72,12 +75,13 @@ class AuthServiceTest : public test::StackTest {
 
   // Signs email_ in through the real verify flow (Lua scripts, session row), at the
   // clock's time, from an address of its own.
-  Tokens sign_in() {
+  Tokens sign_in() { return sign_in(*service_); }
+  Tokens sign_in(Service& service) {
     auto outcome = run([&]() -> asio::awaitable<Outcome<Tokens>> {
       co_await redis_->command("HSET", "auth:code:" + email_, "mac", code_mac(config_.code_secret, email_, kCode),
                                "attempts", "0");
       co_await redis_->command("EXPIRE", "auth:code:" + email_, "600");
-      co_return co_await service_->verify_email(email_, std::string(kCode), unique_ip());
+      co_return co_await service.verify_email(email_, std::string(kCode), unique_ip());
     });
     auto* tokens = std::get_if<Tokens>(&outcome);
     if (!tokens) throw std::runtime_error("sign-in refused");
@@ -86,6 +90,23 @@ class AuthServiceTest : public test::StackTest {
 
   std::optional<Claims> authenticate(const std::string& access_token) {
     return run([&] { return service_->authenticate("Bearer " + access_token); });
+  }
+
+  Outcome<Tokens> refresh(Service& service, const std::string& refresh_token) {
+    return run([&] { return service.refresh(refresh_token); });
+  }
+
+  // Whether a refresh token is stored, and whether it is still the live end of its chain.
+  struct Stored {
+    bool stored = false, live = false;
+  };
+  Stored stored(const std::string& refresh_token) {
+    return run([&]() -> asio::awaitable<Stored> {
+      auto db = co_await pool_->acquire();
+      auto r = co_await db.query("SELECT rotated_at IS NULL FROM refresh_tokens WHERE hash = decode($1, 'hex')",
+                                 pg::params(to_hex(token_hash(refresh_token))));
+      co_return r.rows() == 0 ? Stored{} : Stored{true, r.get_bool(0, 0)};
+    });
   }
 
   static std::string unique_ip() {
@@ -212,6 +233,64 @@ TEST_F(AuthServiceTest, AReadStartsBesideTheRevocationCheckAndARevokedTokenGetsN
   EXPECT_EQ(own, 1) << "and read nothing of the caller's own";
   EXPECT_EQ(run([&] { return general(req); }).status, 401U) << "a finished answer is dropped for the 401";
   EXPECT_EQ(public_started, 2);
+}
+
+// Issue 22, item 11: a refresh token exchanged again after its grace window revokes the
+// session in Redis; that revocation must outlive every access token the session was
+// given (they are accepted until exp plus the clock leeway), or the thief's one works
+// again once the key expires. A 2 s access token: the key's expiry is real time.
+TEST_F(AuthServiceTest, AReuseRevocationOutlivesEveryAccessTokenOfTheSession) {
+  Config quick = config_;
+  quick.access_ttl = 2s;
+  quick.refresh_grace = 0s;
+  Service service(quick, pool_, redis_, clock_);
+  const auto first = sign_in(service);
+  auto rotated = refresh(service, first.refresh_token);
+  ASSERT_TRUE(std::holds_alternative<Tokens>(rotated));
+  const auto thief = std::get<Tokens>(rotated);  // whoever refreshed first: here, the thief
+  auto claims = authenticate(thief.access_token);
+  ASSERT_TRUE(claims);
+
+  auto reuse = refresh(service, first.refresh_token);  // the owner's copy, past its grace
+  ASSERT_TRUE(std::holds_alternative<Refused>(reuse));
+  EXPECT_EQ(std::get<Refused>(reuse).failure, Failure::invalid_token);
+  const auto ttl = run([&] { return redis_->command("TTL", "auth:revoked:sid:" + claims->sid); }).as_integer();
+  EXPECT_GE(ttl, (quick.access_ttl + kLeeway).count()) << "the revocation outlives exp plus the leeway";
+
+  // Past the access token's lifetime in real time, within exp + leeway by the clock.
+  std::this_thread::sleep_for(quick.access_ttl + 500ms);  // (the key's real-time expiry is the point)
+  clock_->set(t0_ + quick.access_ttl + kLeeway - 1s);
+  EXPECT_FALSE(authenticate(thief.access_token)) << "the thief's access token stays revoked";
+}
+
+// A rotated token replayed within its grace window gets the live end of its chain; the
+// walk there is bounded. Past the bound it must not hand out the token where it stopped
+// (never checked: already rotated, or not stored at all) but refuse.
+TEST_F(AuthServiceTest, TheRefreshChainWalkHandsOutOnlyTheStoredLiveEndOfTheChain) {
+  const auto first = sign_in();
+  std::string newest = first.refresh_token;
+  auto rotate = [&](int times) {
+    for (int i = 0; i < times; ++i) {
+      auto next = refresh(*service_, newest);
+      ASSERT_TRUE(std::holds_alternative<Tokens>(next)) << "rotation " << i;
+      newest = std::get<Tokens>(next).refresh_token;
+    }
+  };
+  rotate(16);
+  auto replay = refresh(*service_, first.refresh_token);  // within the 10 s grace window
+  ASSERT_TRUE(std::holds_alternative<Tokens>(replay));
+  EXPECT_EQ(std::get<Tokens>(replay).refresh_token, newest) << "16 successors: the walk reaches the end";
+
+  rotate(2);  // 18 rotations since the replayed token: longer than the walk goes
+  auto far = refresh(*service_, first.refresh_token);
+  if (auto* tokens = std::get_if<Tokens>(&far)) {
+    const auto found = stored(tokens->refresh_token);
+    EXPECT_TRUE(found.stored && found.live) << "handed out a token that is not the stored live end of the chain";
+    EXPECT_EQ(tokens->refresh_token, newest);
+  }
+  EXPECT_TRUE(stored(newest).live) << "the session's live token is untouched";
+  auto go_on = refresh(*service_, newest);
+  EXPECT_TRUE(std::holds_alternative<Tokens>(go_on)) << "and the session goes on";
 }
 
 }  // namespace
