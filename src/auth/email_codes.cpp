@@ -215,7 +215,8 @@ asio::awaitable<Outcome<Tokens>> Service::verify_email(std::string email_text, s
   if (auto digits = long_code_digits(code)) {
     const auto mac = code_mac(config_.code_secret, *email, *digits);
     const std::vector<std::string> keys{long_key(*email, mac), long_expired_key(*email, mac)};
-    auto used = co_await redis_->eval(kConsumeLong, keys, {});
+    const std::vector<std::string> no_args;  // (named: no braced list in a co_await, docs/adr/0001)
+    auto used = co_await redis_->eval(kConsumeLong, keys, no_args);
     if (used.as_integer() < 0) co_return Refused{Failure::code_expired};
     if (used.as_integer() == 0) co_return Refused{Failure::invalid_code};
     co_return co_await open_session(*email);

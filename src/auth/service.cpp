@@ -114,7 +114,7 @@ Tokens Service::issue(const User& user, const std::string& session_id, std::stri
   return {config_.keys->sign(c), config_.access_ttl.count(), std::move(refresh_token), user};
 }
 
-asio::awaitable<Outcome<Tokens>> Service::open_session(const std::string& email) {
+asio::awaitable<Outcome<Tokens>> Service::open_session(std::string email) {
   const auto session_id = ids::uuid_v7();
   auto refresh_token = generate_refresh_token();
   auto db = co_await pg_->acquire();

@@ -124,7 +124,7 @@ class Service {
                                                                         int limit);
   Tokens issue(const User& user, const std::string& session_id, std::string refresh_token) const;
   // A new session of the address's user (created on first sign-in) and its tokens.
-  boost::asio::awaitable<Outcome<Tokens>> open_session(const std::string& email);
+  boost::asio::awaitable<Outcome<Tokens>> open_session(std::string email);
 
   Config config_;
   std::unique_ptr<VerifiedTokens> verified_ = std::make_unique<VerifiedTokens>();
