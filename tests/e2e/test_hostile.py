@@ -622,7 +622,8 @@ JSON_CASES = [
     ("verify-long-code-odd-separators", 401, "invalid_code", None,
      lambda w: call("POST", "/v1/auth/email/verify", json={"email": w.email, "code": "-1234-5678-9012-3456-7890"})),
     ("verify-code-full-width-digits", 401, "invalid_code", None,
-     lambda w: call("POST", "/v1/auth/email/verify", json={"email": w.email, "code": "\uff11\uff12\uff13\uff14\uff15\uff16"})),
+     lambda w: call("POST", "/v1/auth/email/verify",
+                    json={"email": w.email, "code": "\uff11\uff12\uff13\uff14\uff15\uff16"})),
     ("verify-code-32-digits", 401, "invalid_code", None,
      lambda w: call("POST", "/v1/auth/email/verify", json={"email": w.email, "code": "9" * 32})),
 ]
