@@ -224,7 +224,7 @@ app_env() {
   # sign-in from one address (the tests), so its per-IP limits are high.
   if [[ $debug == 1 ]]; then
     vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s" "NIMBUS_LIVE_HEARTBEAT=1s" "NIMBUS_TALLY_RECONCILE_INTERVAL=1s" "NIMBUS_IMAGE_SWEEP_INTERVAL=1s" "NIMBUS_IMAGE_STUCK_AFTER=30s" "NIMBUS_AUTH_CODE_TTL=6s" "NIMBUS_AUTH_RESEND_COOLDOWN=2s"
-      "NIMBUS_AUTH_REFRESH_GRACE=3s" "NIMBUS_AUTH_DAILY_ATTEMPTS=12" "NIMBUS_AUTH_IP_START_PER_MINUTE=100000" "NIMBUS_AUTH_IP_VERIFY_PER_MINUTE=100000")
+      "NIMBUS_AUTH_REFRESH_GRACE=3s" "NIMBUS_AUTH_DAILY_ATTEMPTS=12" "NIMBUS_AUTH_CLIENT_DAILY_ATTEMPTS=6" "NIMBUS_AUTH_IP_START_PER_MINUTE=100000" "NIMBUS_AUTH_IP_VERIFY_PER_MINUTE=100000")
   else
     # Operator limits set in the environment of `./stack up` pass through (e.g. a load
     # generator that signs in hundreds of users from one address); unset: the app's defaults.

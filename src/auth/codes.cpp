@@ -44,11 +44,15 @@ std::optional<std::string> normalize_email(std::string_view text) {
   return out;
 }
 
-std::string generate_code() {
-  // 2^32 - (2^32 mod 10^6) is the largest multiple of 10^6 below 2^32: values at or
-  // above it are redrawn, so every code is equally likely.
-  constexpr std::uint64_t range = 1'000'000;
-  constexpr std::uint64_t limit = (std::uint64_t{1} << 32) - ((std::uint64_t{1} << 32) % range);
+namespace {
+
+// `width` decimal digits (≤ 9), uniform: 2^32 - (2^32 mod 10^width) is the largest
+// multiple of 10^width below 2^32; values at or above it are redrawn, so every string
+// of digits is equally likely.
+std::string uniform_digits(int width) {
+  std::uint64_t range = 1;
+  for (int i = 0; i < width; ++i) range *= 10;
+  const std::uint64_t limit = (std::uint64_t{1} << 32) - ((std::uint64_t{1} << 32) % range);
   for (;;) {
     std::array<std::uint8_t, 4> b{};
     random::fill(b);
@@ -56,8 +60,43 @@ std::string generate_code() {
         (std::uint64_t{b[0]} << 24) | (std::uint64_t{b[1]} << 16) | (std::uint64_t{b[2]} << 8) | b[3];
     if (v >= limit) continue;
     auto s = std::to_string(v % range);
-    return std::string(6 - s.size(), '0') + s;
+    return std::string(static_cast<std::size_t>(width) - s.size(), '0') + s;
   }
+}
+
+constexpr std::size_t kLongCodeDigits = 20;
+
+}  // namespace
+
+std::string generate_code() {
+  return uniform_digits(6);
+}
+
+std::string generate_long_code() {
+  std::string out;
+  for (std::size_t group = 0; group < kLongCodeDigits / 4; ++group) {
+    if (group > 0) out += ' ';
+    out += uniform_digits(4);
+  }
+  return out;
+}
+
+std::optional<std::string> long_code_digits(std::string_view text) {
+  // (digits gathered in a fixed array: GCC 12 misreads appends to a std::string here as
+  // an overread, -Wstringop-overread)
+  std::array<char, kLongCodeDigits> digits{};
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c >= '0' && c <= '9') {
+      if (n == digits.size()) return std::nullopt;
+      digits[n++] = c;
+    } else if ((c != ' ' && c != '-') || n == 0 || i + 1 == text.size()) {
+      return std::nullopt;  // a separator only between digits
+    }
+  }
+  if (n != digits.size()) return std::nullopt;
+  return std::string(digits.data(), digits.size());
 }
 
 bool is_code_format(std::string_view code) {

@@ -1,6 +1,7 @@
 // Email verification codes and opaque tokens: the pure parts (no I/O), unit-tested.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,6 +15,21 @@ std::optional<std::string> normalize_email(std::string_view text);
 // Six decimal digits from the CSPRNG, uniform (rejection sampling, no modulo bias).
 std::string generate_code();
 bool is_code_format(std::string_view code);
+
+// The long form a sign-in code takes once an address (or the client asking) has had
+// too many wrong 6-digit guesses for the day: 20 digits from the CSPRNG (10^20, 66
+// bits: not worth guessing, so it needs no guess budget), shown in five groups of four.
+std::string generate_long_code();
+// The 20 digits of a long code as typed or pasted (spaces and dashes between digits
+// are dropped); nullopt if it is not one.
+std::optional<std::string> long_code_digits(std::string_view text);
+
+// Where sign-in codes come from: the CSPRNG; tests pass their own, to know what a mail
+// says without reading it.
+struct CodeSource {
+  std::function<std::string()> short_code = generate_code;
+  std::function<std::string()> long_code = generate_long_code;
+};
 
 // HMAC-SHA256(secret, email ":" code), hex. Codes are stored only in this form.
 std::string code_mac(std::string_view secret, std::string_view email, std::string_view code);

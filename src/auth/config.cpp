@@ -36,6 +36,9 @@ Config Config::from_env() {
   c.code_ttl = seconds("NIMBUS_AUTH_CODE_TTL", c.code_ttl);
   c.code_attempts = static_cast<int>(env::integer("NIMBUS_AUTH_CODE_ATTEMPTS", c.code_attempts, 1, 100));
   c.daily_attempts = static_cast<int>(env::integer("NIMBUS_AUTH_DAILY_ATTEMPTS", c.daily_attempts, 1, 1'000'000));
+  c.client_daily_attempts =
+      static_cast<int>(env::integer("NIMBUS_AUTH_CLIENT_DAILY_ATTEMPTS", c.client_daily_attempts, 1, 1'000'000));
+  c.daily_codes = static_cast<int>(env::integer("NIMBUS_AUTH_DAILY_CODES", c.daily_codes, 1, 1'000'000));
   c.resend_cooldown = seconds("NIMBUS_AUTH_RESEND_COOLDOWN", c.resend_cooldown);
   c.ip_start_per_minute =
       static_cast<int>(env::integer("NIMBUS_AUTH_IP_START_PER_MINUTE", c.ip_start_per_minute, 1, 1'000'000));

@@ -19,9 +19,17 @@ struct Config {
   std::chrono::seconds refresh_absolute{30 * 24 * 3600};
   std::chrono::seconds refresh_grace{10};
   std::chrono::seconds code_ttl{10 * 60};
+  // The guess budgets of 6-digit codes (docs/adr/0009): only a guess at a live code
+  // counts, wrong ones only, per UTC day by the service's clock. A code is burnt after
+  // `code_attempts` wrong guesses; an address takes `daily_attempts` from all clients
+  // together and `client_daily_attempts` from any one client (IPv4 address, IPv6 /64);
+  // it is sent `daily_codes` 6-digit codes. Past any of them, codes are sent in their
+  // long form (codes.hpp), which no budget limits: guessing is bounded and nobody
+  // without the mailbox can keep its owner from signing in.
   int code_attempts = 5;
-  // Wrong codes per address per 24 h, whatever number of codes were asked for.
   int daily_attempts = 20;
+  int client_daily_attempts = 10;
+  int daily_codes = 10;
   std::chrono::seconds resend_cooldown{60};
   // Per client IP, per minute, shared by all instances (Redis).
   int ip_start_per_minute = 10;
@@ -39,7 +47,8 @@ struct Config {
 
   // NIMBUS_AUTH_ISSUER, NIMBUS_AUTH_AUDIENCE, NIMBUS_AUTH_ACCESS_TTL, NIMBUS_AUTH_REFRESH_IDLE,
   // NIMBUS_AUTH_REFRESH_ABSOLUTE, NIMBUS_AUTH_REFRESH_GRACE, NIMBUS_AUTH_CODE_TTL,
-  // NIMBUS_AUTH_CODE_ATTEMPTS, NIMBUS_AUTH_DAILY_ATTEMPTS, NIMBUS_AUTH_RESEND_COOLDOWN,
+  // NIMBUS_AUTH_CODE_ATTEMPTS, NIMBUS_AUTH_DAILY_ATTEMPTS, NIMBUS_AUTH_CLIENT_DAILY_ATTEMPTS,
+  // NIMBUS_AUTH_DAILY_CODES, NIMBUS_AUTH_RESEND_COOLDOWN,
   // NIMBUS_AUTH_IP_START_PER_MINUTE, NIMBUS_AUTH_IP_VERIFY_PER_MINUTE, NIMBUS_AUTH_CODE_SECRET (required),
   // NIMBUS_GATEWAY_SECRET, NIMBUS_MAIL_FROM, NIMBUS_AUTH_COOKIE_SECURE, NIMBUS_LOCAL_MEMO,
   // NIMBUS_JWT_KEYS ("kid=/path/key.pem,kid2=/path/old.pem", required),

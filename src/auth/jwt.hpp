@@ -72,6 +72,11 @@ struct VerifyResult {
   bool ok() const { return claims.has_value(); }
 };
 
+// How far past `exp` (and before `iat`/`nbf`) a token is still accepted: the clocks of
+// the instances that sign and verify differ by that much at most. Whatever must outlive
+// a token (a revocation) outlives exp plus this.
+inline constexpr std::chrono::seconds kClockLeeway{30};
+
 class KeySet {
  public:
   // `signing_kid` must name a key that can sign.
@@ -79,8 +84,7 @@ class KeySet {
 
   std::string sign(const Claims& claims) const;
   VerifyResult verify(std::string_view token, std::string_view issuer, std::string_view audience,
-                      std::chrono::system_clock::time_point now,
-                      std::chrono::seconds leeway = std::chrono::seconds(30)) const;
+                      std::chrono::system_clock::time_point now, std::chrono::seconds leeway = kClockLeeway) const;
   // {"keys":[{"kty":"OKP","crv":"Ed25519","x":...,"kid":...,"use":"sig","alg":"EdDSA"}]}
   std::string jwks() const;
 

@@ -45,6 +45,10 @@ Response refused(const Refused& r) {
       return http::problem(401, "code_expired", "Code expired", "The code has expired or was used; ask for a new one.");
     case Failure::invalid_token:
       return unauthorized("invalid_token", "The refresh token is not valid.", true);
+    case Failure::refresh_chain_too_long:
+      return unauthorized("refresh_chain_too_long",
+                          "The refresh token was replaced too many times since; use the newest one or sign in again.",
+                          true);
   }
   res.headers.set("Retry-After", std::to_string(std::max<std::int64_t>(1, r.retry_after.count())));
   return res;

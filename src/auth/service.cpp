@@ -1,10 +1,6 @@
 #include "auth/service.hpp"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/json/object.hpp>
-#include <boost/json/serialize.hpp>
 
 #include "auth/codes.hpp"
 #include "core/hex.hpp"
@@ -12,7 +8,6 @@
 #include "core/log.hpp"
 #include "core/random.hpp"
 #include "http/message.hpp"
-#include "outbox/outbox.hpp"
 
 namespace nimbus::auth {
 
@@ -26,45 +21,6 @@ const redis::Script kRateLimit(R"(
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n)");
-
-// Starts a code: refuses within the resend cooldown (returns its TTL), else replaces any
-// previous code (a new code voids the old one) and remembers its MAC past its expiry.
-// That marker tells "expired" from "wrong" only to someone who holds the code itself:
-// a stranger guessing learns nothing about whether the address signed in recently.
-const redis::Script kStart(R"(
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return math.max(redis.call('TTL', KEYS[1]), 1)
-end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'mac', ARGV[2], 'attempts', 0)
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[4])
-return 0)");
-
-// Counts an attempt atomically against two limits: the code's own (a new code starts
-// afresh) and the address's budget for the day, which no new code resets — otherwise
-// an attacker asks for a new code after every few guesses and guesses forever.
-// KEYS: code, budget. ARGV: attempts per code, attempts per day, day length.
-// {-3, ttl} budget spent, {-1} no code, {-2} code's attempts spent, else {n, mac}.
-const redis::Script kAttempt(R"(
-local spent = redis.call('INCR', KEYS[2])
-if spent == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-if spent > tonumber(ARGV[2]) then return {-3, math.max(redis.call('TTL', KEYS[2]), 1)} end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if n > tonumber(ARGV[1]) then return {-2} end
-return {n, redis.call('HGET', KEYS[1], 'mac')}
-)");
-
-// Single use: only the first verifier of a given code consumes it. A right code gives
-// its attempt back to the day's budget (KEYS[2]) and clears the expiry marker (KEYS[3]).
-const redis::Script kConsume(R"(
-if redis.call('HGET', KEYS[1], 'mac') == ARGV[1] then
-  redis.call('DEL', KEYS[1], KEYS[3])
-  if redis.call('DECR', KEYS[2]) < 0 then redis.call('DEL', KEYS[2]) end
-  return 1
-end
-return 0)");
 
 constexpr std::string_view kCreateSession = R"(
 WITH u AS (
@@ -103,18 +59,21 @@ constexpr std::string_view kUser =
     "SELECT id, email, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM users WHERE id = "
     "$1";
 
-std::string code_key(const std::string& email) {
-  return "auth:code:" + email;
+// How long a revocation is kept: past the last moment any access token it covers is
+// accepted. Such a token was issued by the time of the revocation, so it expires within
+// access_ttl of it and is accepted until exp plus the clock leeway; the minute more
+// covers the time between reading the clock and the key's write, and Redis's own clock.
+std::string revocation_ttl(const Config& config) {
+  return std::to_string((config.access_ttl + kClockLeeway + seconds(60)).count());
 }
-std::string cooldown_key(const std::string& email) {
-  return "auth:cooldown:" + email;
-}
-std::string expired_key(const std::string& email) {
-  return "auth:expired:" + email;
-}
-std::string budget_key(const std::string& email) {
-  return "auth:budget:" + email;
-}
+
+// How many successors a rotated token replayed within its grace window walks to reach
+// the live end of its chain: one query each, inside the transaction that holds the
+// session's lock. Clients that retry or refresh from two tabs meet a step or two; a
+// session rotated more often than this within one grace window is refused the replay
+// (its live token keeps working), never handed a token the walk did not check.
+constexpr int kChainWalk = 16;
+
 std::string sid_key(const std::string& sid) {
   return "auth:revoked:sid:" + sid;
 }
@@ -130,8 +89,12 @@ RateWindow rate_window(std::chrono::system_clock::time_point now) {
 }
 
 Service::Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis,
-                 std::shared_ptr<const core::Clock> clock)
-    : config_(std::move(config)), pg_(std::move(pg)), redis_(std::move(redis)), clock_(std::move(clock)) {}
+                 std::shared_ptr<const core::Clock> clock, CodeSource codes)
+    : config_(std::move(config)),
+      pg_(std::move(pg)),
+      redis_(std::move(redis)),
+      clock_(std::move(clock)),
+      codes_(std::move(codes)) {}
 
 asio::awaitable<std::optional<seconds>> Service::over_rate(const std::string& kind, const std::string& ip, int limit) {
   // One reading of the clock: the refusal's Retry-After belongs to the window counted.
@@ -151,80 +114,12 @@ Tokens Service::issue(const User& user, const std::string& session_id, std::stri
   return {config_.keys->sign(c), config_.access_ttl.count(), std::move(refresh_token), user};
 }
 
-asio::awaitable<Outcome<Started>> Service::start_email(std::string email_text, std::string client_ip) {
-  auto email = normalize_email(email_text);
-  if (!email) co_return Refused{Failure::invalid_email};
-  if (auto wait = co_await over_rate("start", client_ip, config_.ip_start_per_minute)) {
-    co_return Refused{Failure::rate_limited, *wait};
-  }
-  const auto executor = co_await asio::this_coro::executor;
-  const auto code = generate_code();
-  const std::vector<std::string> keys{cooldown_key(*email), code_key(*email), expired_key(*email)};
-  const auto mac = code_mac(config_.code_secret, *email, code);
-  const std::vector<std::string> args{std::to_string(config_.resend_cooldown.count()), mac,
-                                      std::to_string(config_.code_ttl.count()), std::to_string(24 * 3600)};
-  auto started = co_await redis_->eval(kStart, keys, args);
-  if (started.as_integer() > 0) co_return Refused{Failure::resend_cooldown, seconds(started.as_integer())};
-
-  // The email goes out through the outbox; its row is cleared once published, so the
-  // plain code lives only in the message on its way to the mail server.
-  boost::json::object mail{{"to", *email},
-                           {"from", config_.mail_from},
-                           {"subject", "Your Nimbus sign-in code: " + code},
-                           {"text", "Your Nimbus sign-in code is " + code + ".\r\n\r\nIt expires in " +
-                                        std::to_string(config_.code_ttl.count() / 60) +
-                                        " minutes. If you did not ask for it, ignore this email.\r\n"}};
-  try {
-    auto db = co_await pg_->acquire();
-    outbox::Message message{"nimbus", "email.send", boost::json::serialize(mail), true};
-    co_await outbox::enqueue(db, message);
-  } catch (...) {
-    // Without the email the code is useless: let the user ask again at once.
-    asio::co_spawn(executor, redis_->command("DEL", cooldown_key(*email)), asio::detached);
-    throw;
-  }
-  co_return Started{};
-}
-
-asio::awaitable<Outcome<Tokens>> Service::verify_email(std::string email_text, std::string code,
-                                                       std::string client_ip) {
-  auto email = normalize_email(email_text);
-  if (!email) co_return Refused{Failure::invalid_email};
-  if (auto wait = co_await over_rate("verify", client_ip, config_.ip_verify_per_minute)) {
-    co_return Refused{Failure::rate_limited, *wait};
-  }
-  const std::vector<std::string> keys{code_key(*email), budget_key(*email)};
-  const std::vector<std::string> args{std::to_string(config_.code_attempts), std::to_string(config_.daily_attempts),
-                                      std::to_string(24 * 3600)};
-  auto attempt = co_await redis_->eval(kAttempt, keys, args);
-  const auto& state = attempt.as_array();
-  if (state.empty()) throw redis::Error("attempt script returned nothing");
-  const auto mac = code_mac(config_.code_secret, *email, is_code_format(code) ? code : std::string("x"));
-  switch (state[0].as_integer()) {
-    case -3:
-      co_return Refused{Failure::too_many_attempts, seconds(state.at(1).as_integer())};
-    case -2:
-      co_return Refused{Failure::too_many_attempts, config_.code_ttl};
-    case -1: {
-      auto expired = co_await redis_->command("GET", expired_key(*email));
-      const auto old = expired.as_optional_string();
-      co_return Refused{old && constant_time_equal(mac, *old) ? Failure::code_expired : Failure::invalid_code};
-    }
-    default:
-      break;
-  }
-  const auto& stored = state.at(1).as_string();
-  if (!constant_time_equal(mac, stored)) co_return Refused{Failure::invalid_code};
-  const std::vector<std::string> consume_keys{code_key(*email), budget_key(*email), expired_key(*email)};
-  const std::vector<std::string> consume_args{stored};
-  auto consumed = co_await redis_->eval(kConsume, consume_keys, consume_args);
-  if (consumed.as_integer() != 1) co_return Refused{Failure::invalid_code};  // used by a concurrent request
-
+asio::awaitable<Outcome<Tokens>> Service::open_session(std::string email) {
   const auto session_id = ids::uuid_v7();
   auto refresh_token = generate_refresh_token();
   auto db = co_await pg_->acquire();
   auto r =
-      co_await db.query(kCreateSession, pg::params(ids::uuid_v7(), *email, session_id, config_.refresh_absolute.count(),
+      co_await db.query(kCreateSession, pg::params(ids::uuid_v7(), email, session_id, config_.refresh_absolute.count(),
                                                    to_hex(token_hash(refresh_token))));
   User user{std::string(r.get(0, 0)), std::string(r.get(0, 1)), std::string(r.get(0, 2))};
   log::info("signed in", {{"user_id", user.id}, {"session_id", session_id}});
@@ -254,7 +149,7 @@ asio::awaitable<Outcome<Tokens>> Service::refresh(std::string refresh_token) {
     // tokens now, thief or owner, loses them all; the owner signs in again.
     co_await db.query(kRevokeSession, pg::params(session_id, std::string_view("refresh_token_reuse")));
     co_await db.execute_script("COMMIT");
-    co_await redis_->command("SET", sid_key(session_id), "1", "EX", std::to_string(config_.access_ttl.count()));
+    co_await redis_->command("SET", sid_key(session_id), "1", "EX", revocation_ttl(config_));
     log::warn("refresh token reuse: session revoked", {{"session_id", session_id}, {"user_id", user.id}});
     co_return Refused{Failure::invalid_token};
   }
@@ -267,14 +162,22 @@ asio::awaitable<Outcome<Tokens>> Service::refresh(std::string refresh_token) {
     co_await db.query(kRotate, pg::params(hash));
     co_await db.query(kAddToken, pg::params(to_hex(token_hash(next)), session_id));
   } else {
-    for (int step = 0; step < 16; ++step) {
+    bool at_end = false;
+    for (int step = 0; step < kChainWalk && !at_end; ++step) {
       auto r = co_await db.query(kTokenRotated, pg::params(to_hex(token_hash(next)), session_id));
       if (r.rows() == 0) {  // a successor issued before this scheme: start a chain from here
         co_await db.query(kAddToken, pg::params(to_hex(token_hash(next)), session_id));
-        break;
+        at_end = true;
+      } else if (!r.get_bool(0, 0)) {
+        at_end = true;
+      } else {
+        next = successor_token(config_.code_secret, next);
       }
-      if (!r.get_bool(0, 0)) break;
-      next = successor_token(config_.code_secret, next);
+    }
+    if (!at_end) {
+      co_await db.execute_script("COMMIT");
+      log::warn("refresh replay refused: chain longer than the walk", {{"session_id", session_id}});
+      co_return Refused{Failure::refresh_chain_too_long};
     }
   }
   co_await db.query(kTouchSession, pg::params(session_id));
@@ -284,7 +187,7 @@ asio::awaitable<Outcome<Tokens>> Service::refresh(std::string refresh_token) {
 
 asio::awaitable<void> Service::logout(Claims claims, bool everywhere) {
   auto db = co_await pg_->acquire();
-  const auto ttl = std::to_string(config_.access_ttl.count() + 60);
+  const auto ttl = revocation_ttl(config_);
   if (everywhere) {
     co_await db.query(kRevokeUser, pg::params(claims.sub, std::string_view("logout_global")));
     co_await redis_->command("SET", user_key(claims.sub), std::to_string(core::unix_seconds(*clock_)), "EX", ttl);

@@ -14,6 +14,7 @@
 #include <string>
 #include <variant>
 
+#include "auth/codes.hpp"
 #include "auth/config.hpp"
 #include "auth/jwt.hpp"
 #include "auth/verified_tokens.hpp"
@@ -42,6 +43,9 @@ enum class Failure {
   code_expired,       // 401
   too_many_attempts,  // 429
   invalid_token,      // 401
+  // 401: a rotated token replayed within its grace window, whose chain has grown longer
+  // since than the walk to its live end goes (Service::refresh).
+  refresh_chain_too_long,
 };
 
 struct Refused {
@@ -62,12 +66,23 @@ struct RateWindow {
 };
 RateWindow rate_window(std::chrono::system_clock::time_point now);
 
+// The UTC day (by the service's clock) the guess budgets of sign-in codes count in: its
+// number (part of the counters' keys) and the time left in it (a refusal's Retry-After).
+struct DayWindow {
+  std::int64_t day = 0;
+  std::chrono::seconds left{0};
+};
+DayWindow day_window(std::chrono::system_clock::time_point now);
+
 class Service {
  public:
-  // `clock` dates tokens, rate-limit windows and sign-outs (tests pass a manual one).
+  // `clock` dates tokens, rate-limit windows, guess budgets and sign-outs; `codes` draws
+  // sign-in codes (tests pass their own of both).
   Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis,
-          std::shared_ptr<const core::Clock> clock = core::Clock::system());
+          std::shared_ptr<const core::Clock> clock = core::Clock::system(), CodeSource codes = {});
 
+  // Sign-in by email code (email_codes.cpp, whose header comment says what bounds
+  // guessing). `client_ip` is the address the API sees (routes.hpp client_ip()).
   boost::asio::awaitable<Outcome<Started>> start_email(std::string email, std::string client_ip);
   boost::asio::awaitable<Outcome<Tokens>> verify_email(std::string email, std::string code, std::string client_ip);
   boost::asio::awaitable<Outcome<Tokens>> refresh(std::string refresh_token);
@@ -108,12 +123,15 @@ class Service {
   boost::asio::awaitable<std::optional<std::chrono::seconds>> over_rate(const std::string& kind, const std::string& ip,
                                                                         int limit);
   Tokens issue(const User& user, const std::string& session_id, std::string refresh_token) const;
+  // A new session of the address's user (created on first sign-in) and its tokens.
+  boost::asio::awaitable<Outcome<Tokens>> open_session(std::string email);
 
   Config config_;
   std::unique_ptr<VerifiedTokens> verified_ = std::make_unique<VerifiedTokens>();
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<redis::Client> redis_;
   std::shared_ptr<const core::Clock> clock_;
+  CodeSource codes_;
 };
 
 }  // namespace nimbus::auth

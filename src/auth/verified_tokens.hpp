@@ -25,7 +25,7 @@ namespace nimbus::auth {
 
 class VerifiedTokens {
  public:
-  explicit VerifiedTokens(std::size_t capacity = 64 * 1024, std::chrono::seconds leeway = std::chrono::seconds(30))
+  explicit VerifiedTokens(std::size_t capacity = 64 * 1024, std::chrono::seconds leeway = kClockLeeway)
       : per_shard_(capacity / kShards + 1), leeway_(leeway) {}
 
   std::optional<Claims> find(std::string_view token, std::chrono::system_clock::time_point now) {

@@ -37,6 +37,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def instance_env():
+    """The environment the stack's API instances run with (their settings)."""
+    return dict(_program("api-1")[1])
+
+
 def gateway_secret():
     """The secret nginx proves itself with (X-Nimbus-Gateway): what lets an instance
     trust X-Forwarded-For."""

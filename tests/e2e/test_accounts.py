@@ -4,6 +4,7 @@ cooldown and a 3 s refresh grace window (see app_env in deploy/local/lib.sh)."""
 import base64
 import json
 import os
+import random
 import re
 import threading
 import time
@@ -12,6 +13,7 @@ import uuid
 import jwt
 import requests
 
+import private
 import stack
 from stack import psql
 
@@ -45,15 +47,30 @@ def code_in(mail):
 MAIL_WAIT = 60
 
 
-def next_code(email, seen, timeout=MAIL_WAIT):
-    """The code of the first email to `email` beyond the `seen` it already had."""
+# A mail carries a 6-digit code, or (once short codes are closed for the address or the
+# asking client) a long one: 20 digits in groups of four.
+LONG_CODE = re.compile(r"\b(\d{4}(?:[ -]\d{4}){4})\b")
+
+
+def sign_in_code(mail):
+    found = LONG_CODE.search(mail["text"])
+    return found.group(1) if found else code_in(mail)
+
+
+def next_mail(email, seen, timeout=MAIL_WAIT):
+    """The first email to `email` beyond the `seen` it already had."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         mails = mails_to(email)
         if len(mails) > seen:
-            return code_in(mails[seen])
+            return mails[seen]
         time.sleep(0.05)
     raise AssertionError(f"no new email for {email}")
+
+
+def next_code(email, seen, timeout=MAIL_WAIT):
+    """The 6-digit code of the first email to `email` beyond the `seen` it already had."""
+    return code_in(next_mail(email, seen, timeout))
 
 
 def verify(email, code, base=stack.GATEWAY):
@@ -78,7 +95,7 @@ def sign_in(email=None):
         seen = len(mails_to(email))
         r = start_after_cooldown(email)
         assert r.status_code == 202, r.text
-        r = verify(email, next_code(email, seen))
+        r = verify(email, sign_in_code(next_mail(email, seen)))
         if r.status_code == 401 and r.json().get("code") == "code_expired":
             continue
         assert r.status_code == 200, r.text
@@ -88,6 +105,101 @@ def sign_in(email=None):
 
 def bearer(token):
     return {"Authorization": f"Bearer {token}"}
+
+
+# --------------------------------------------------------------------------------------
+# Other clients: an instance sees the address the gateway forwards (X-Forwarded-For with
+# the gateway's proof), so a test is a client of its choosing by talking to an instance
+# the way the gateway does. Through the gateway itself every test is 127.0.0.1.
+
+SETTINGS = private.instance_env()
+GATEWAY_SECRET = private.gateway_secret()
+
+
+def setting(name, default):
+    """One of the instances' numeric settings (the app's default where the stack sets none)."""
+    return int(str(SETTINGS.get(name, default)).rstrip("s"))
+
+
+CODE_TTL = setting("NIMBUS_AUTH_CODE_TTL", 600)
+CODE_ATTEMPTS = setting("NIMBUS_AUTH_CODE_ATTEMPTS", 5)
+ADDRESS_DAILY = setting("NIMBUS_AUTH_DAILY_ATTEMPTS", 20)
+CLIENT_DAILY = setting("NIMBUS_AUTH_CLIENT_DAILY_ATTEMPTS", 10)
+DAILY_CODES = setting("NIMBUS_AUTH_DAILY_CODES", 10)
+# What docs/adr/0009 states: wrong 6-digit guesses evaluated against live codes, per
+# address per day, whatever the number of clients and codes.
+GUESS_BOUND = min(ADDRESS_DAILY, DAILY_CODES * CODE_ATTEMPTS)
+
+
+def attacker_client():
+    """A client address of its own: an IPv4 /32 or an IPv6 /64 (documentation ranges)."""
+    if random.random() < 0.5:
+        return f"198.51.100.{random.randrange(1, 255)}" if random.random() < 0.5 else \
+            f"203.0.113.{random.randrange(1, 255)}"
+    return f"2001:db8:{random.randrange(1 << 16):x}:{random.randrange(1 << 16):x}::{random.randrange(1, 1 << 16):x}"
+
+
+def as_client(ip):
+    return {"X-Nimbus-Gateway": GATEWAY_SECRET, "X-Forwarded-For": ip}
+
+
+def start_from(ip, email, instance=1):
+    return requests.post(f"{stack.api_url(instance)}/v1/auth/email/start", json={"email": email},
+                         headers=as_client(ip), timeout=10)
+
+
+def verify_from(ip, email, code, instance=1):
+    return requests.post(f"{stack.api_url(instance)}/v1/auth/email/verify", json={"email": email, "code": code},
+                         headers=as_client(ip), timeout=10)
+
+
+def attack(victim, askers, guessers, rounds):
+    """An attacker without the mailbox: `askers` take turns asking for a code for `victim`
+    (each goes to the victim's mailbox), then every one of `guessers` guesses it, each
+    until refused. Returns (guesses answered `invalid_code` while a code the attacker
+    asked for was live, codes sent). Ends early once a whole round had no guess taken."""
+    taken = sent = 0
+    for i in range(rounds):
+        asker = askers[i % len(askers)]
+        r = start_from(asker, victim)
+        while r.status_code == 429 and r.json()["code"] == "resend_cooldown":
+            time.sleep(0.2)
+            r = start_from(asker, victim)
+        assert r.status_code == 202, r.text
+        sent += 1
+        live_until = time.monotonic() + CODE_TTL - 1
+        this_round = 0
+        for ip in guessers:
+            for _ in range(CODE_ATTEMPTS + 1):
+                if time.monotonic() > live_until:
+                    break
+                r = verify_from(ip, victim, f"{random.randrange(10 ** 6):06d}")
+                assert r.status_code in (401, 429), r.text
+                if r.status_code == 429:
+                    assert r.json()["code"] == "too_many_attempts", r.text
+                    break
+                assert r.json()["code"] == "invalid_code", r.text
+                this_round += 1
+        taken += this_round
+        if this_round == 0:
+            break
+    return taken, sent
+
+
+def owner_signs_in(email, sent_before):
+    """The owner, through the gateway (a client the attacker is not), asks for a code and
+    signs in with what the mail says, once every mail the attacker caused is in."""
+    stack.wait_until(lambda: len(mails_to(email)) >= sent_before, timeout=MAIL_WAIT, what="the attacker's mails")
+    for _ in range(3):
+        seen = len(mails_to(email))
+        r = start_after_cooldown(email)
+        assert r.status_code == 202, r.text
+        r = verify(email, sign_in_code(next_mail(email, seen)))
+        if r.status_code == 401 and r.json().get("code") == "code_expired":
+            continue  # a loaded machine: the mail came after the test stack's 6 s
+        assert r.status_code == 200, r.text
+        return r.json(), seen + 1
+    raise AssertionError(f"every code for {email} expired before it arrived")
 
 
 def test_happy_path_and_me():
@@ -121,7 +233,7 @@ def test_start_answers_alike_for_new_and_known_addresses():
     assert a.json() == b.json() == {"status": "sent"}
 
 
-def test_five_wrong_codes_then_the_right_one_still_fails():
+def test_five_wrong_codes_burn_the_code_and_a_new_one_works():
     email = new_email()
     assert start(email).status_code == 202
     code = next_code(email, 0)
@@ -132,6 +244,10 @@ def test_five_wrong_codes_then_the_right_one_still_fails():
     r = verify(email, code)
     assert r.status_code == 429
     assert r.json()["code"] == "too_many_attempts"
+    # The code is burnt; asking again gives a fresh one, with its own attempts.
+    assert start_after_cooldown(email).status_code == 202
+    r = verify(email, sign_in_code(next_mail(email, 1)))
+    assert r.status_code == 200, r.text
 
 
 def test_expired_code_is_refused():
@@ -232,22 +348,19 @@ def test_a_replay_in_the_grace_window_gets_the_newest_token_of_the_chain():
     assert newest.status_code == 200
 
 
-def test_new_codes_do_not_reset_the_daily_attempt_budget():
-    # The test stack allows 12 wrong codes per address per day (5 per code): an attacker
-    # who asks for a new code after every few guesses is stopped all the same.
+def test_new_codes_do_not_reset_a_clients_daily_budget_and_then_come_long():
+    """An attacker who asks for a new code after every few guesses is stopped all the
+    same: one client gets CLIENT_DAILY wrong guesses per address per day (CODE_ATTEMPTS
+    per code). Then the same client's next code comes in its long form and signs in."""
     email = new_email()
     wrong_total, seen = 0, 0
     refused = None
-    for _ in range(5):
-        r = start(email)
-        while r.status_code == 429 and r.json()["code"] == "resend_cooldown":
-            time.sleep(0.5)
-            r = start(email)
-        assert r.status_code == 202, r.text
+    for _ in range(CLIENT_DAILY):
+        assert start_after_cooldown(email).status_code == 202
         code = next_code(email, seen)
         seen += 1
         wrong = "000000" if code != "000000" else "111111"
-        for _ in range(4):
+        for _ in range(CODE_ATTEMPTS - 1):
             r = verify(email, wrong)
             if r.status_code == 429:
                 refused = r
@@ -257,13 +370,57 @@ def test_new_codes_do_not_reset_the_daily_attempt_budget():
         if refused is not None:
             break
     assert refused is not None, "the budget never ran out"
-    assert wrong_total == 12
+    assert wrong_total == CLIENT_DAILY
     assert refused.json()["code"] == "too_many_attempts"
-    assert int(refused.headers["Retry-After"]) > 3600  # until the day's window ends
-    # Even the right code of a fresh email is refused now.
-    assert start_after_cooldown(email).status_code == 202
-    r = verify(email, next_code(email, seen))
+    assert 1 <= int(refused.headers["Retry-After"]) <= 24 * 3600  # until the UTC day ends
+    # The 6-digit code is refused unseen now, right or not; a new code comes long.
+    r = verify(email, code)
     assert r.status_code == 429 and r.json()["code"] == "too_many_attempts"
+    assert start_after_cooldown(email).status_code == 202
+    mail = next_mail(email, seen)
+    assert LONG_CODE.search(mail["text"]), mail["text"]
+    assert "many sign-in attempts" in mail["text"]
+    r = verify(email, sign_in_code(mail))
+    assert r.status_code == 200, r.text
+    # Single use, like any code.
+    r = verify(email, sign_in_code(mail))
+    assert r.status_code == 401 and r.json()["code"] == "invalid_code", r.text
+
+
+def test_nobody_without_the_mailbox_can_stop_the_owner_signing_in():
+    """Issue 22, item 2: wrong codes from other clients, with no code outstanding or
+    against codes the attacker asks for, from one client and from several: the owner
+    still asks for a code and signs in with the one the mail gives."""
+    victim = new_email()
+    one = attacker_client()
+    # Made-up codes while no code is outstanding: three days' worth of the address's budget.
+    for _ in range(3 * ADDRESS_DAILY):
+        r = verify_from(one, victim, f"{random.randrange(10 ** 6):06d}")
+        assert r.status_code in (401, 429) and r.status_code < 500, r.text
+    _, sent = owner_signs_in(victim, 0)
+    # Codes the attacker asks for (they reach the owner's mailbox) guessed until refused:
+    # from one client, then from several (IPv4 and IPv6 /64s).
+    _, more = attack(victim, [one], [one], rounds=2 * DAILY_CODES)
+    _, sent = owner_signs_in(victim, sent + more)
+    several = [attacker_client() for _ in range(4)]
+    _, more = attack(victim, several, several, rounds=2 * DAILY_CODES)
+    _, sent = owner_signs_in(victim, sent + more)
+    # And the attacker carrying on meanwhile changes nothing for the owner.
+    _, more = attack(victim, several, several, rounds=3)
+    owner_signs_in(victim, sent + more)
+
+
+def test_guessing_an_address_stays_bounded_whatever_the_number_of_clients():
+    """Wrong 6-digit guesses taken against live codes of one address, from as many
+    clients as it takes, never exceed the stated daily bound; past it a fresh client's
+    guess is refused unseen."""
+    victim = new_email()
+    asker = attacker_client()
+    guessers = [attacker_client() for _ in range(2 * ADDRESS_DAILY // CLIENT_DAILY + 2)]
+    taken, sent = attack(victim, [asker], guessers, rounds=DAILY_CODES)
+    assert 0 < taken <= GUESS_BOUND, (taken, GUESS_BOUND)
+    again, more = attack(victim, [asker], [attacker_client()], rounds=2)
+    assert again == 0, "guessing went on past the bound"
 
 
 def test_code_expired_is_told_only_to_whoever_holds_the_code():

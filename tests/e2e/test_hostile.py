@@ -32,6 +32,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
+import private
 import stack
 import storage
 from test_accounts import code_in, next_code, sign_in
@@ -613,6 +614,18 @@ JSON_CASES = [
     ("json-email-array", 422, "invalid_email", None, lambda w: call("POST", START, json={"email": ["a@b.co"]})),
     ("json-code-as-number", 422, "invalid_code_format", None,
      lambda w: call("POST", "/v1/auth/email/verify", json={"email": w.email, "code": 123456})),
+    ("json-code-33-chars", 422, "invalid_code_format", None,
+     lambda w: call("POST", "/v1/auth/email/verify", json={"email": w.email, "code": "9" * 33})),
+    # No code outstanding for the address: wrong, and free (issue 22, item 2).
+    ("verify-long-code-unknown", 401, "invalid_code", None,
+     lambda w: call("POST", "/v1/auth/email/verify", json={"email": w.email, "code": "1234 5678 9012 3456 7890"})),
+    ("verify-long-code-odd-separators", 401, "invalid_code", None,
+     lambda w: call("POST", "/v1/auth/email/verify", json={"email": w.email, "code": "-1234-5678-9012-3456-7890"})),
+    ("verify-code-full-width-digits", 401, "invalid_code", None,
+     lambda w: call("POST", "/v1/auth/email/verify",
+                    json={"email": w.email, "code": "\uff11\uff12\uff13\uff14\uff15\uff16"})),
+    ("verify-code-32-digits", 401, "invalid_code", None,
+     lambda w: call("POST", "/v1/auth/email/verify", json={"email": w.email, "code": "9" * 32})),
 ]
 
 SIZE_CASES = [
@@ -900,6 +913,27 @@ def test_rate_limits_answer_429_with_retry_after(w):
     r = call("POST", "/v1/auth/email/verify", json={"email": other, "code": code})
     assert_problem("rate-too-many-attempts", r, 429, "too_many_attempts")
     assert int(r.header("retry-after")) >= 1, r.headers
+
+
+def test_made_up_codes_from_many_forged_clients_lock_nobody_out_and_never_5xx(w):
+    """Issue 22, item 2: wrong codes for someone else's address, sent as the gateway
+    would forward them from many clients (odd X-Forwarded-For values too), in every
+    shape: each is a 4xx, and the owner still signs in through the gateway."""
+    victim = f"hostile-{uuid.uuid4().hex[:10]}@example.com"
+    secret = private.gateway_secret()
+    clients = ["198.51.100.7", "2001:db8:1:2::3", "2001:db8:1:2::4", "::ffff:198.51.100.8", "not-an-address",
+               "203.0.113.9, 203.0.113.10", "x" * 64, "[2001:db8::1]", "0.0.0.0", "::"]
+    codes = ["000000", "999999", "1234 5678 9012 3456 7890", "12345678901234567890", "12345", "abcdef", "",
+             "0" * 32, "\uff10" * 6, "123456\n"]
+    for i in range(120):
+        r = call("POST", "/v1/auth/email/verify", base=stack.api_url(i % stack.APIS + 1),
+                 headers={"X-Nimbus-Gateway": secret, "X-Forwarded-For": clients[i % len(clients)]},
+                 json={"email": victim, "code": codes[i % len(codes)]})
+        SEEN.append(("verify-made-up-codes-forged-clients", r.status))
+        assert r.status in (401, 422, 429), r.describe()
+        assert (r.header("content-type") or "").startswith(PROBLEM), r.describe()
+    _, tokens = sign_in(victim)
+    assert tokens["user"]["email"] == victim
 
 
 def test_a_non_ascii_email_is_refused_or_normalised_never_a_500(w):

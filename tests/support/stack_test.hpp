@@ -5,6 +5,7 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <utility>
@@ -35,11 +36,18 @@ class StackTest : public ::testing::Test {
   // A started client of the stack's Redis on database `db`. The stack's services use
   // database 0, and its workers run a reconciler there every second: a test that plants
   // marks, damages tallies or dates keys by a manual clock takes a database of its own.
+  // Returned once connected (within 10 s): a command sent before that fails at once
+  // ("not connected"), which would fail a test on a slow start, not on its subject.
   std::shared_ptr<redis::Client> private_redis(int db) {
     auto config = redis::Config::from_url(stack_env("NIMBUS_TEST_REDIS_URL"));
     config.db = db;
     auto client = redis::Client::create(ioc_.get_executor(), config);
     client->start();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!client->connected() && std::chrono::steady_clock::now() < deadline) {
+      if (ioc_.stopped()) ioc_.restart();
+      ioc_.run_one_for(std::chrono::milliseconds(5));
+    }
     return client;
   }
 

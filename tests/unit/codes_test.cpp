@@ -31,6 +31,27 @@ TEST(Codes, SixDigitsUniformEnough) {
   EXPECT_FALSE(is_code_format("12345a"));
 }
 
+TEST(Codes, LongCodesAreTwentyDigitsInGroupsAndReadBackAsTyped) {
+  std::map<char, int> digit;
+  for (int i = 0; i < 500; ++i) {
+    const auto c = generate_long_code();
+    ASSERT_EQ(c.size(), 24U) << c;
+    ASSERT_EQ(c[4], ' ') << c;
+    const auto digits = long_code_digits(c);
+    ASSERT_TRUE(digits) << c;
+    EXPECT_FALSE(is_code_format(*digits));
+    for (char d : *digits) ++digit[d];
+  }
+  EXPECT_EQ(digit.size(), 10U);
+  for (auto& [d, n] : digit) EXPECT_GT(n, 800) << d;  // 1000 expected each
+  EXPECT_EQ(long_code_digits("1234-5678-9012-3456-7890"), "12345678901234567890");
+  EXPECT_EQ(long_code_digits("12345678901234567890"), "12345678901234567890");
+  for (const char* bad : {"", "123456", "1234 5678 9012 3456 789", "1234 5678 9012 3456 78901", " 1234567890123456789",
+                          "1234567890123456789 ", "1234_5678_9012_3456_7890", "1234 5678 9012 3456 789x"}) {
+    EXPECT_FALSE(long_code_digits(bad)) << bad;
+  }
+}
+
 TEST(Codes, MacBindsEmailAndCode) {
   const std::string secret(32, 's');
   auto a = code_mac(secret, "a@x.io", "123456");

@@ -89,7 +89,8 @@ export function SignIn() {
   async function verify(event: Event) {
     event.preventDefault();
     const digits = code.replace(/\s+/g, "");
-    if (!/^\d{6}$/.test(digits)) {
+    // 6 digits, or the 20 of the long form a code takes after many wrong guesses.
+    if (!/^(\d{6}|\d{20})$/.test(digits)) {
       setError(t("err.invalid_code_format"));
       codeRef.current?.focus();
       return;
@@ -166,8 +167,8 @@ export function SignIn() {
               type="text"
               inputMode="numeric"
               autocomplete="one-time-code"
-              pattern="[0-9]{6}"
-              maxLength={6}
+              pattern="[0-9]{6}|[0-9]{20}"
+              maxLength={24}
               required
               class="code"
               value={code}
