@@ -94,7 +94,13 @@ int run_api(const runtime::ServiceConfig& config) {
   auto ops_config = config.http;
   ops_config.address = env::string("NIMBUS_OPS_ADDRESS", "127.0.0.1");
   ops_config.port = static_cast<std::uint16_t>(env::integer("NIMBUS_OPS_PORT", 9090, 0, 65535));
-  ops_config.max_connections = 64;
+  // Probes and scrapers make short requests: a connection that sits idle goes soon, and
+  // one that never speaks makes room at the limit (see ServerConfig::silent_grace), so
+  // a few clients holding connections open cannot make a liveness probe fail.
+  ops_config.max_connections = 256;
+  ops_config.idle_timeout = std::chrono::seconds(5);
+  ops_config.header_timeout = std::chrono::seconds(2);
+  ops_config.silent_grace = std::chrono::milliseconds(200);
   ops::Metrics ops_metrics;  // the ops listener's own traffic is not the API's
   http::Server ops_server(ioc, ops_config, ops_router, ops_metrics);
   ops_server.listen();

@@ -13,10 +13,13 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <sys/socket.h>
 #include <unordered_map>
 #include <vector>
 
@@ -47,6 +50,7 @@ ServerConfig ServerConfig::from_env() {
   c.header_timeout = env::duration("NIMBUS_HTTP_HEADER_TIMEOUT", c.header_timeout);
   c.body_timeout = env::duration("NIMBUS_HTTP_BODY_TIMEOUT", c.body_timeout);
   c.write_timeout = env::duration("NIMBUS_HTTP_WRITE_TIMEOUT", c.write_timeout);
+  c.silent_grace = env::duration("NIMBUS_HTTP_SILENT_GRACE", c.silent_grace);
   c.max_connections = static_cast<std::size_t>(
       env::integer("NIMBUS_HTTP_MAX_CONNECTIONS", static_cast<std::int64_t>(c.max_connections), 1, 1'000'000));
   if (c.header_limit < 1024) throw env::ConfigError("NIMBUS_HTTP_HEADER_LIMIT must be at least 1k");
@@ -66,10 +70,28 @@ bool valid_request_id(std::string_view id) {
 namespace {
 
 // Registry entry of one open connection. `stream` and `idle` are touched only on the
-// connection's strand; the registry map itself is guarded by Impl::mutex.
+// connection's strand; the registry map itself is guarded by Impl::mutex. `use` is
+// changed from either side, once: a connection that has not sent a byte since it was
+// accepted is the first to go when the listener is at its limit.
+enum class Use : std::uint8_t { silent, spoke, evicted };
+
 struct Connection {
   beast::tcp_stream* stream = nullptr;
   bool idle = false;
+  std::atomic<Use> use{Use::silent};
+  std::chrono::steady_clock::time_point accepted_at = std::chrono::steady_clock::now();
+
+  // Silent -> spoke, from the session when the first bytes arrive; false if the
+  // connection was evicted first.
+  bool mark_spoke() {
+    auto expected = Use::silent;
+    return use.compare_exchange_strong(expected, Use::spoke) || expected == Use::spoke;
+  }
+  // Silent -> evicted, from the acceptor; false if the client spoke first.
+  bool evict() {
+    auto expected = Use::silent;
+    return use.compare_exchange_strong(expected, Use::evicted);
+  }
   bool stop_requested = false;
   std::function<void()> on_stop;  // set by a streamed response
 
@@ -213,10 +235,16 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   tcp::acceptor acceptor;
   tcp::endpoint bound;  // where listen() bound, kept to listen again after a pause
   std::atomic<bool> draining{false};
-  // At the connection limit the listener is closed (see pause_listening); set on the
-  // acceptor's strand, read from any thread when a connection ends.
+  // At the connection limit the listener stops taking connections, keeping its port
+  // (see pause_listening); set on the acceptor's strand, read from any thread when a
+  // connection ends.
   std::atomic<bool> paused{false};
   bool resuming = false;  // a resume_listening() is running (acceptor's strand only)
+  // Which accept loop is current (acceptor's strand only): one paused from outside it
+  // ends when its pending accept fails, even if listening has resumed meanwhile.
+  std::uint64_t accept_generation = 0;
+  // Connections closed to make room at the limit whose sessions have not ended yet.
+  std::atomic<std::int64_t> evicting{0};
 
   std::mutex mutex;
   std::uint64_t next_id = 0;
@@ -233,6 +261,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Response finish(Request& req, Response res, std::size_t slot);
   asio::awaitable<void> reject_connection(tcp::socket socket);
   bool at_limit() const;
+  bool close_a_silent_connection();
+  bool has_silent_connection();
+  void connection_spoke();
   void pause_listening();
   void connection_closed();
   asio::awaitable<void> resume_listening();
@@ -316,11 +347,35 @@ Server::Server(asio::io_context& ioc, ServerConfig config, const Router& router,
 
 Server::~Server() = default;
 
+namespace {
+
+// A port the kernel would pick for `ep` now: bound and let go at once by a socket
+// without SO_REUSEPORT, so that no one else shares it meanwhile.
+std::uint16_t free_port(const tcp::endpoint& ep) {
+  asio::io_context scratch;
+  tcp::acceptor probe(scratch, ep.protocol());
+  probe.bind(ep);
+  return probe.local_endpoint().port();
+}
+
+}  // namespace
+
 void Server::listen() {
   auto& a = impl_->acceptor;
   tcp::endpoint ep{asio::ip::make_address(impl_->config.address), impl_->config.port};
   a.open(ep.protocol());
-  a.set_option(asio::socket_base::reuse_address(true));
+  // SO_REUSEPORT, not SO_REUSEADDR: either lets a restarted instance bind past its
+  // predecessor's TIME_WAIT connections and lets the paused listener listen again while
+  // its accepted connections hold the port, but a socket with SO_REUSEADDR lets any
+  // local process bind the same port with SO_REUSEADDR whenever it is not listening (as
+  // during a pause at the connection limit), while SO_REUSEPORT shares a port only with
+  // sockets of the same user.
+  //
+  // The port is bound by number even when the configuration asks for any free one
+  // (port 0, as tests do): Linux keeps a port through a pause only for a socket bound to
+  // it explicitly, and gives an automatically chosen one back.
+  if (ep.port() == 0) ep.port(free_port(ep));
+  a.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
   a.bind(ep);
   a.listen(asio::socket_base::max_listen_connections);
   impl_->bound = a.local_endpoint();
@@ -370,18 +425,24 @@ std::string Server::describe_in_flight() const {
 
 asio::awaitable<void> Server::Impl::accept_loop() {
   auto self = shared_from_this();
+  const auto generation = ++accept_generation;
   while (!draining.load()) {
     tcp::socket socket(asio::make_strand(ioc));
     auto [ec] = co_await acceptor.async_accept(socket, use_tuple);
     if (ec) {
-      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      if (ec == asio::error::operation_aborted || !acceptor.is_open() || paused.load() ||
+          generation != accept_generation)
+        break;
       // EMFILE and friends: back off briefly instead of spinning.
       log::warn("accept failed", {{"error", ec.message()}});
       asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(50));
       co_await pause.async_wait(use_tuple);
       continue;
     }
-    if (at_limit()) {
+    // At the limit a connection that has sent nothing since it was accepted makes room
+    // for the new one (a client that holds connections open without using them cannot
+    // starve those that do, nor make a liveness probe fail).
+    if (at_limit() && !close_a_silent_connection()) {
       auto ex = socket.get_executor();
       asio::co_spawn(ex, reject_connection(std::move(socket)), asio::detached);
       continue;
@@ -407,20 +468,71 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       }
       {
         std::lock_guard lock(self->mutex);
+        auto it = self->connections.find(id);
+        if (it != self->connections.end() && it->second.second->use.load() == Use::evicted) --self->evicting;
         self->connections.erase(id);
       }
       self->metrics.connections().add(-1);
       self->connection_closed();
     });
-    if (at_limit()) {
+    if (at_limit() && !has_silent_connection()) {
       pause_listening();
       co_return;  // resume_listening() starts a new loop
     }
   }
 }
 
+// Any thread: a connection sent its first bytes. If the listener was kept open at the
+// limit for silent connections to make room, and none is left, it pauses now.
+void Server::Impl::connection_spoke() {
+  if (!at_limit() || paused.load()) return;
+  asio::post(acceptor.get_executor(), [self = shared_from_this()] {
+    if (self->paused.load() || self->draining.load() || !self->at_limit() || self->has_silent_connection()) return;
+    self->pause_listening();  // the accept loop's pending accept fails and it ends
+  });
+}
+
+bool Server::Impl::has_silent_connection() {
+  std::lock_guard lock(mutex);
+  return std::any_of(connections.begin(), connections.end(),
+                     [](const auto& entry) { return entry.second.second->use.load() == Use::silent; });
+}
+
+// Closes the oldest connection that has not sent a byte for silent_grace since it was
+// accepted; false if there is none. Its slot counts as free at once (`evicting`); its
+// session ends on its own strand soon after.
+bool Server::Impl::close_a_silent_connection() {
+  std::shared_ptr<Connection> victim;
+  asio::any_io_executor where;
+  {
+    std::lock_guard lock(mutex);
+    const auto accepted_before = std::chrono::steady_clock::now() - config.silent_grace;
+    std::uint64_t oldest = 0;
+    for (auto& [id, entry] : connections) {
+      if (entry.second->use.load() != Use::silent || entry.second->accepted_at > accepted_before ||
+          (oldest != 0 && id > oldest))
+        continue;
+      oldest = id;
+      where = entry.first;
+      victim = entry.second;
+    }
+  }
+  if (!victim || !victim->evict()) return false;
+  ++evicting;
+  metrics.connections_rejected().add(1);
+  // A session not started yet sees the mark when it starts; one waiting for its first
+  // byte is woken by the close.
+  asio::post(where, [victim] {
+    if (victim->stream == nullptr || !victim->idle) return;
+    boost::system::error_code ec;
+    victim->stream->socket().close(ec);
+  });
+  return true;
+}
+
+// Connections being closed to make room do not count: their slots are already given.
 bool Server::Impl::at_limit() const {
-  return static_cast<std::size_t>(metrics.connections().value()) >= config.max_connections;
+  return static_cast<std::size_t>(metrics.connections().value() - evicting.load()) >= config.max_connections;
 }
 
 // At the limit the instance stops listening, so that a new connection is refused rather
@@ -428,8 +540,14 @@ bool Server::Impl::at_limit() const {
 // the request — it has sent nothing, so it tries the next instance, for any method —
 // while a 503 it passes on to the client (it cannot tell it from a dependency being
 // down, which every instance would answer alike). Connections already waiting in the
-// kernel's queue are answered 503 too_many_connections first; closing the listener
-// would reset them. Runs on the acceptor's strand.
+// kernel's queue are answered 503 too_many_connections first; leaving the listening
+// state would reset them.
+//
+// The port is never given up: shutdown(SHUT_RD) on a listening TCP socket (Linux) takes
+// it out of the listening state — connects are refused — while it stays bound, and
+// listen() on it again resumes. Closing it instead would let any local process bind
+// the port and receive this instance's share of the gateway's traffic (its secret,
+// bearer tokens, refresh cookies, sign-in codes). Runs on the acceptor's strand.
 void Server::Impl::pause_listening() {
   paused.store(true);
   boost::system::error_code ec;
@@ -441,7 +559,10 @@ void Server::Impl::pause_listening() {
     auto ex = queued.get_executor();
     asio::co_spawn(ex, reject_connection(std::move(queued)), asio::detached);
   }
-  acceptor.close(ec);
+  acceptor.non_blocking(false, ec);
+  if (::shutdown(acceptor.native_handle(), SHUT_RD) != 0) {
+    log::error("cannot pause the listener", {{"error", std::strerror(errno)}});
+  }
   log::warn("connection limit reached: not listening until a connection closes",
             {{"connections", metrics.connections().value()}, {"limit", config.max_connections}});
   // A connection that ended while this ran saw no pause to lift; this check sees it.
@@ -454,9 +575,9 @@ void Server::Impl::connection_closed() {
   asio::co_spawn(acceptor.get_executor(), resume_listening(), asio::detached);
 }
 
-// On the acceptor's strand. Listens again on the same address; if the port cannot be
-// bound again (someone took it), keeps trying, since without it the instance takes no
-// new connection at all.
+// On the acceptor's strand. Puts the paused listener back into the listening state (the
+// socket kept its port); if that fails, keeps trying, since without it the instance
+// takes no new connection at all.
 asio::awaitable<void> Server::Impl::resume_listening() {
   auto self = shared_from_this();
   if (resuming) co_return;
@@ -467,10 +588,7 @@ asio::awaitable<void> Server::Impl::resume_listening() {
       co_return;
     }
     boost::system::error_code ec;
-    acceptor.open(bound.protocol(), ec);
-    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor.bind(bound, ec);
-    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (!ec) {
       paused.store(false);
       resuming = false;
@@ -478,8 +596,6 @@ asio::awaitable<void> Server::Impl::resume_listening() {
       co_await accept_loop();
       co_return;
     }
-    boost::system::error_code ignored;
-    acceptor.close(ignored);
     if (attempt % 50 == 0)
       log::error("cannot listen again", {{"error", ec.message()}, {"address", bound.address().to_string()}});
     asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
@@ -587,11 +703,15 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
     // Idle wait for the next request's first byte, distinct from the header deadline.
     if (buffer.size() == 0) {
       conn->idle = true;
-      if (draining.load()) break;
+      if (draining.load() || conn->use.load() == Use::evicted) break;
       stream.expires_after(config.idle_timeout);
       auto [read_ec, n] = co_await stream.async_read_some(buffer.prepare(4096), use_tuple);
       conn->idle = false;
       if (read_ec) break;
+      if (conn->use.load() == Use::silent) {
+        if (!conn->mark_spoke()) break;  // evicted at the limit as its first bytes came
+        connection_spoke();
+      }
       buffer.commit(n);
     }
 

@@ -33,6 +33,9 @@ struct ServerConfig {
   std::chrono::milliseconds body_timeout{60'000};
   std::chrono::milliseconds write_timeout{30'000};
   std::size_t max_connections = 10'000;
+  // At max_connections, a connection that has sent nothing for this long since it was
+  // accepted is closed to make room for a new one (younger ones may be about to speak).
+  std::chrono::milliseconds silent_grace{1'000};
 
   // Reads NIMBUS_HTTP_* variables; throws env::ConfigError naming a bad one.
   static ServerConfig from_env();

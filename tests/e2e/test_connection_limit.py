@@ -4,9 +4,8 @@ instance, a vote the gateway routed to it failed with 503 too_many_connections).
 
 The instance stops listening at its limit, so the gateway's connect is refused and the
 request goes to another instance; once a connection closes, it listens again. Here
-api-1 is filled with idle connections of the test's own until it takes no more."""
+api-1 is filled with kept-alive connections of the test's own until it takes no more."""
 import resource
-import select
 import socket
 import time
 
@@ -23,30 +22,28 @@ def setting_of(program, name, default):
     return int(env.get(name.encode(), str(default).encode()))
 
 
+HELLO = b"GET /healthz HTTP/1.1\r\nHost: api-1\r\n\r\n"
+
+
 def fill(port, held):
-    """Opens connections to `port` until one is refused or answered (a 503 for one that
-    was waiting in the kernel's queue): the instance is at its limit. Returns how many
-    were turned away in the last round."""
+    """Opens connections to `port`, each making one request and then staying open (a
+    kept-alive client), until one is refused or answered 503 (the instance is at its
+    limit). Connections that never send a byte would not do: at the limit the instance
+    closes the oldest of those to make room. Returns how many were turned away."""
     while len(held) < 50_000:
-        batch = []
-        for _ in range(200):
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-            batch.append(s)
-        poller = select.poll()
-        for s in batch:
-            poller.register(s, select.POLLIN | select.POLLERR | select.POLLHUP)
-        answered = dict(poller.poll(300))
-        turned_away = 0
-        for s in batch:
-            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or answered.get(s.fileno()):
-                turned_away += 1
-                s.close()
-            else:
-                held.append(s)
-        if turned_away:
-            return turned_away
+        s = socket.socket()
+        s.settimeout(5)
+        try:
+            s.connect(("127.0.0.1", port))
+            s.sendall(HELLO)
+            status_line = s.recv(65536).split(b"\r\n", 1)[0]
+        except OSError:
+            s.close()
+            return 1
+        if status_line.split()[1:2] != [b"200"]:
+            s.close()
+            return 1
+        held.append(s)
     raise AssertionError(f"api-1 took {len(held)} connections and kept taking more")
 
 

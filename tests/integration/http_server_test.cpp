@@ -6,7 +6,12 @@
 #include <boost/beast/http.hpp>
 #include <boost/json/parse.hpp>
 #include <future>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -345,6 +350,45 @@ TEST_F(ServerTest, IdleKeepAliveConnectionIsClosed) {
 // yet (a 503 it would pass on to the client). Once a connection closes it listens
 // again. A connection that was already waiting in the kernel's queue when the limit
 // was reached is answered 503 too_many_connections.
+// Tries, in a child process running as another user (nobody) when this one is root,
+// to bind `port` on 127.0.0.1 and 0.0.0.0 with each combination of SO_REUSEADDR and
+// SO_REUSEPORT; returns the attempts that bound it ("" when none did). Not root: only
+// the combinations without SO_REUSEPORT, which this user's own sockets may share.
+std::string binds_as_another_user(unsigned short port) {
+  const bool root = ::geteuid() == 0;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    // Only async-signal-safe calls in the child of a threaded process.
+    if (root && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(255);
+    int bound = 0;
+    for (int address = 0; address < 2; ++address) {
+      for (int reuse = 0; reuse < (root ? 4 : 2); ++reuse) {
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        const int one = 1;
+        if ((reuse & 1) != 0) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if ((reuse & 2) != 0) ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(port);
+        sa.sin_addr.s_addr = htonl(address == 0 ? INADDR_LOOPBACK : INADDR_ANY);
+        if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) bound |= 1 << (address * 4 + reuse);
+        ::close(fd);
+      }
+    }
+    ::_exit(bound);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) == 255) return "the child could not run";
+  std::string bound;
+  for (int bit = 0; bit < 8; ++bit) {
+    if ((WEXITSTATUS(status) & (1 << bit)) == 0) continue;
+    bound += std::string(bit < 4 ? "127.0.0.1" : "0.0.0.0") + " with" + ((bit & 1) != 0 ? " SO_REUSEADDR" : "") +
+             ((bit & 2) != 0 ? " SO_REUSEPORT" : "") + ((bit & 3) == 0 ? " no option" : "") + "; ";
+  }
+  return bound;
+}
+
 TEST_F(ServerTest, AtTheConnectionLimitNewConnectionsAreRefusedUntilOneCloses) {
   ServerConfig c;
   c.max_connections = 2;
@@ -377,6 +421,12 @@ TEST_F(ServerTest, AtTheConnectionLimitNewConnectionsAreRefusedUntilOneCloses) {
   }
   EXPECT_TRUE(refused) << "the instance kept listening at its limit";
   EXPECT_EQ(server_->port(), port) << "the port stays known while not listening";
+  // The port is not given up while paused: another user's process cannot bind it, with
+  // or without SO_REUSEADDR/SO_REUSEPORT, on this address or the wildcard (issue 22:
+  // closing the listener let one take the instance's share of the gateway's traffic).
+  // Only a process of the instance's own user can share a SO_REUSEPORT port, and that
+  // one could read the instance's memory anyway.
+  EXPECT_EQ(binds_as_another_user(port), "") << "while the instance was at its limit";
 
   a.close();
   int status = 0;
@@ -395,6 +445,84 @@ TEST_F(ServerTest, AtTheConnectionLimitNewConnectionsAreRefusedUntilOneCloses) {
   EXPECT_EQ(status, 200) << "listening again once a connection closed";
   asio::write(b, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
   EXPECT_EQ(read_response(b, buf_b).result_int(), 200) << "the connections held are served throughout";
+}
+
+// Connections that were opened and never used do not lock the listener: at the limit
+// the oldest silent one is closed to make room (a few idle clients made the 64-connection
+// ops listener, and so a liveness probe, fail). A connection that has sent a request is
+// never taken.
+TEST_F(ServerTest, AtTheLimitASilentConnectionMakesRoomForANewOne) {
+  ServerConfig c;
+  c.max_connections = 3;
+  c.silent_grace = 30ms;
+  start(c);
+  auto used = connect();
+  boost::beast::flat_buffer used_buf;
+  asio::write(used, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+  EXPECT_EQ(read_response(used, used_buf).result_int(), 200);
+  std::vector<tcp::socket> silent;
+  for (int i = 0; i < 10; ++i) silent.push_back(connect());
+  for (int i = 0; i < 20; ++i) {  // a probe, again and again, while silent ones pile up
+    std::this_thread::sleep_for(c.silent_grace);
+    auto probe = connect();
+    boost::beast::flat_buffer buf;
+    asio::write(probe, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+    EXPECT_EQ(read_response(probe, buf).result_int(), 200) << "probe " << i;
+    silent.push_back(connect());
+  }
+  asio::write(used, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
+  EXPECT_EQ(read_response(used, used_buf).result_int(), 200) << "the used connection was kept";
+}
+
+// Kept listening at the limit only while a silent connection could make room: once the
+// last one speaks the listener pauses, and listens again when a connection closes.
+TEST_F(ServerTest, AtTheLimitTheListenerPausesWhenTheLastSilentConnectionSpeaks) {
+  ServerConfig c;
+  c.max_connections = 2;
+  start(c);
+  const auto port = server_->port();
+  const auto hello = std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto a = connect();
+  boost::beast::flat_buffer buf_a, buf_b;
+  asio::write(a, asio::buffer(hello));
+  EXPECT_EQ(read_response(a, buf_a).result_int(), 200);
+  auto b = connect();
+  asio::write(b, asio::buffer(hello));
+  EXPECT_EQ(read_response(b, buf_b).result_int(), 200);
+
+  bool refused = false;
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (!refused && std::chrono::steady_clock::now() < until) {
+    tcp::socket s(client_ioc_);
+    boost::system::error_code ec;
+    s.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+    refused = ec == asio::error::connection_refused;
+    if (!ec) {
+      asio::write(s, asio::buffer(hello));
+      boost::beast::flat_buffer buf;
+      EXPECT_EQ(read_response(s, buf).result_int(), 503) << "a used connection was taken for a new one";
+    }
+  }
+  EXPECT_TRUE(refused) << "still listening with no silent connection to make room";
+  EXPECT_EQ(binds_as_another_user(port), "");
+
+  a.close();
+  int status = 0;
+  while (status != 200 && std::chrono::steady_clock::now() < until + 5s) {
+    tcp::socket s(client_ioc_);
+    boost::system::error_code ec;
+    s.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+    if (ec) {
+      std::this_thread::sleep_for(10ms);
+      continue;
+    }
+    asio::write(s, asio::buffer(hello));
+    boost::beast::flat_buffer buf;
+    status = read_response(s, buf).result_int();
+  }
+  EXPECT_EQ(status, 200) << "listening again once a connection closed";
+  asio::write(b, asio::buffer(hello));
+  EXPECT_EQ(read_response(b, buf_b).result_int(), 200);
 }
 
 TEST_F(ServerTest, ShutdownFinishesInFlightRequestsAndRefusesNewOnes) {
