@@ -29,9 +29,11 @@ GRANT SELECT ON image_variants TO nimbus_api;
 GRANT INSERT, SELECT (message_id) ON outbox TO nimbus_api;  -- (the id comes back: RETURNING)
 GRANT USAGE ON SEQUENCE outbox_id_seq TO nimbus_api;
 
--- The worker: the outbox relay (claim, mark sent, purge), image jobs and the sweeper,
--- and the tally reconciler, which only counts. No account table, no vote written.
-GRANT SELECT, UPDATE, DELETE ON outbox TO nimbus_worker;
+-- The worker: the outbox relay (claim, mark sent, purge), image jobs and the sweeper
+-- (which re-queues a stuck image through the outbox), and the tally reconciler, which
+-- only counts. No account table, no vote written.
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO nimbus_worker;
+GRANT USAGE ON SEQUENCE outbox_id_seq TO nimbus_worker;
 GRANT SELECT, UPDATE, DELETE ON images TO nimbus_worker;
 GRANT SELECT, INSERT, UPDATE ON image_variants TO nimbus_worker;
 GRANT SELECT ON polls, poll_options, ballots, ballot_choices TO nimbus_worker;
