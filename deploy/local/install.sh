@@ -61,3 +61,13 @@ if [[ ! -x "$tools/node_modules/.bin/maildev" ]] ||
   mkdir -p "$tools"
   npm install --silent --no-audit --no-fund --prefix "$tools" "maildev@$MAILDEV_VERSION" >/dev/null
 fi
+
+# The local stack's own programs run as users of their own, never as root: the API and
+# the workers each under one (so neither reads the other's /proc/PID/environ, where its
+# secrets are), the mail sink under a third (docs/adr/0011).
+for user in nimbus-api nimbus-worker nimbus-mail; do
+  if ! id -u "$user" >/dev/null 2>&1; then
+    echo "==> creating system user $user"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
+  fi
+done

@@ -124,8 +124,13 @@ ensure_secret() {
 }
 
 # Folders, secrets, PostgreSQL cluster and Swift rings — once per run folder.
+# The run folder only lets others through (0711): each service reaches its own folder
+# (postgres, rabbitmq, swift, redis: 0700, theirs), the gateway its web folder, and no
+# one but root lists it or reads the configs, which hold the secrets (0600).
 init_services() {
   mkdir -p "$RUN"/{logs,nginx,redis,postgres,rabbitmq/mnesia,rabbitmq/log,swift/etc,swift/srv/d1}
+  chmod 711 "$RUN"
+  chmod 700 "$RUN/logs"
   # Secrets are made once per run folder; ones added by newer versions are appended.
   (
     umask 077
@@ -136,16 +141,24 @@ init_services() {
     ensure_secret SWIFT_HASH 8
     ensure_secret AUTH_CODE_SECRET 32
     ensure_secret GATEWAY_SECRET 24
+    ensure_secret REDIS_PASSWORD 24
+    ensure_secret PG_API_PASSWORD 16
+    ensure_secret PG_WORKER_PASSWORD 16
   )
+  chmod 600 "$RUN/secrets.env"
   # shellcheck source=/dev/null
   source "$RUN/secrets.env"
-  export PG_PASSWORD AMQP_PASSWORD S3_SECRET SWIFT_HASH AUTH_CODE_SECRET GATEWAY_SECRET
+  export PG_PASSWORD AMQP_PASSWORD S3_SECRET SWIFT_HASH AUTH_CODE_SECRET GATEWAY_SECRET REDIS_PASSWORD PG_API_PASSWORD \
+    PG_WORKER_PASSWORD
   # The access-token signing key (Ed25519). To rotate: add a new key file, list it
   # first in NIMBUS_JWT_KEYS; keep the old one listed until its tokens have expired.
   if [[ ! -f $RUN/jwt-k1.pem ]]; then
     say "generating the JWT signing key"
     (umask 077 && openssl genpkey -algorithm ed25519 -out "$RUN/jwt-k1.pem")
   fi
+  # Only the API signs and verifies tokens.
+  chown nimbus-api:nimbus-api "$RUN/jwt-k1.pem"
+  chmod 400 "$RUN/jwt-k1.pem"
   export S3_ACCOUNT=nimbus S3_USER=app S3_REGION=us-east-1 S3_BUCKET=nimbus
   export S3_ACCESS_KEY="$S3_ACCOUNT:$S3_USER"
 
@@ -158,6 +171,8 @@ init_services() {
   fi
 
   chown -R rabbitmq:rabbitmq "$RUN/rabbitmq"
+  chown -R redis:redis "$RUN/redis"
+  chmod 700 "$RUN/rabbitmq" "$RUN/redis" "$RUN/swift"
   if [[ ! -f $RUN/swift/etc/object.ring.gz ]]; then
     say "building Swift rings"
     local kind port
@@ -187,7 +202,7 @@ render() {
     RABBIT_DIST_PORT RABBIT_NODE MEMCACHED_PORT S3_PORT SWIFT_ACCOUNT_PORT SWIFT_CONTAINER_PORT \
     SWIFT_OBJECT_PORT SMTP_PORT MAILDEV_WEB_PORT AMQP_PASSWORD S3_SECRET S3_ACCOUNT S3_USER S3_REGION \
     S3_ACCESS_KEY SWIFT_HASH API_UPSTREAMS OPS_UPSTREAMS GATEWAY_SECRET AUTH_RATE AUTH_BURST BODY_LIMIT NAME BINARY \
-    PORT OPS_PORT APP_ENV)
+    PORT OPS_PORT APP_ENV PROGRAM_USER REDIS_PASSWORD MAILDEV)
   if [[ $out == - ]]; then
     envsubst "$vars" <"$template"
   else
@@ -195,25 +210,39 @@ render() {
   fi
 }
 
-# Environment shared by nimbus-api and nimbus-worker (supervisord syntax).
+# Environment of nimbus-api (`app_env api`) or nimbus-worker (`app_env worker`), in
+# supervisord syntax: each gets only its own secrets (docs/adr/0011) — the API its
+# database role, the signing key, the code and gateway secrets; the worker its database
+# role, the broker and SMTP. Neither changes the schema: `migrate_schema` does.
 app_env() {
-  local debug=$1
+  local kind=$1 debug=$2
   local vars=(
-    "NIMBUS_DATABASE_URL=postgresql://nimbus:$PG_PASSWORD@127.0.0.1:$PG_PORT/nimbus"
-    "NIMBUS_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
-    "NIMBUS_AMQP_URL=amqp://nimbus:$AMQP_PASSWORD@127.0.0.1:$AMQP_PORT/"
+    "NIMBUS_REDIS_URL=redis://default:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/0"
+    "NIMBUS_MIGRATIONS=wait"
     "NIMBUS_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
     "NIMBUS_S3_REGION=$S3_REGION"
     "NIMBUS_S3_BUCKET=$S3_BUCKET"
     "NIMBUS_S3_ACCESS_KEY=$S3_ACCESS_KEY"
     "NIMBUS_S3_SECRET_KEY=$S3_SECRET"
-    "NIMBUS_JWT_KEYS=k1=$RUN/jwt-k1.pem"
-    "NIMBUS_AUTH_CODE_SECRET=$AUTH_CODE_SECRET"
-    "NIMBUS_AUTH_ISSUER=http://127.0.0.1:$GATEWAY_PORT"
-    "NIMBUS_GATEWAY_SECRET=$GATEWAY_SECRET"
-    "NIMBUS_AUTH_COOKIE_SECURE=0"
-    "NIMBUS_SMTP_HOST=127.0.0.1"
-    "NIMBUS_SMTP_PORT=$SMTP_PORT"
+  )
+  case $kind in
+    api) vars+=(
+      "NIMBUS_DATABASE_URL=postgresql://nimbus_api:$PG_API_PASSWORD@127.0.0.1:$PG_PORT/nimbus"
+      "NIMBUS_JWT_KEYS=k1=$RUN/jwt-k1.pem"
+      "NIMBUS_AUTH_CODE_SECRET=$AUTH_CODE_SECRET"
+      "NIMBUS_AUTH_ISSUER=http://127.0.0.1:$GATEWAY_PORT"
+      "NIMBUS_GATEWAY_SECRET=$GATEWAY_SECRET"
+      "NIMBUS_AUTH_COOKIE_SECURE=0"
+    ) ;;
+    worker) vars+=(
+      "NIMBUS_DATABASE_URL=postgresql://nimbus_worker:$PG_WORKER_PASSWORD@127.0.0.1:$PG_PORT/nimbus"
+      "NIMBUS_AMQP_URL=amqp://nimbus:$AMQP_PASSWORD@127.0.0.1:$AMQP_PORT/"
+      "NIMBUS_SMTP_HOST=127.0.0.1"
+      "NIMBUS_SMTP_PORT=$SMTP_PORT"
+    ) ;;
+    *) die "app_env: api or worker, not '$kind'" ;;
+  esac
+  vars+=(
     "NIMBUS_THREADS=1"  # 3 API instances and 2 workers share the machine: one event loop each
     "NIMBUS_S3_THREADS=64"  # a streamed upload holds one storage thread while it lasts
     "NIMBUS_DRAIN_DELAY=1500ms"
@@ -244,8 +273,46 @@ app_env() {
   echo "${out%,}"
 }
 
+# A program's file as `user` can run it: where it is, or, when the checkout is not
+# theirs to reach (under a private home folder), a copy in the run folder (`bin/`),
+# swapped in whole so that a running instance keeps its own.
+runnable_by() {
+  local user=$1 src=$2
+  if runuser -u "$user" -- test -x "$src" 2>/dev/null; then
+    echo "$src"
+    return
+  fi
+  local copy
+  copy="$RUN/bin/$(basename "$src")"
+  mkdir -p "$RUN/bin"
+  chmod 755 "$RUN/bin"
+  if ! cmp -s "$src" "$copy"; then
+    install -m 0755 "$src" "$copy.new"
+    mv -f "$copy.new" "$copy"
+  fi
+  echo "$copy"
+}
+
+# maildev (npm, in .tools/) as the mail sink's user can run it: see runnable_by.
+maildev_for() {
+  local user=$1 tools=$ROOT/.tools
+  if ! runuser -u "$user" -- test -r "$tools/node_modules/maildev/package.json" 2>/dev/null; then
+    if ! cmp -s "$tools/node_modules/maildev/package.json" "$RUN/tools/node_modules/maildev/package.json"; then
+      rm -rf "$RUN/tools"
+      cp -a "$tools" "$RUN/tools"
+      chmod -R a+rX "$RUN/tools"
+    fi
+    tools=$RUN/tools
+  fi
+  echo "$tools/node_modules/.bin/maildev"
+}
+
+# Every config holds a secret or sits next to one: written 0600, each owned by the
+# user of the service that reads it.
 write_configs() {
-  local apis=$1 workers=$2
+  local apis=$1 workers=$2 umask_before
+  umask_before=$(umask)
+  umask 077
   # The test profile gets debug routes, short timeouts and high per-IP limits.
   local debug=0
   [[ $PROFILE == test ]] && debug=1
@@ -258,15 +325,16 @@ write_configs() {
     API_UPSTREAMS+="    server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=2 fail_timeout=3s;"$'\n'
     OPS_UPSTREAMS+="    server 127.0.0.1:$((OPS_BASE_PORT + i));"$'\n'
   done
+  # The config holds the gateway secret: readable by root (the master) only, in a folder
+  # root owns; nginx's workers (nobody) write only their scratch folders.
   mkdir -p "$RUN"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
-  chown -R nobody:nogroup "$RUN/nginx"
-  # The config holds the gateway secret: readable by root (the master) only.
-  (
-    umask 077
-    render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf"
-  )
+  chown root:root "$RUN/nginx"
+  chmod 711 "$RUN/nginx"
+  chown -R nobody:nogroup "$RUN"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
+  render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf"
   install_web
   render "$TEMPLATES/redis.conf" "$RUN/redis/redis.conf"
+  chown redis:redis "$RUN/redis/redis.conf"
   render "$TEMPLATES/rabbitmq.conf" "$RUN/rabbitmq/rabbitmq.conf"
   cp "$TEMPLATES/enabled_plugins" "$RUN/rabbitmq/enabled_plugins"
   chown -R rabbitmq:rabbitmq "$RUN/rabbitmq"
@@ -276,15 +344,20 @@ write_configs() {
   done
   chown -R swift:swift "$RUN/swift/etc"
 
+  export MAILDEV APP_ENV PROGRAM_USER
+  MAILDEV=$(maildev_for nimbus-mail)
   render "$TEMPLATES/supervisord.conf" "$RUN/supervisord.conf"
-  export APP_ENV
-  APP_ENV=$(app_env "$debug")
+  local api_binary worker_binary
+  api_binary=$(runnable_by nimbus-api "$ROOT/build/release/src/api/nimbus-api")
+  worker_binary=$(runnable_by nimbus-worker "$ROOT/build/release/src/worker/nimbus-worker")
+  APP_ENV=$(app_env api "$debug") PROGRAM_USER=nimbus-api
   for ((i = 1; i <= apis; i++)); do
-    NAME="api-$i" BINARY="$ROOT/build/release/src/api/nimbus-api" PORT=$((API_BASE_PORT + i)) OPS_PORT=$((OPS_BASE_PORT + i)) \
+    NAME="api-$i" BINARY="$api_binary" PORT=$((API_BASE_PORT + i)) OPS_PORT=$((OPS_BASE_PORT + i)) \
       render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
   done
+  APP_ENV=$(app_env worker "$debug") PROGRAM_USER=nimbus-worker
   for ((i = 1; i <= workers; i++)); do
-    NAME="worker-$i" BINARY="$ROOT/build/release/src/worker/nimbus-worker" PORT=$((WORKER_BASE_PORT + i)) OPS_PORT=0 \
+    NAME="worker-$i" BINARY="$worker_binary" PORT=$((WORKER_BASE_PORT + i)) OPS_PORT=0 \
       render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
   done
   {
@@ -309,7 +382,7 @@ NIMBUS_TEST_MAILDEV=http://127.0.0.1:$MAILDEV_WEB_PORT
 NIMBUS_TEST_DATABASE_URL=postgresql://nimbus:$PG_PASSWORD@127.0.0.1:$PG_PORT/nimbus
 NIMBUS_TEST_PG_ADMIN_SOCKET=$RUN/postgres
 NIMBUS_TEST_PG_PORT=$PG_PORT
-NIMBUS_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+NIMBUS_TEST_REDIS_URL=redis://default:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/0
 NIMBUS_TEST_AMQP_URL=amqp://nimbus:$AMQP_PASSWORD@127.0.0.1:$AMQP_PORT/
 NIMBUS_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 NIMBUS_TEST_S3_REGION=$S3_REGION
@@ -320,6 +393,7 @@ NIMBUS_TEST_SMTP_PORT=$SMTP_PORT
 NIMBUS_TEST_JWT_KEY=$RUN/jwt-k1.pem
 NIMBUS_TEST_AUTH_ISSUER=http://127.0.0.1:$GATEWAY_PORT
 EOF
+  umask "$umask_before"
 }
 
 ctl() { supervisorctl -c "$RUN/supervisord.conf" "$@"; }
@@ -343,6 +417,9 @@ check_ports_free() {
 start_supervisor() {
   if supervisor_running; then
     say "supervisord already running: applying config changes"
+    # New instances wait for the schema they need: it comes first.
+    provision_postgres
+    migrate_schema
     ctl reread >/dev/null
     ctl update
     ctl start all >/dev/null 2>&1 || true
@@ -351,7 +428,10 @@ start_supervisor() {
   else
     check_ports_free
     say "starting supervisord"
-    supervisord -c "$RUN/supervisord.conf"
+    # With an environment of its own: the programs inherit it, and this shell's holds
+    # every secret of the run folder.
+    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+      supervisord -c "$RUN/supervisord.conf"
   fi
 }
 
@@ -400,13 +480,38 @@ tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 pg_admin() { psql -h "$RUN/postgres" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
 
-# Role and database of the application, created once.
+# Roles and database of the application, created once: `nimbus` owns the schema and
+# runs the migrations (and the tests' own statements); `nimbus_api` and `nimbus_worker`
+# are the processes', with only the grants of src/store/migrations/0007_process_roles.sql.
 provision_postgres() {
   if [[ -z $(pg_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'nimbus'") ]]; then
     pg_admin -c "CREATE ROLE nimbus LOGIN PASSWORD '$PG_PASSWORD'"
   fi
   if [[ -z $(pg_admin -c "SELECT 1 FROM pg_database WHERE datname = 'nimbus'") ]]; then
     pg_admin -c "CREATE DATABASE nimbus OWNER nimbus"
+  fi
+  local role password
+  for role in nimbus_api nimbus_worker; do
+    password=$PG_API_PASSWORD
+    [[ $role == nimbus_worker ]] && password=$PG_WORKER_PASSWORD
+    if [[ -z $(pg_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$role'") ]]; then
+      pg_admin -c "CREATE ROLE $role LOGIN PASSWORD '$password'"
+    else
+      pg_admin -c "ALTER ROLE $role LOGIN PASSWORD '$password'"
+    fi
+  done
+}
+
+# The migration step: nimbus-api with NIMBUS_MIGRATIONS=only and the schema owner's
+# role, nothing else (the instances run with NIMBUS_MIGRATIONS=wait). Idempotent.
+migrate_schema() {
+  local binary
+  binary=$(runnable_by nimbus-api "$ROOT/build/release/src/api/nimbus-api")
+  say "migrating the schema (as the schema's owner)"
+  if ! runuser -u nimbus-api -- env -i NIMBUS_MIGRATIONS=only NIMBUS_INSTANCE=migrate \
+    NIMBUS_DATABASE_URL="postgresql://nimbus:$PG_PASSWORD@127.0.0.1:$PG_PORT/nimbus" "$binary" >>"$RUN/logs/migrate.log" 2>&1; then
+    tail -n 5 "$RUN/logs/migrate.log" >&2
+    die "migrations failed (see $RUN/logs/migrate.log)"
   fi
 }
 
@@ -438,7 +543,8 @@ wait_ready() {
   local apis=$1
   wait_for "PostgreSQL :$PG_PORT" 60 pg_admin -c "SELECT 1"
   provision_postgres
-  wait_for "Redis :$REDIS_PORT" 30 redis-cli -p "$REDIS_PORT" ping
+  migrate_schema
+  wait_for "Redis :$REDIS_PORT" 30 env REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -p "$REDIS_PORT" ping
   wait_for "RabbitMQ :$AMQP_PORT" 90 tcp_open "$AMQP_PORT"
   wait_for "Swift s3api :$S3_PORT" 60 curl -fsS "http://127.0.0.1:$S3_PORT/healthcheck"
   wait_for "bucket $S3_BUCKET" 90 provision_bucket  # Swift settles slowly on a loaded machine
@@ -505,10 +611,13 @@ scale_stack() {
 # Standby API instances, their ports 40 above the group's, and the upstream list of
 # the gateway that sends to them.
 standby_programs() {
-  local count=$1 i
+  local count=$1 i debug=0
+  [[ $PROFILE == test ]] && debug=1
+  local binary
+  binary=$(runnable_by nimbus-api "$ROOT/build/release/src/api/nimbus-api")
   for ((i = 1; i <= count; i++)); do
-    NAME="api-standby-$i" BINARY="$ROOT/build/release/src/api/nimbus-api" PORT=$((API_BASE_PORT + 40 + i)) \
-      OPS_PORT=$((OPS_BASE_PORT + 40 + i)) render "$TEMPLATES/program-nimbus.conf" -
+    NAME="api-standby-$i" BINARY="$binary" PORT=$((API_BASE_PORT + 40 + i)) PROGRAM_USER=nimbus-api \
+      APP_ENV=$(app_env api "$debug") OPS_PORT=$((OPS_BASE_PORT + 40 + i)) render "$TEMPLATES/program-nimbus.conf" -
   done
   echo "[group:api-standby]"
   echo "programs=$(seq -s, -f 'api-standby-%g' 1 "$count")"

@@ -30,6 +30,10 @@ asio::awaitable<void> stop_clients(std::shared_ptr<redis::Client> redis, std::sh
 }
 
 int run_api(const runtime::ServiceConfig& config) {
+  const auto migrations = pg::migration_mode_from_env();
+  // The migration step (a Kubernetes init container, ./stack): the schema owner's role,
+  // and nothing else of the API's.
+  if (migrations == pg::MigrationMode::only) return pg::migrate_and_exit(pg::PoolConfig::from_env());
   const auto started = std::chrono::steady_clock::now();
   const bool debug_routes = env::boolean("NIMBUS_DEBUG_ROUTES", false);
   asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
@@ -41,7 +45,7 @@ int run_api(const runtime::ServiceConfig& config) {
 
   // Start-up does not wait for the database: the instance listens at once and reports
   // ready when the schema is in place and PostgreSQL answers.
-  auto schema_ready = pg::migrate_in_background(ioc.get_executor(), pg);
+  auto schema_ready = pg::migrate_in_background(ioc.get_executor(), pg, migrations);
   readiness.add_check("postgres", [pg, schema_ready] { return pg::ready(pg, schema_ready); });
 
   auto redis = redis::Client::create(ioc.get_executor(), redis::Config::from_env());

@@ -117,7 +117,7 @@ std::shared_ptr<pg::Pool> database(asio::io_context& ioc, ops::Metrics& metrics,
   pg_config.size = 4;
   auto pg = pg::Pool::create(ioc.get_executor(), pg_config);
   pg->export_metrics(metrics);
-  auto schema_ready = pg::migrate_in_background(ioc.get_executor(), pg);
+  auto schema_ready = pg::migrate_in_background(ioc.get_executor(), pg, pg::migration_mode_from_env());
   readiness.add_check("postgres", [pg, schema_ready] { return pg::ready(pg, schema_ready); });
   return pg;
 }
@@ -254,6 +254,9 @@ int run_function(const runtime::ServiceConfig& config) {
 
 int main() {
   return runtime::service_main("nimbus-worker", [](const runtime::ServiceConfig& config) {
+    if (pg::migration_mode_from_env() == pg::MigrationMode::only) {
+      return pg::migrate_and_exit(pg::PoolConfig::from_env());
+    }
     const auto mode = env::string("NIMBUS_WORKER_MODE", "queue");
     if (mode == "function") return run_function(config);
     if (mode != "queue") throw env::ConfigError("NIMBUS_WORKER_MODE must be queue or function");

@@ -118,3 +118,48 @@ describe("the checks refuse", () => {
     assert.match(errors, /RabbitmqSource\/s: \/spec must NOT have additional properties \(delivry\)/);
   });
 });
+
+// Issue 22, item 5: each process holds only its own secrets and database role.
+describe("each process gets only its own secrets", () => {
+  let prod;
+  before(() => {
+    prod = render("overlays/prod");
+  });
+  const secretsOf = (c) => [
+    ...(c.envFrom ?? []).map((f) => f.secretRef?.name).filter(Boolean),
+    ...(c.env ?? []).map((e) => e.valueFrom?.secretKeyRef?.name).filter(Boolean),
+  ];
+  const envOf = (c) => Object.fromEntries((c.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value]));
+
+  test("the worker shares no Secret with the API, and is given neither the code nor the gateway secret", () => {
+    const worker = container(prod, "nimbus-worker");
+    const api = container(prod, "nimbus-api");
+    const gateway = container(prod, "nimbus-gateway");
+    assert.deepEqual(secretsOf(worker).filter((s) => secretsOf(api).includes(s) || secretsOf(gateway).includes(s)), []);
+    assert.ok(!(worker.env ?? []).some((e) => ["NIMBUS_GATEWAY_SECRET", "NIMBUS_AUTH_CODE_SECRET"].includes(e.name)));
+    const pod = find(prod, "Deployment", "nimbus-worker").spec.template.spec;
+    assert.ok(!(pod.volumes ?? []).some((v) => v.secret?.secretName === "nimbus-jwt"), "the worker mounts the signing keys");
+  });
+
+  test("the schema is migrated by a step of its own, with a Secret no serving container holds", () => {
+    const pod = find(prod, "Deployment", "nimbus-api").spec.template.spec;
+    const migrate = (pod.initContainers ?? []).find((c) => envOf(c).NIMBUS_MIGRATIONS === "only");
+    assert.ok(migrate, "no init container runs the migrations");
+    const serving = ["nimbus-api", "nimbus-worker", "nimbus-gateway"].flatMap((d) => secretsOf(container(prod, d)));
+    assert.deepEqual(secretsOf(migrate).filter((s) => serving.includes(s)), []);
+  });
+
+  test("the checks refuse a worker given the API's Secret, a server that migrates, and open egress", () => {
+    const objects = clone(prod);
+    const worker = container(objects, "nimbus-worker");
+    worker.envFrom.push({ secretRef: { name: secretsOf(container(objects, "nimbus-api"))[0] } });
+    container(objects, "nimbus-api").env.push({ name: "NIMBUS_MIGRATIONS", value: "apply" });
+    const egress = objects.filter((o) => o.kind === "NetworkPolicy" && o.metadata.name === "worker-egress");
+    assert.equal(egress.length, 1, "no worker-egress NetworkPolicy");
+    egress[0].spec.egress.push({});
+    const errors = checkPolicy(objects, ctx).join("\n");
+    assert.match(errors, /Secret\/\S+ is given to both the api and the worker/);
+    assert.match(errors, /Deployment\/nimbus-api container api: changes the schema itself \(NIMBUS_MIGRATIONS=apply\)/);
+    assert.match(errors, /NetworkPolicy\/worker-egress: lets the worker reach any port/);
+  });
+});

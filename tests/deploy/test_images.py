@@ -253,8 +253,11 @@ def test_podman_kube_play_runs_the_rendered_api_and_worker_pods():
     stack_env = os.path.abspath(os.environ.get("NIMBUS_STACK_ENV") or os.path.join(stack.RUN, "stack.env"))
     subprocess.run(["node", str(k8s / "tools/kube-play.mjs"), "overlays/prod", stack_env, str(api), str(ops), str(worker), work],
                    check=True, cwd=k8s, timeout=120)
-    podman("secret", "rm", "nimbus-secrets", check=False)
-    podman("secret", "create", "nimbus-secrets", f"{work}/nimbus-secrets.json")
+    with open(f"{work}/secrets.txt", encoding="utf-8") as f:
+        secrets = f.read().split()
+    for name in secrets:
+        podman("secret", "rm", name, check=False)
+        podman("secret", "create", name, f"{work}/{name}.json")
     try:
         podman("kube", "play", f"{work}/pods.yaml", timeout=300)
         for port in (api, worker):
@@ -269,7 +272,8 @@ def test_podman_kube_play_runs_the_rendered_api_and_worker_pods():
         assert podman("inspect", "--format", "{{.State.ExitCode}}", "nimbus-api-pod-0-api").stdout.strip() == "0"
     finally:
         podman("kube", "down", f"{work}/pods.yaml", check=False, timeout=120)
-        podman("secret", "rm", "nimbus-secrets", check=False)
+        for name in secrets:
+            podman("secret", "rm", name, check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 

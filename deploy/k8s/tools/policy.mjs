@@ -15,6 +15,10 @@
 //   ops             the API's metrics listener is a container port, reachable, and the
 //                   ServiceMonitor's port leads to it
 //   gateway secret  the gateway sends the secret the API instances are given
+//   process secrets no Secret is given to two kinds of process (api, worker, gateway,
+//                   migrate); no serving container changes the schema (NIMBUS_MIGRATIONS
+//                   wait; only the migration step has `only`); the workers' egress is
+//                   limited to their dependencies' ports
 //   secrets         no Secret with values in the repository
 //   services        every Service selects pods of the render
 //   network         a default deny exists; the API's port admits only the gateway
@@ -277,6 +281,67 @@ export function checkGatewaySecret(objects) {
   return errors;
 }
 
+// What kind of Nimbus process a container is, from its settings.
+function processKind(container, objects) {
+  const env = environment(container, objects);
+  if (env.NIMBUS_MIGRATIONS === "only") return "migrate";
+  if (env.NIMBUS_GATEWAY_UPSTREAMS !== undefined) return "gateway";
+  if (env.NIMBUS_WORKER_MODE !== undefined) return "worker";
+  if (env.NIMBUS_OPS_PORT !== undefined) return "api";
+  return undefined;
+}
+
+const secretNames = (c) => [
+  ...(c.envFrom ?? []).map((f) => f.secretRef?.name),
+  ...(c.env ?? []).map((e) => e.valueFrom?.secretKeyRef?.name),
+].filter(Boolean);
+
+// Each process holds only its own secrets (docs/adr/0011). A Secret given whole
+// (envFrom) belongs to one kind of process; the gateway secret is the one named key
+// shared by the gateway and the API.
+export function checkProcessSecrets(objects) {
+  const errors = [];
+  const users = new Map();  // Secret name -> kinds given it whole
+  for (const { owner, template } of podTemplates(objects)) {
+    for (const c of allContainers(template.spec)) {
+      const kind = processKind(c, objects);
+      if (!kind) continue;
+      for (const f of c.envFrom ?? []) {
+        if (!f.secretRef?.name) continue;
+        if (!users.has(f.secretRef.name)) users.set(f.secretRef.name, new Set());
+        users.get(f.secretRef.name).add(kind);
+      }
+      const migrations = environment(c, objects).NIMBUS_MIGRATIONS ?? "apply";
+      if ((kind === "api" || kind === "worker") && migrations !== "wait") {
+        errors.push(`${describe(owner)} container ${c.name}: changes the schema itself (NIMBUS_MIGRATIONS=${migrations})`);
+      }
+      if (kind === "worker" && (c.env ?? []).some((e) => ["NIMBUS_GATEWAY_SECRET", "NIMBUS_AUTH_CODE_SECRET"].includes(e.name))) {
+        errors.push(`${describe(owner)} container ${c.name}: a worker given the API's secrets`);
+      }
+    }
+    if (allContainers(template.spec).some((c) => processKind(c, objects) === "worker") &&
+        (template.spec?.volumes ?? []).some((v) => v.secret?.secretName === "nimbus-jwt")) {
+      errors.push(`${describe(owner)}: a worker mounts the token signing keys`);
+    }
+  }
+  for (const [name, kinds] of users) {
+    if (kinds.size > 1) errors.push(`Secret/${name} is given to both the ${[...kinds].sort().join(" and the ")}`);
+  }
+  for (const { owner, template, knative } of podTemplates(objects)) {
+    // (the Knative function's egress is its platform's: queue-proxy, activator)
+    if (knative || !(template.spec?.containers ?? []).some((c) => processKind(c, objects) === "worker")) continue;
+    const egress = objects.filter((o) => o.kind === "NetworkPolicy" && (o.spec?.policyTypes ?? []).includes("Egress") &&
+      labelSelectorMatches(o.spec?.podSelector, template.metadata?.labels));
+    if (!egress.length) errors.push(`${describe(owner)}: the worker's egress is not limited (no NetworkPolicy)`);
+    for (const p of egress) {
+      if ((p.spec?.egress ?? []).some((rule) => !(rule.ports ?? []).length)) {
+        errors.push(`${describe(p)}: lets the worker reach any port`);
+      }
+    }
+  }
+  return errors;
+}
+
 export function checkSecrets(objects) {
   return objects
     .filter((o) => o.kind === "Secret" && (Object.keys(o.data ?? {}).length || Object.keys(o.stringData ?? {}).length))
@@ -326,6 +391,7 @@ export function checkPolicy(objects, context) {
     ...checkShutdown(objects, context),
     ...checkOps(objects),
     ...checkGatewaySecret(objects),
+    ...checkProcessSecrets(objects),
     ...checkSecrets(objects),
     ...checkServices(objects),
     ...checkNetwork(objects),

@@ -1,10 +1,16 @@
 #include "store/pg/migrate.hpp"
 
 #include <algorithm>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <stdexcept>
 
+#include "core/env.hpp"
 #include "core/log.hpp"
 #include "core/retry.hpp"
 
@@ -72,21 +78,86 @@ boost::asio::awaitable<int> migrate(Pool& pool, const std::vector<Migration>& mi
   co_return applied;
 }
 
+MigrationMode migration_mode_from_env() {
+  const auto mode = env::string("NIMBUS_MIGRATIONS", "apply");
+  if (mode == "apply") return MigrationMode::apply;
+  if (mode == "wait") return MigrationMode::wait;
+  if (mode == "only") return MigrationMode::only;
+  throw env::ConfigError("NIMBUS_MIGRATIONS must be apply, wait or only");
+}
+
+int schema_version() {
+  const auto& all = embedded_migrations();
+  return all.empty() ? 0 : all.back().version;
+}
+
 namespace {
+
+constexpr std::string_view kVersion = "SELECT coalesce(max(version), 0) FROM schema_migrations";
 
 boost::asio::awaitable<void> apply_embedded(std::shared_ptr<Pool> pool, std::shared_ptr<std::atomic<bool>> done) {
   co_await migrate(*pool, embedded_migrations());
   done->store(true);
 }
 
+// A newer schema is fine (a rollout applies migrations before the old build is gone:
+// they only ever add); an older one is not yet this build's.
+boost::asio::awaitable<void> await_current(std::shared_ptr<Pool> pool, std::shared_ptr<std::atomic<bool>> done) {
+  auto lease = co_await pool->acquire();
+  auto result = co_await lease.query(kVersion);
+  const auto version = static_cast<int>(result.get_int(0, 0));
+  if (version < schema_version()) {
+    throw std::runtime_error("schema at version " + std::to_string(version) + ", this build needs " +
+                             std::to_string(schema_version()) + " (applied by the migration step)");
+  }
+  done->store(true);
+}
+
+// The migration step's loop: PostgreSQL may still be starting (a pod's first seconds),
+// so failures are retried until `patience` is spent.
+boost::asio::awaitable<void> apply_within(std::shared_ptr<Pool> pool, std::chrono::milliseconds patience, int* status) {
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+  for (;;) {
+    try {
+      const int applied = co_await migrate(*pool, embedded_migrations());
+      log::info("schema current", {{"version", schema_version()}, {"applied", applied}});
+      *status = 0;
+      co_return;
+    } catch (const std::exception& e) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        log::error("migrations failed", {{"error", e.what()}});
+        co_return;
+      }
+      log::warn("migrations failed; retrying", {{"error", e.what()}});
+    }
+    timer.expires_after(std::chrono::seconds(1));
+    co_await timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<std::atomic<bool>> migrate_in_background(boost::asio::any_io_executor executor,
-                                                         std::shared_ptr<Pool> pool) {
+                                                         std::shared_ptr<Pool> pool, MigrationMode mode) {
   auto done = std::make_shared<std::atomic<bool>>(false);
-  boost::asio::co_spawn(executor, retry_until_done("migrations", [pool, done] { return apply_embedded(pool, done); }),
-                        boost::asio::detached);
+  if (mode == MigrationMode::wait) {
+    boost::asio::co_spawn(executor, retry_until_done("schema", [pool, done] { return await_current(pool, done); }),
+                          boost::asio::detached);
+  } else {
+    boost::asio::co_spawn(executor, retry_until_done("migrations", [pool, done] { return apply_embedded(pool, done); }),
+                          boost::asio::detached);
+  }
   return done;
+}
+
+int migrate_and_exit(const PoolConfig& config, std::chrono::milliseconds patience) {
+  boost::asio::io_context ioc(1);
+  auto pool = Pool::create(ioc.get_executor(), config);
+  int status = 1;
+  boost::asio::co_spawn(ioc, apply_within(pool, patience, &status), [&ioc](std::exception_ptr) { ioc.stop(); });
+  ioc.run();
+  return status;
 }
 
 boost::asio::awaitable<bool> ready(std::shared_ptr<Pool> pool, std::shared_ptr<std::atomic<bool>> schema_ready) {

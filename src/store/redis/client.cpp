@@ -46,7 +46,10 @@ Config Config::from_url(const std::string& url) {
   Config c;
   if (!parsed->host().empty()) c.host = parsed->host();
   if (parsed->has_port()) c.port = parsed->port_number();
-  if (parsed->has_password()) c.password = parsed->password();
+  if (parsed->has_password()) {
+    c.username = parsed->user();
+    c.password = parsed->password();
+  }
   auto path = parsed->path();
   if (path.size() > 1) {
     auto db = std::string_view(path).substr(1);
@@ -159,7 +162,8 @@ class Link : public std::enable_shared_from_this<Link> {
     socket_.set_option(tcp::no_delay(true));
     // (named commands: GCC 12 miscompiles braced temporaries inside co_await)
     if (!config.password.empty()) {
-      const Command auth{"AUTH", config.password};
+      const Command auth = config.username.empty() ? Command{"AUTH", config.password}
+                                                   : Command{"AUTH", config.username, config.password};
       co_await handshake(auth);
     }
     if (config.db != 0) {

@@ -63,12 +63,14 @@ bool transient_error(std::string_view message);
 struct Config {
   std::string host = "127.0.0.1";
   std::uint16_t port = 6379;
+  std::string username;  // an ACL user; empty: the default user (requirepass)
   std::string password;
   int db = 0;
   std::chrono::milliseconds connect_timeout{1'000};
   std::chrono::milliseconds command_timeout{1'000};
 
-  // NIMBUS_REDIS_URL (redis://[:password@]host:port[/db]), NIMBUS_REDIS_TIMEOUT.
+  // NIMBUS_REDIS_URL (redis://[[user]:password@]host:port[/db], both percent-decoded),
+  // NIMBUS_REDIS_TIMEOUT. With a password every connection starts with AUTH.
   static Config from_env();
   static Config from_url(const std::string& url);  // throws std::invalid_argument
 };
