@@ -69,7 +69,11 @@ build() {
   shift
   say "building ($preset preset${*:+: $*})"
   cmake --preset "$preset" >/dev/null
-  cmake --build --preset "$preset" ${*:+--target "$@"}
+  if (($#)); then
+    cmake --build --preset "$preset" --target "$@"
+  else
+    cmake --build --preset "$preset"
+  fi
 }
 
 # What the stack runs: the two binaries. Tests, fuzz targets and benchmarks are built
