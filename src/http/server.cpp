@@ -207,7 +207,9 @@ class StreamedBody final : public BodyReader {
       body.size = max;
       stream_.expires_after(timeout_);
       const auto wait_started = Clock::now();
-      auto [ec, n] = co_await bhttp::async_read(stream_, buffer_, parser_, use_tuple);
+      // (read_some: back with what has arrived, so that a trickle is measured as it comes;
+      // async_read would wait for `max` bytes under one timeout)
+      auto [ec, n] = co_await bhttp::async_read_some(stream_, buffer_, parser_, use_tuple);
       waited_ += Clock::now() - wait_started;
       got = max - body.size;
       if (ec == bhttp::error::need_buffer) ec = {};
