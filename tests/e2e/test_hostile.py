@@ -1044,7 +1044,8 @@ class SlowClient(threading.Thread):
 @pytest.fixture(scope="module")
 def slow_clients():
     (token,) = stack.mint_users(1)
-    return {name: (SlowClient(data(token), within + 5, trickle), within) for name, data, within, trickle in SLOW_CLIENTS}
+    return {name: (SlowClient(data(token), within + 5, trickle), within)
+            for name, data, within, trickle in SLOW_CLIENTS}
 
 
 # --------------------------------------------------------------------------------------
