@@ -9,6 +9,17 @@ die() {
 
 TEMPLATES="$ROOT/deploy/local/templates"
 
+# The most API instances a stack runs: the gateway lists this many slots, whether an
+# instance runs in each or not, so that scaling never reloads it (docs/adr/0012).
+API_SLOTS=9
+
+# Settings an operator gives `./stack up` in its environment. `up` keeps them in the run
+# folder (settings.env); `scale` and every later step read them from there, so a stack
+# keeps what it was started with until the next `up` (which takes its environment's
+# values: one not given there is back to its default). `./stack status` shows them.
+SETTINGS=(NIMBUS_AUTH_IP_START_PER_MINUTE NIMBUS_AUTH_IP_VERIFY_PER_MINUTE NIMBUS_GATEWAY_AUTH_RATE
+  NIMBUS_GATEWAY_AUTH_BURST NIMBUS_LOCAL_MEMO NIMBUS_VOTE_FLUSHERS NIMBUS_VOTE_MAX_BATCH NIMBUS_LOG_LEVEL)
+
 # Ports and run folder of the chosen profile. Every port can be overridden by
 # NIMBUS_<NAME> (e.g. NIMBUS_GATEWAY_PORT=9080); the test profile shifts every default
 # by 30000.
@@ -39,8 +50,9 @@ load_profile() {
   MAILDEV_WEB_PORT=${NIMBUS_MAILDEV_WEB_PORT:-$((1080 + shift_by))}
   RABBIT_NODE="nimbus-$PROFILE@localhost"
   [[ $PROFILE == test && $shift_by != 30000 ]] && RABBIT_NODE="nimbus-test$shift_by@localhost"
+  PORT_SHIFT=$shift_by
   RUN=$(run_dir)
-  export PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT API_BASE_PORT WORKER_BASE_PORT OPS_BASE_PORT PG_PORT REDIS_PORT AMQP_PORT \
+  export PORT_SHIFT PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT API_BASE_PORT WORKER_BASE_PORT OPS_BASE_PORT PG_PORT REDIS_PORT AMQP_PORT \
     RABBIT_DIST_PORT MEMCACHED_PORT S3_PORT SWIFT_ACCOUNT_PORT SWIFT_CONTAINER_PORT SWIFT_OBJECT_PORT SMTP_PORT \
     MAILDEV_WEB_PORT RABBIT_NODE RUN
 }
@@ -118,6 +130,40 @@ install_web() {
   find "$ROOT/web/dist" -maxdepth 1 -type f ! -name 'index.html*' -exec cp {} "$RUN/web/" \;
   cp "$ROOT/web/dist/index.html" "$ROOT/web/dist/index.html.gz" "$RUN/web/"
   chmod -R a+rX "$RUN/web"
+}
+
+# The settings of the caller's environment into the run folder (`up`, `test`).
+save_settings() {
+  local name out=""
+  for name in "${SETTINGS[@]}"; do
+    [[ -n ${!name:-} ]] || continue
+    # (they land in supervisord's and nginx's configs, quoted)
+    [[ ${!name} =~ ^[A-Za-z0-9._/:-]+$ ]] || die "$name='${!name}' has characters a setting may not have"
+    out+="$name=${!name}"$'\n'
+  done
+  mkdir -p "$RUN"
+  printf '%s' "$out" >"$RUN/settings.env"
+}
+
+# The settings kept in the run folder, in place of whatever the caller's environment
+# says (`scale`, and everything after `up`).
+load_settings() {
+  local name line
+  for name in "${SETTINGS[@]}"; do unset "$name"; done
+  [[ -f $RUN/settings.env ]] || return 0
+  while IFS= read -r line; do
+    [[ -n $line ]] && export "${line?}"
+  done <"$RUN/settings.env"
+}
+
+# Says which settings of the caller's environment are not the stack's (they are ignored).
+warn_ignored_settings() {
+  local name kept
+  for name in "${SETTINGS[@]}"; do
+    [[ -n ${!name:-} ]] || continue
+    kept=$(sed -n "s/^$name=//p" "$RUN/settings.env" 2>/dev/null)
+    [[ ${!name} == "$kept" ]] || say "ignoring $name=${!name}: the stack keeps the settings of its ./stack up (${kept:-unset}); change them with ./stack up"
+  done
 }
 
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -205,8 +251,8 @@ render() {
   vars=$(printf '${%s} ' RUN ROOT PROFILE GATEWAY_PORT GATEWAY_ADMIN_PORT PG_PORT REDIS_PORT AMQP_PORT \
     RABBIT_DIST_PORT RABBIT_NODE MEMCACHED_PORT S3_PORT SWIFT_ACCOUNT_PORT SWIFT_CONTAINER_PORT \
     SWIFT_OBJECT_PORT SMTP_PORT MAILDEV_WEB_PORT AMQP_PASSWORD S3_SECRET S3_ACCOUNT S3_USER S3_REGION \
-    S3_ACCESS_KEY SWIFT_HASH API_UPSTREAMS OPS_UPSTREAMS GATEWAY_SECRET AUTH_RATE AUTH_BURST BODY_LIMIT NAME BINARY \
-    PORT OPS_PORT APP_ENV PROGRAM_USER REDIS_PASSWORD MAILDEV)
+    S3_ACCESS_KEY SWIFT_HASH API_UPSTREAMS OPS_UPSTREAMS API_SLOTS GATEWAY_SECRET AUTH_RATE AUTH_BURST BODY_LIMIT \
+    UPLOAD_BODY_LIMIT NAME BINARY PORT OPS_PORT APP_ENV AUTOSTART PROGRAM_USER REDIS_PASSWORD MAILDEV)
   if [[ $out == - ]]; then
     envsubst "$vars" <"$template"
   else
@@ -255,17 +301,19 @@ app_env() {
   )
   # The test stack proves timeouts without waiting for the real ones, and takes every
   # sign-in from one address (the tests), so its per-IP limits are high.
+  local ip_default=""
   if [[ $debug == 1 ]]; then
-    vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s" "NIMBUS_LIVE_HEARTBEAT=1s" "NIMBUS_TALLY_RECONCILE_INTERVAL=1s" "NIMBUS_IMAGE_SWEEP_INTERVAL=1s" "NIMBUS_IMAGE_STUCK_AFTER=30s" "NIMBUS_AUTH_CODE_TTL=6s" "NIMBUS_AUTH_RESEND_COOLDOWN=2s"
-      "NIMBUS_AUTH_REFRESH_GRACE=3s" "NIMBUS_AUTH_DAILY_ATTEMPTS=12" "NIMBUS_AUTH_CLIENT_DAILY_ATTEMPTS=6" "NIMBUS_AUTH_IP_START_PER_MINUTE=100000" "NIMBUS_AUTH_IP_VERIFY_PER_MINUTE=100000")
-  else
-    # Operator limits set in the environment of `./stack up` pass through (e.g. a load
-    # generator that signs in hundreds of users from one address); unset: the app's defaults.
-    local limit
-    for limit in NIMBUS_AUTH_IP_START_PER_MINUTE NIMBUS_AUTH_IP_VERIFY_PER_MINUTE; do
-      if [[ -n ${!limit:-} ]]; then vars+=("$limit=${!limit}"); fi
-    done
+    vars+=("NIMBUS_HTTP_HEADER_TIMEOUT=2s" "NIMBUS_HTTP_BODY_GRACE=2s" "NIMBUS_LIVE_HEARTBEAT=1s" "NIMBUS_TALLY_RECONCILE_INTERVAL=1s" "NIMBUS_IMAGE_SWEEP_INTERVAL=1s" "NIMBUS_IMAGE_STUCK_AFTER=30s" "NIMBUS_AUTH_CODE_TTL=6s" "NIMBUS_AUTH_RESEND_COOLDOWN=2s"
+      "NIMBUS_AUTH_REFRESH_GRACE=3s" "NIMBUS_AUTH_DAILY_ATTEMPTS=12" "NIMBUS_AUTH_CLIENT_DAILY_ATTEMPTS=6")
+    ip_default=100000
   fi
+  # Operator limits given to `./stack up` (settings.env) pass through, in every profile
+  # (e.g. a load generator that signs in hundreds of users from one address); unset: the
+  # profile's (the app's defaults outside the test profile).
+  local limit
+  for limit in NIMBUS_AUTH_IP_START_PER_MINUTE NIMBUS_AUTH_IP_VERIFY_PER_MINUTE; do
+    if [[ -n ${!limit:-$ip_default} ]]; then vars+=("$limit=${!limit:-$ip_default}"); fi
+  done
   # Tuning set in the environment passes through to every profile: NIMBUS_LOCAL_MEMO=0
   # (instances remember nothing, bench/memo.sh), the ballot box's flushers, the log level.
   local tuning
@@ -311,21 +359,38 @@ maildev_for() {
   echo "$tools/node_modules/.bin/maildev"
 }
 
+# The slots' ports stay free while no instance listens on them: reserved, so the kernel
+# never hands one out as the local port of an outgoing connection (the test profiles'
+# ports lie in the ephemeral range; a connection parked on a slot's port would keep its
+# instance from starting on a later `scale`). Added to the machine's reserved ports,
+# which keep every other reservation.
+reserve_slot_ports() {
+  local file=/proc/sys/net/ipv4/ip_local_reserved_ports ranges
+  [[ -w $file ]] || return 0
+  ranges="$((API_BASE_PORT + 1))-$((API_BASE_PORT + API_SLOTS)),$((OPS_BASE_PORT + 1))-$((OPS_BASE_PORT + API_SLOTS))"
+  local current
+  current=$(<"$file")
+  printf '%s\n' "${current:+$current,}$ranges" >"$file" 2>/dev/null || say "could not reserve the API slots' ports ($ranges)"
+}
+
 # Every config holds a secret or sits next to one: written 0600, each owned by the
 # user of the service that reads it.
 write_configs() {
   local apis=$1 workers=$2 umask_before
   umask_before=$(umask)
   umask 077
+  reserve_slot_ports
   # The test profile gets debug routes, short timeouts and high per-IP limits.
   local debug=0
   [[ $PROFILE == test ]] && debug=1
   say "writing configs into $RUN ($apis API instances, $workers workers)"
-  export API_UPSTREAMS="" OPS_UPSTREAMS="" AUTH_RATE="${NIMBUS_GATEWAY_AUTH_RATE:-20r/s}" AUTH_BURST="${NIMBUS_GATEWAY_AUTH_BURST:-40}"
-  export BODY_LIMIT=26m
-  [[ $PROFILE == test ]] && AUTH_RATE=1000r/s && AUTH_BURST=2000
+  local rate=20r/s burst=40
+  [[ $PROFILE == test ]] && rate=1000r/s burst=2000
+  export API_UPSTREAMS="" OPS_UPSTREAMS="" API_SLOTS AUTH_RATE="${NIMBUS_GATEWAY_AUTH_RATE:-$rate}" AUTH_BURST="${NIMBUS_GATEWAY_AUTH_BURST:-$burst}"
+  # 1 MiB on every route but the upload route: 25 MiB files and their multipart framing.
+  export BODY_LIMIT=1m UPLOAD_BODY_LIMIT=26m
   local i
-  for ((i = 1; i <= apis; i++)); do
+  for ((i = 1; i <= API_SLOTS; i++)); do
     API_UPSTREAMS+="    server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=2 fail_timeout=3s;"$'\n'
     OPS_UPSTREAMS+="    server 127.0.0.1:$((OPS_BASE_PORT + i));"$'\n'
   done
@@ -335,7 +400,17 @@ write_configs() {
   chown root:root "$RUN/nginx"
   chmod 711 "$RUN/nginx"
   chown -R nobody:nogroup "$RUN"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
-  render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf"
+  # Replaced only when it changed: GATEWAY_CHANGED tells start_supervisor whether nginx
+  # must re-read it (a reload costs keep-alive clients requests: only when needed).
+  GATEWAY_CHANGED=0
+  render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf.new"
+  nginx -t -q -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf.new" || die "the rendered gateway config is invalid (see above)"
+  if cmp -s "$RUN/nginx/nginx.conf.new" "$RUN/nginx/nginx.conf"; then
+    rm "$RUN/nginx/nginx.conf.new"
+  else
+    mv "$RUN/nginx/nginx.conf.new" "$RUN/nginx/nginx.conf"
+    GATEWAY_CHANGED=1
+  fi
   install_web
   render "$TEMPLATES/redis.conf" "$RUN/redis/redis.conf"
   chown redis:redis "$RUN/redis/redis.conf"
@@ -354,19 +429,22 @@ write_configs() {
   local api_binary worker_binary
   api_binary=$(runnable_by nimbus-api "$ROOT/build/release/src/api/nimbus-api")
   worker_binary=$(runnable_by nimbus-worker "$ROOT/build/release/src/worker/nimbus-worker")
+  # Every API slot is a program, none started by supervisord itself: which run is the
+  # stack's instance count (stack.env), started and stopped one by one (set_api_count),
+  # so the group never changes when the count does (supervisord would replace it whole).
   APP_ENV=$(app_env api "$debug") PROGRAM_USER=nimbus-api
-  for ((i = 1; i <= apis; i++)); do
+  for ((i = 1; i <= API_SLOTS; i++)); do
     NAME="api-$i" BINARY="$api_binary" PORT=$((API_BASE_PORT + i)) OPS_PORT=$((OPS_BASE_PORT + i)) \
-      render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
+      AUTOSTART=false render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
   done
   APP_ENV=$(app_env worker "$debug") PROGRAM_USER=nimbus-worker
   for ((i = 1; i <= workers; i++)); do
     NAME="worker-$i" BINARY="$worker_binary" PORT=$((WORKER_BASE_PORT + i)) OPS_PORT=0 \
-      render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
+      AUTOSTART=true render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
   done
   {
     echo "[group:api]"
-    echo "programs=$(seq -s, -f 'api-%g' 1 "$apis")"
+    echo "programs=$(seq -s, -f 'api-%g' 1 "$API_SLOTS")"
     echo "[group:workers]"
     echo "programs=$(seq -s, -f 'worker-%g' 1 "$workers")"
   } >>"$RUN/supervisord.conf"
@@ -375,7 +453,10 @@ write_configs() {
   cat >"$RUN/stack.env" <<EOF
 NIMBUS_STACK_RUN=$RUN
 NIMBUS_STACK_SUPERVISOR_CONF=$RUN/supervisord.conf
+NIMBUS_STACK_PROFILE=$PROFILE
+NIMBUS_STACK_PORT_SHIFT=$PORT_SHIFT
 NIMBUS_STACK_APIS=$apis
+NIMBUS_STACK_API_SLOTS=$API_SLOTS
 NIMBUS_STACK_WORKERS=$workers
 NIMBUS_STACK_API_BASE_PORT=$API_BASE_PORT
 NIMBUS_STACK_WORKER_BASE_PORT=$WORKER_BASE_PORT
@@ -418,6 +499,9 @@ check_ports_free() {
   ((${#busy[@]} == 0)) || die "ports in use: ${busy[*]} (see: ss -ltnp); stop what holds them, or pick other ports"
 }
 
+# Starts the stack, or applies new configs to the running one: the instance count of
+# stack.env, nginx told to re-read its config only when it changed (GATEWAY_CHANGED,
+# from write_configs; unset: it may have), and a rolling restart for a new build.
 start_supervisor() {
   if supervisor_running; then
     say "supervisord already running: applying config changes"
@@ -426,8 +510,12 @@ start_supervisor() {
     migrate_schema
     ctl reread >/dev/null
     ctl update
-    ctl start all >/dev/null 2>&1 || true
-    ctl signal HUP nginx >/dev/null || true  # nginx re-reads its config, gracefully
+    set_api_count "$(stack_apis)"
+    ctl start workers:* >/dev/null 2>&1 || true
+    if [[ ${GATEWAY_CHANGED:-1} == 1 ]]; then
+      say "gateway config changed: nginx reloads (idle keep-alive connections of clients close)"
+      ctl signal HUP nginx >/dev/null || true
+    fi
     rolling_restart
   else
     check_ports_free
@@ -436,7 +524,29 @@ start_supervisor() {
     # every secret of the run folder.
     env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
       supervisord -c "$RUN/supervisord.conf"
+    wait_for "supervisord" 30 supervisor_running
+    set_api_count "$(stack_apis)"
   fi
+}
+
+stack_apis() { sed -n 's/^NIMBUS_STACK_APIS=//p' "$RUN/stack.env"; }
+
+api_running() { ctl status "api:api-$1" 2>/dev/null | grep -qE 'RUNNING|STARTING|BACKOFF'; }
+
+# Instances api-1..api-N run, the other slots not. One stops as on any stop: /readyz
+# 503, the drain delay (longer than nginx's upstream keep-alive), its requests finished;
+# the gateway's connects to its slot are then refused and go to the others.
+set_api_count() {
+  local count=$1 i
+  for ((i = 1; i <= count; i++)); do
+    api_running "$i" || ctl start "api:api-$i" >/dev/null
+  done
+  for ((i = count + 1; i <= API_SLOTS; i++)); do
+    if api_running "$i"; then
+      say "stopping api-$i (drains)"
+      ctl stop "api:api-$i" >/dev/null
+    fi
+  done
 }
 
 # Picks up a new build the way a deploy would: one instance at a time, each back to
@@ -453,7 +563,7 @@ rolling_restart() {
     say "rolling restart: $name"
     ctl restart "$program" >/dev/null
     wait_for "$name" 30 curl -fsS "http://127.0.0.1:$port/readyz"
-  done < <(ctl status | grep -E '^(api|workers):')
+  done < <(ctl status | grep -E '^(api|workers):' | grep -E 'RUNNING|STARTING|BACKOFF')
 }
 
 stop_supervisor() {
@@ -571,18 +681,16 @@ EOF
 }
 
 # ./stack scale api=N workers=M: the running stack to N API instances and M workers,
-# live. supervisord replaces a whole group when its member list changes (every member
-# stopped, then the new ones started), so the API group is swapped blue/green: standby
-# instances on ports of their own take the gateway's traffic first (nginx reloads
-# gracefully), the group is replaced behind them, then the gateway moves to the new
-# group and the standby instances drain and go. Each instance ends as it does on any
-# stop: /readyz 503, the drain delay (longer than nginx's upstream keep-alive), its
-# requests finished. Workers take no requests: their group is replaced in one step (jobs
+# live, with the settings of its `./stack up` (settings.env, whatever the caller's
+# environment says). The gateway already lists every slot (API_SLOTS), so instances are
+# started (each ready before the gateway sees it: its connects were refused until then)
+# and stopped (each drains) without a reload of nginx: no keep-alive connection of a
+# client is closed. Workers take no requests: their group is replaced in one step (jobs
 # in flight finish or go back to the queue).
 scale_stack() {
   supervisor_running || die "stack '$PROFILE' is not running (./stack up first)"
   local old_apis old_workers apis workers arg
-  old_apis=$(sed -n 's/^NIMBUS_STACK_APIS=//p' "$RUN/stack.env")
+  old_apis=$(stack_apis)
   old_workers=$(sed -n 's/^NIMBUS_STACK_WORKERS=//p' "$RUN/stack.env")
   apis=$old_apis workers=$old_workers
   for arg in "$@"; do
@@ -593,69 +701,32 @@ scale_stack() {
     esac
   done
   [[ $apis =~ ^[1-9]$ && $workers =~ ^[1-9]$ ]] || die "api and workers must be 1 to 9"
+  ((apis <= API_SLOTS)) || die "at most $API_SLOTS API instances (the gateway's slots)"
+  warn_ignored_settings
+  load_settings
   init_services >/dev/null
-  local started=$SECONDS
+  local started=$SECONDS i
+  write_configs "$apis" "$workers" >/dev/null 2>&1  # stack.env, the workers' group; nginx.conf stays the same
+  if ((GATEWAY_CHANGED)); then
+    # (a stack started before the slots, or by another version: the one reload)
+    say "gateway config changed: nginx reloads"
+    ctl signal HUP nginx >/dev/null
+  fi
   if ((apis != old_apis)); then
-    swap_api_group "$apis" "$old_workers"
+    say "API instances: $old_apis -> $apis (no gateway reload)"
+    set_api_count "$apis"
+    for ((i = 1; i <= apis; i++)); do
+      wait_for "api-$i" 60 curl -fsS "http://127.0.0.1:$((API_BASE_PORT + i))/readyz"
+    done
   fi
   if ((workers != old_workers)); then
     say "workers: $old_workers -> $workers"
-    write_configs "$apis" "$workers" >/dev/null 2>&1
     ctl reread >/dev/null
     ctl update workers
-    local i
     for ((i = 1; i <= workers; i++)); do
       wait_for "worker-$i" 60 curl -fsS "http://127.0.0.1:$((WORKER_BASE_PORT + i))/readyz"
     done
   fi
   wait_for "gateway :$GATEWAY_PORT with $apis API instances" 60 all_instances_answer "$apis"
   say "scaled to $apis API instances and $workers workers in $((SECONDS - started)) s"
-}
-
-# Standby API instances, their ports 40 above the group's, and the upstream list of
-# the gateway that sends to them.
-standby_programs() {
-  local count=$1 i debug=0
-  [[ $PROFILE == test ]] && debug=1
-  local binary
-  binary=$(runnable_by nimbus-api "$ROOT/build/release/src/api/nimbus-api")
-  for ((i = 1; i <= count; i++)); do
-    NAME="api-standby-$i" BINARY="$binary" PORT=$((API_BASE_PORT + 40 + i)) PROGRAM_USER=nimbus-api \
-      APP_ENV=$(app_env api "$debug") OPS_PORT=$((OPS_BASE_PORT + 40 + i)) render "$TEMPLATES/program-nimbus.conf" -
-  done
-  echo "[group:api-standby]"
-  echo "programs=$(seq -s, -f 'api-standby-%g' 1 "$count")"
-}
-
-swap_api_group() {
-  local apis=$1 workers=$2 i
-  say "API instances: $(sed -n 's/^NIMBUS_STACK_APIS=//p' "$RUN/stack.env") -> $apis (blue/green through standby instances)"
-  write_configs "$apis" "$workers" >/dev/null 2>&1  # the final layout: supervisord.conf, nginx.conf, stack.env
-  cp "$RUN/nginx/nginx.conf" "$RUN/nginx/nginx.conf.final"
-  standby_programs "$apis" >>"$RUN/supervisord.conf"
-  local standby=""
-  for ((i = 1; i <= apis; i++)); do
-    standby+="    server 127.0.0.1:$((API_BASE_PORT + 40 + i)) max_fails=2 fail_timeout=3s;"$'\n'
-  done
-  (
-    umask 077
-    API_UPSTREAMS=$standby render "$TEMPLATES/nginx.conf" "$RUN/nginx/nginx.conf"
-  )
-  ctl reread >/dev/null
-  ctl update api-standby >/dev/null
-  for ((i = 1; i <= apis; i++)); do
-    wait_for "api-standby-$i" 60 curl -fsS "http://127.0.0.1:$((API_BASE_PORT + 40 + i))/readyz"
-  done
-  ctl signal HUP nginx >/dev/null  # new nginx workers send to the standby instances only
-  sleep 2  # the old nginx workers finish what they hold (upstream keep-alive: 1 s)
-  ctl update api >/dev/null        # the group replaced: old instances drain, new ones start
-  for ((i = 1; i <= apis; i++)); do
-    wait_for "api-$i" 60 curl -fsS "http://127.0.0.1:$((API_BASE_PORT + i))/readyz"
-  done
-  mv "$RUN/nginx/nginx.conf.final" "$RUN/nginx/nginx.conf"
-  ctl signal HUP nginx >/dev/null
-  sleep 2
-  write_configs "$apis" "$workers" >/dev/null 2>&1  # supervisord.conf without the standby group
-  ctl reread >/dev/null
-  ctl update api-standby >/dev/null  # standby instances drain and go
 }

@@ -49,6 +49,8 @@ ServerConfig ServerConfig::from_env() {
   c.idle_timeout = env::duration("NIMBUS_HTTP_IDLE_TIMEOUT", c.idle_timeout);
   c.header_timeout = env::duration("NIMBUS_HTTP_HEADER_TIMEOUT", c.header_timeout);
   c.body_timeout = env::duration("NIMBUS_HTTP_BODY_TIMEOUT", c.body_timeout);
+  c.body_grace = env::duration("NIMBUS_HTTP_BODY_GRACE", c.body_grace);
+  c.body_min_rate = env::bytes("NIMBUS_HTTP_BODY_MIN_RATE", c.body_min_rate);
   c.write_timeout = env::duration("NIMBUS_HTTP_WRITE_TIMEOUT", c.write_timeout);
   c.silent_grace = env::duration("NIMBUS_HTTP_SILENT_GRACE", c.silent_grace);
   c.max_connections = static_cast<std::size_t>(
@@ -174,15 +176,28 @@ class ChunkWriter final : public StreamWriter {
 };
 
 // Reads a request body piece by piece for a streamed route. Each read must make
-// progress within `timeout`; the parser enforces the route's limit and the framing.
+// progress within `timeout`, and the waits together must keep within the minimum rate
+// (ServerConfig::body_min_rate): checked after each read, so that the refusal is a 408
+// on a live connection (an expired read closes the socket). The parser enforces the
+// route's limit and the framing.
 class StreamedBody final : public BodyReader {
  public:
   StreamedBody(beast::tcp_stream& stream, beast::flat_buffer& buffer, bhttp::request_parser<bhttp::buffer_body>& parser,
-               std::chrono::milliseconds timeout, std::size_t limit)
-      : stream_(stream), buffer_(buffer), parser_(parser), timeout_(timeout), limit_(limit) {}
+               const ServerConfig& config, std::size_t limit)
+      : stream_(stream),
+        buffer_(buffer),
+        parser_(parser),
+        timeout_(config.body_timeout),
+        grace_(config.body_grace),
+        min_rate_(config.body_min_rate),
+        limit_(limit) {}
 
   asio::awaitable<std::size_t> read(std::string& out, std::size_t max) override {
     if (parser_.is_done() || max == 0) co_return 0;
+    if (under_min_rate()) {
+      failed_ = true;
+      throw BodyError(408, "body under the minimum rate");
+    }
     const auto old = out.size();
     out.resize(old + max);
     std::size_t got = 0;
@@ -191,7 +206,11 @@ class StreamedBody final : public BodyReader {
       body.data = out.data() + old;
       body.size = max;
       stream_.expires_after(timeout_);
-      auto [ec, n] = co_await bhttp::async_read(stream_, buffer_, parser_, use_tuple);
+      const auto wait_started = Clock::now();
+      // (read_some: back with what has arrived, so that a trickle is measured as it comes;
+      // async_read would wait for `max` bytes under one timeout)
+      auto [ec, n] = co_await bhttp::async_read_some(stream_, buffer_, parser_, use_tuple);
+      waited_ += Clock::now() - wait_started;
       got = max - body.size;
       if (ec == bhttp::error::need_buffer) ec = {};
       if (ec) {
@@ -203,6 +222,7 @@ class StreamedBody final : public BodyReader {
       }
     }
     out.resize(old + got);
+    received_ += got;
     co_return got;
   }
 
@@ -214,11 +234,21 @@ class StreamedBody final : public BodyReader {
   bool failed() const { return failed_; }
 
  private:
+  bool under_min_rate() const {
+    if (min_rate_ == 0) return false;
+    const auto allowed = grace_ + std::chrono::milliseconds(received_ * 1000 / min_rate_);
+    return waited_ > allowed;
+  }
+
   beast::tcp_stream& stream_;
   beast::flat_buffer& buffer_;
   bhttp::request_parser<bhttp::buffer_body>& parser_;
   std::chrono::milliseconds timeout_;
+  std::chrono::milliseconds grace_;
+  std::size_t min_rate_;
   std::size_t limit_;
+  std::uint64_t received_ = 0;
+  Clock::duration waited_{};
   bool failed_ = false;
 };
 
@@ -783,7 +813,7 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
       bhttp::request_parser<bhttp::buffer_body> body_parser(std::move(head_parser));
       body_parser.body_limit(limit);
       const bool client_keep_alive = body_parser.get().keep_alive();
-      StreamedBody body(stream, buffer, body_parser, config.body_timeout, limit);
+      StreamedBody body(stream, buffer, body_parser, config, limit);
       req.body_reader = &body;
       InFlightMark mark(*conn, req, route_match->route->pattern);
       Response res = co_await respond(req, std::move(matched));

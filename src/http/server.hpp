@@ -31,6 +31,12 @@ struct ServerConfig {
   // (slow-loris defence), and the body within body_timeout.
   std::chrono::milliseconds header_timeout{10'000};
   std::chrono::milliseconds body_timeout{60'000};
+  // A streamed body (an upload) must also keep up a minimum rate: the time spent waiting
+  // for it may not exceed body_grace plus one second per body_min_rate bytes received,
+  // so a trickle that keeps each read inside body_timeout is still cut (408). Only the
+  // waits for the client count, not the handler's own (a slow storage write). 0: off.
+  std::chrono::milliseconds body_grace{10'000};
+  std::size_t body_min_rate = 8 * 1024;  // bytes per second
   std::chrono::milliseconds write_timeout{30'000};
   std::size_t max_connections = 10'000;
   // At max_connections, a connection that has sent nothing for this long since it was

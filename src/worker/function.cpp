@@ -1,14 +1,19 @@
 #include "worker/function.hpp"
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <cctype>
+#include <openssl/crypto.h>
 
+#include "core/env.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/oneshot.hpp"
+#include "core/sha256.hpp"
 #include "http/problem.hpp"
 
 namespace nimbus::worker {
@@ -59,17 +64,68 @@ asio::awaitable<http::Response> run_job(CloudEvent event, Job job, asio::thread_
 }
 
 // Not a coroutine: the request is read here, and only values reach the coroutines.
-asio::awaitable<http::Response> invoke(const http::Request& request, const Job& job, asio::thread_pool& pool) {
+asio::awaitable<http::Response> invoke(const http::Request& request, const CallerCheck& callers, const Job& job,
+                                       asio::thread_pool& pool) {
+  if (auto refused = callers.refusal(request)) {
+    log::warn("caller refused", {{"code", refused->code}});
+    return respond(refused_response(*refused));
+  }
   auto parsed = parse_binary_event(request);
   if (const auto* refused = std::get_if<EventRefused>(&parsed)) {
     log::warn("event refused", {{"code", refused->code}, {"detail", refused->detail}});
-    return respond(http::problem(refused->status, refused->code,
-                                 refused->status == 415 ? "Unsupported media type" : "Bad request", refused->detail));
+    return respond(refused_response(*refused));
   }
   return run_job(std::get<CloudEvent>(std::move(parsed)), job, &pool);
 }
 
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 }  // namespace
+
+FunctionConfig FunctionConfig::from_env() {
+  FunctionConfig c;
+  c.token = env::string("NIMBUS_FUNCTION_TOKEN", "");
+  if (c.token.size() < kMinTokenLength) {
+    throw env::ConfigError("NIMBUS_FUNCTION_TOKEN must be set to a secret of at least " +
+                           std::to_string(kMinTokenLength) +
+                           " characters in function mode (e.g. openssl rand -base64 32): without it, anyone who "
+                           "reaches the port could run image jobs");
+  }
+  return c;
+}
+
+CallerCheck::CallerCheck(std::string_view token) : digest_(Sha256::hex_of(token)) {}
+
+std::optional<EventRefused> CallerCheck::refusal(const http::Request& request) const {
+  // RFC 6750 section 2.1: the scheme is case-insensitive, one space, then the token.
+  constexpr std::string_view kScheme = "Bearer ";
+  const auto header = request.header("Authorization");
+  if (!header || header->size() <= kScheme.size() || !iequals(header->substr(0, kScheme.size()), kScheme)) {
+    return EventRefused{401, "missing_token", "Send Authorization: Bearer <the function's token>."};
+  }
+  const auto presented = Sha256::hex_of(header->substr(kScheme.size()));
+  if (presented.size() != digest_.size() || CRYPTO_memcmp(presented.data(), digest_.data(), digest_.size()) != 0) {
+    return EventRefused{401, "invalid_token", "The token is not the function's."};
+  }
+  return std::nullopt;
+}
+
+http::Response refused_response(const EventRefused& refused) {
+  const char* title = refused.status == 401   ? "Unauthorized"
+                      : refused.status == 415 ? "Unsupported media type"
+                                              : "Bad request";
+  auto response = http::problem(refused.status, refused.code, title, refused.detail);
+  if (refused.status == 401) {
+    response.headers.set("WWW-Authenticate", refused.code == "invalid_token"
+                                                 ? R"(Bearer realm="nimbus-function", error="invalid_token")"
+                                                 : R"(Bearer realm="nimbus-function")");
+  }
+  return response;
+}
 
 std::variant<CloudEvent, EventRefused> parse_binary_event(const http::Request& request) {
   const auto content_type = media_type(header_or_empty(request, "Content-Type"));
@@ -130,10 +186,12 @@ http::Response answer(amqp::Outcome outcome, const CloudEvent& event) {
   return http::service_unavailable("retry_later", "The job could not run now; deliver the event again.", 1);
 }
 
-void add_function_routes(http::Router& router, Job job, asio::thread_pool& pool) {
+void add_function_routes(http::Router& router, CallerCheck callers, Job job, asio::thread_pool& pool) {
   router.add(
       http::Method::post, "/",
-      [job = std::move(job), &pool](http::Request& request) { return invoke(request, job, pool); },
+      [callers = std::move(callers), job = std::move(job), &pool](http::Request& request) {
+        return invoke(request, callers, job, pool);
+      },
       http::RouteOptions{.body_limit = kBodyLimit});
 }
 

@@ -209,6 +209,7 @@ asio::awaitable<void> hand_back_jobs(worker::ImageJobs* image_jobs, s3::Client* 
 // are handed back (their senders see the connection close and redeliver).
 int run_function(const runtime::ServiceConfig& config) {
   const auto started = std::chrono::steady_clock::now();
+  const auto function_config = worker::FunctionConfig::from_env();  // before anything connects
   asio::io_context ioc(static_cast<int>(config.lifecycle.threads));
   ops::Metrics metrics;
   ops::Readiness readiness;
@@ -227,7 +228,7 @@ int run_function(const runtime::ServiceConfig& config) {
   http::add_ops_routes(router, readiness, metrics);
   std::atomic<int> running{0};
   worker::add_function_routes(
-      router,
+      router, worker::CallerCheck(function_config.token),
       [&image_jobs, &running](const amqp::Delivery& d) {
         struct Counted {
           std::atomic<int>* n;

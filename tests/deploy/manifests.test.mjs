@@ -26,10 +26,27 @@ describe("every kustomization", () => {
   }
 });
 
+describe("the serverless component", () => {
+  test("puts the sender between the event source and the function", () => {
+    const objects = render("overlays/dev");
+    const source = find(objects, "RabbitmqSource", "nimbus-image-jobs");
+    assert.deepEqual(source.spec.sink.ref, { apiVersion: "v1", kind: "Service", name: "nimbus-function-sender" });
+    const token = (c) => c.env.find((e) => e.name === "NIMBUS_FUNCTION_TOKEN")?.valueFrom?.secretKeyRef;
+    const fn = find(objects, "Service", "nimbus-thumbnails").spec.template.spec.containers[0];
+    assert.deepEqual(token(fn), { name: "nimbus-function", key: "token" });
+    assert.deepEqual(token(container(objects, "nimbus-function-sender")), { name: "nimbus-function", key: "token" });
+    // The function admits Knative's data plane (through which the sender's requests
+    // come) and Prometheus, no longer the source's adapter.
+    const fnPolicy = find(objects, "NetworkPolicy", "thumbnails-from-knative");
+    assert.ok(!JSON.stringify(fnPolicy.spec.ingress).includes("eventing.knative.dev/source"));
+  });
+});
+
 describe("the checks refuse", () => {
-  let prod;
+  let prod, dev;
   before(() => {
     prod = render("overlays/prod");
+    dev = render("overlays/dev"); // with the serverless component
   });
   const policyOf = (objects) => checkPolicy(objects, ctx);
 
@@ -98,6 +115,31 @@ describe("the checks refuse", () => {
     const errors = policyOf(objects).join("\n");
     assert.match(errors, /api-from-gateway: lets more than the gateway reach/);
     assert.match(errors, /no default deny of ingress/);
+  });
+
+  test("a function without its token, and a source that posts to it directly", () => {
+    const objects = clone(dev);
+    const fn = find(objects, "Service", "nimbus-thumbnails").spec.template.spec.containers[0];
+    fn.env = fn.env.filter((e) => e.name !== "NIMBUS_FUNCTION_TOKEN");
+    find(objects, "RabbitmqSource", "nimbus-image-jobs").spec.sink.ref = { apiVersion: "serving.knative.dev/v1", kind: "Service", name: "nimbus-thumbnails" };
+    const errors = policyOf(objects).join("\n");
+    assert.match(errors, /Service\/nimbus-thumbnails: function mode without NIMBUS_FUNCTION_TOKEN from a Secret/);
+    assert.match(errors, /RabbitmqSource\/nimbus-image-jobs: posts to the function nimbus-thumbnails directly, without its token/);
+  });
+
+  test("a sender with another token than the function's, or none in front of it", () => {
+    let objects = clone(dev);
+    const sender = container(objects, "nimbus-function-sender");
+    sender.env.find((e) => e.name === "NIMBUS_FUNCTION_TOKEN").valueFrom.secretKeyRef.name = "other-secret";
+    assert.match(policyOf(objects).join("\n"), /Deployment\/nimbus-function-sender: sends other-secret\/token, not the token nimbus-thumbnails checks \(nimbus-function\/token\)/);
+    objects = clone(dev).filter((o) => !(o.kind === "Deployment" && o.metadata.name === "nimbus-function-sender"));
+    assert.match(policyOf(objects).join("\n"), /RabbitmqSource\/nimbus-image-jobs: its sink Service\/nimbus-function-sender is no sender of this render/);
+  });
+
+  test("a function or sender open to more than its one caller", () => {
+    const objects = clone(dev);
+    find(objects, "NetworkPolicy", "function-sender-from-source").spec.ingress[0].from = [{ namespaceSelector: {} }];
+    assert.match(policyOf(objects).join("\n"), /function-sender-from-source: lets more than the event source's adapter reach the sender/);
   });
 
   test("a Secret with values", () => {

@@ -131,7 +131,8 @@ def deployment():
         function_port = private._free_port()
         made.append(Container("function", "worker", {**worker_env, "NIMBUS_INSTANCE": "container-function",
                                                      "NIMBUS_WORKER_MODE": "function", "NIMBUS_HTTP_ADDRESS": "127.0.0.1",
-                                                     "NIMBUS_HTTP_PORT": function_port},
+                                                     "NIMBUS_HTTP_PORT": function_port,
+                                                     "NIMBUS_FUNCTION_TOKEN": fn.TOKEN},
                               wait_url=f"http://127.0.0.1:{function_port}/readyz"))
         made[-1].wait()
         yield {"gateway": f"http://127.0.0.1:{gateway_port}", "gateway_container": gateway, "apis": apis,
@@ -204,7 +205,7 @@ def test_the_worker_image_makes_thumbnails(deployment):
     image_id = fn._queued_image(owner, fn._png(1024, 768), width=1024, height=768)
     r = requests.post(f"{deployment['function']}/", data=f'{{"image_id":"{image_id}"}}', timeout=120, headers={
         "ce-specversion": "1.0", "ce-id": str(uuid.uuid4()), "ce-type": "nimbus.image.process", "ce-source": "/test",
-        "Content-Type": "application/json"})
+        "Content-Type": "application/json", "Authorization": f"Bearer {fn.TOKEN}"})
     assert r.status_code == 200, r.text
     assert fn._row(image_id) == ("ready", 1, "", 2)
 

@@ -4,11 +4,13 @@ the test's own runs the stack's worker binary with the stack's environment on a 
 port; its images are put into PostgreSQL and storage directly (no outbox message), so
 only the function works on them. The cases: the happy path, duplicate deliveries (one
 after the other and at once), an undecodable image, a crash mid-invocation followed by
-the redelivery, and requests that are not such events."""
+the redelivery, requests that are not such events, and callers without the shared
+token (NIMBUS_FUNCTION_TOKEN, sent as a bearer token)."""
 import concurrent.futures
 import hashlib
 import io
 import os
+import secrets
 import signal
 import subprocess
 import uuid
@@ -22,6 +24,10 @@ import stack
 import storage
 
 
+# The token every function of this module is started with, as the Secret would give it.
+TOKEN = secrets.token_urlsafe(32)
+
+
 class Function:
     """nimbus-worker in function mode, a child process of the test."""
 
@@ -30,7 +36,8 @@ class Function:
         self.name = f"function-{uuid.uuid4().hex[:6]}"
         self.port = private._free_port()
         env.update({"NIMBUS_INSTANCE": self.name, "NIMBUS_HTTP_PORT": str(self.port), "NIMBUS_WORKER_MODE": "function",
-                    "NIMBUS_IMAGE_THREADS": "2", **{k: str(v) for k, v in overrides.items()}})
+                    "NIMBUS_IMAGE_THREADS": "2", "NIMBUS_FUNCTION_TOKEN": TOKEN,
+                    **{k: str(v) for k, v in overrides.items()}})
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(stack.RUN, "logs", f"{self.name}.log")
         self.log = open(self.log_path, "ab")
@@ -50,7 +57,7 @@ class Function:
         a header given as None is left out."""
         sent = {"ce-specversion": "1.0", "ce-id": event_id or str(uuid.uuid4()), "ce-type": "dev.knative.rabbitmq.event",
                 "ce-source": "/apis/v1/namespaces/nimbus/rabbitmqsources/nimbus-image-jobs",
-                "Content-Type": "application/json", **headers}
+                "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}", **headers}
         return requests.post(f"{self.url}/", data=body or f'{{"image_id":"{image_id}"}}',
                              headers={k: v for k, v in sent.items() if v is not None}, timeout=120)
 
@@ -198,11 +205,56 @@ def test_a_request_that_is_not_a_job_event_is_refused(function, headers, status,
     assert r.json()["code"] == code
 
 
+@pytest.mark.parametrize("authorization,code", [
+    (None, "missing_token"),
+    ("Basic Zm9vOmJhcg==", "missing_token"),
+    ("Bearer", "missing_token"),
+    ("Bearer " + "x" * 43, "invalid_token"),
+    (f"Bearer {TOKEN}x", "invalid_token"),
+    (f"Bearer {TOKEN[:-1]}", "invalid_token"),
+])
+def test_a_caller_without_the_token_is_refused_before_any_work(function, owner, authorization, code):
+    image = _queued_image(owner, _png(64, 48), width=64, height=48)
+    r = function.post(image, Authorization=authorization)
+    assert r.status_code == 401, r.text
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert r.json()["code"] == code
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert _row(image) == ("queued", 0, "", 0)  # not even taken
+    # Refused before the event is read: a caller without the token learns nothing of it.
+    bad = function.post(image, body="[1,2", Authorization=authorization)
+    assert (bad.status_code, bad.json()["code"]) == (401, code)
+
+
+def test_the_token_may_come_with_any_case_of_bearer(function, owner):
+    image = _queued_image(owner, _png(64, 48), width=64, height=48)
+    assert function.post(image, Authorization=f"bearer {TOKEN}").status_code == 200
+    assert _row(image)[0] == "ready"
+
+
 def test_function_mode_serves_only_the_job_and_the_probes(function):
     ready = requests.get(f"{function.url}/readyz", timeout=5).json()
     assert set(ready["checks"]) == {"postgres", "rabbitmq", "s3"}
     assert requests.get(f"{function.url}/v1/polls", timeout=5).status_code == 404
     assert requests.get(f"{function.url}/", timeout=5).status_code == 405
+
+
+def test_the_probes_and_metrics_need_no_token(function):
+    # Kubelet and Prometheus do not carry the token.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert requests.get(f"{function.url}{path}", timeout=5).status_code == 200, path
+
+
+@pytest.mark.parametrize("token", [None, "", "short-token"])
+def test_function_mode_without_a_strong_token_does_not_start(token):
+    command, env = private._program("worker-1")
+    env["NIMBUS_WORKER_MODE"] = "function"
+    env.pop("NIMBUS_FUNCTION_TOKEN", None)
+    if token is not None:
+        env["NIMBUS_FUNCTION_TOKEN"] = token
+    out = subprocess.run([command], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert "NIMBUS_FUNCTION_TOKEN" in out.stderr
 
 
 def test_an_unknown_worker_mode_is_a_configuration_error():

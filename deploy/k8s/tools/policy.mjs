@@ -22,6 +22,9 @@
 //   secrets         no Secret with values in the repository
 //   services        every Service selects pods of the render
 //   network         a default deny exists; the API's port admits only the gateway
+//   function        the thumbnail function checks a token from a Secret; no event source
+//                   posts to it directly (it cannot send the token): a sender in front
+//                   sends the function's own token and admits only the source's adapter
 import { describe } from "./schema.mjs";
 
 const WORKLOADS = new Set(["Deployment", "StatefulSet", "DaemonSet", "Job"]);
@@ -383,6 +386,59 @@ export function checkNetwork(objects) {
   return errors;
 }
 
+// "secret/key" of a container's NIMBUS_FUNCTION_TOKEN (only a secretKeyRef counts).
+function functionTokenSource(container) {
+  const ref = (container.env ?? []).find((e) => e.name === "NIMBUS_FUNCTION_TOKEN")?.valueFrom?.secretKeyRef;
+  return ref ? `${ref.name}/${ref.key}` : undefined;
+}
+
+export function checkFunction(objects) {
+  const errors = [];
+  const functions = new Map(); // Knative Service name -> token source
+  const senders = new Map(); // core Service name -> { owner, target, token }
+  for (const { owner, template, knative } of podTemplates(objects)) {
+    for (const c of template.spec?.containers ?? []) {
+      const env = environment(c, objects);
+      if (knative && env.NIMBUS_WORKER_MODE === "function") {
+        const token = functionTokenSource(c);
+        if (!token) errors.push(`${describe(owner)}: function mode without NIMBUS_FUNCTION_TOKEN from a Secret`);
+        functions.set(owner.metadata.name, token);
+      }
+      if (env.NIMBUS_SENDER_TARGET !== undefined) {
+        for (const s of coreServices(objects).filter((s) => matches(s.spec?.selector, template.metadata?.labels))) {
+          senders.set(s.metadata.name, { owner, target: env.NIMBUS_SENDER_TARGET, token: functionTokenSource(c), labels: template.metadata?.labels });
+        }
+      }
+    }
+  }
+  for (const source of objects.filter((o) => o.kind === "RabbitmqSource")) {
+    const ref = source.spec?.sink?.ref ?? {};
+    if (ref.apiVersion?.startsWith("serving.knative.dev/") && functions.has(ref.name)) {
+      errors.push(`${describe(source)}: posts to the function ${ref.name} directly, without its token (sink it to the sender)`);
+    } else if (ref.kind === "Service" && ref.apiVersion === "v1" && !senders.has(ref.name)) {
+      errors.push(`${describe(source)}: its sink Service/${ref.name} is no sender of this render`);
+    }
+  }
+  const policies = objects.filter((o) => o.kind === "NetworkPolicy");
+  const seen = new Set();
+  for (const { owner, target, token, labels } of senders.values()) {
+    if (seen.has(owner)) continue;
+    seen.add(owner);
+    if (!functions.has(target)) errors.push(`${describe(owner)}: sends to ${target}, which is no function of this render`);
+    else if (token !== functions.get(target)) {
+      errors.push(`${describe(owner)}: sends ${token ?? "no token"}, not the token ${target} checks (${functions.get(target) ?? "none"})`);
+    }
+    for (const p of policies.filter((p) => labelSelectorMatches(p.spec?.podSelector, labels))) {
+      for (const rule of p.spec?.ingress ?? []) {
+        const onlySource = (rule.from ?? []).length > 0 &&
+          rule.from.every((f) => !f.namespaceSelector && !f.ipBlock && (f.podSelector?.matchExpressions ?? []).some((e) => e.key === "eventing.knative.dev/source"));
+        if (!onlySource) errors.push(`${describe(p)}: lets more than the event source's adapter reach the sender`);
+      }
+    }
+  }
+  return errors;
+}
+
 export function checkPolicy(objects, context) {
   return [
     ...checkContainers(objects),
@@ -395,5 +451,6 @@ export function checkPolicy(objects, context) {
     ...checkSecrets(objects),
     ...checkServices(objects),
     ...checkNetwork(objects),
+    ...checkFunction(objects),
   ];
 }
