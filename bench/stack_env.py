@@ -3,6 +3,7 @@ minted with the stack's own signing key (as sign-in would issue them)."""
 import datetime
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -18,6 +19,21 @@ def load_env():
         for line in f:
             key, _, value = line.strip().partition("=")
             os.environ.setdefault(key, value)
+
+
+def supervised_program(name, conf=None):
+    """(command, environment) of a supervisord program of the stack, for an instance of
+    the benchmark's own: without the gateway's unix sockets (binding one would replace
+    the stack instance's socket, and the gateway would send that slot's traffic to it)."""
+    with open(conf or os.environ["NIMBUS_STACK_SUPERVISOR_CONF"], encoding="utf-8") as f:
+        text = f.read()
+    body = re.search(rf"^\[program:{re.escape(name)}\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S).group(1)
+    command = re.search(r"^command=(.*)$", body, re.M).group(1).strip()
+    env_line = re.search(r"^environment=(.*)$", body, re.M).group(1)
+    env = {k: v.replace('\\"', '"') for k, v in re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', env_line)}
+    env.pop("NIMBUS_HTTP_SOCKET", None)
+    env.pop("NIMBUS_OPS_SOCKET", None)
+    return command, env
 
 
 def psql(sql):

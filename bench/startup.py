@@ -5,7 +5,6 @@ Usage: startup.py BINARY RUNS SUPERVISORD_CONF. Prints each run and the median, 
 """
 import http.client
 import os
-import re
 import signal
 import socket
 import statistics
@@ -13,20 +12,13 @@ import subprocess
 import sys
 import time
 
+from stack_env import supervised_program
+
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def api_environment(supervisor_conf):
-    """The environment= line of [program:api-1], as a dict."""
-    with open(supervisor_conf, encoding="utf-8") as f:
-        text = f.read()
-    block = text.split("[program:api-1]", 1)[1]
-    line = next(l for l in block.splitlines() if l.startswith("environment="))
-    return dict(re.findall(r'([A-Z_0-9]+)="([^"]*)"', line))
 
 
 def one_run(binary, base_env):
@@ -53,7 +45,7 @@ def one_run(binary, base_env):
 
 def main():
     binary, runs, conf = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    base_env = api_environment(conf)
+    base_env = supervised_program("api-1", conf)[1]
     times = [one_run(binary, base_env) for _ in range(runs)]
     for t in times:
         print(f"  {t:7.1f} ms")

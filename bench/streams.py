@@ -58,7 +58,7 @@ import urllib.request
 import uuid
 from array import array
 
-from stack_env import BenchIds, access_tokens, create_polls, load_env, raise_nofile, save_result
+from stack_env import BenchIds, access_tokens, create_polls, load_env, raise_nofile, save_result, supervised_program
 
 SO_TIMESTAMPNS = 35  # Linux; Python's socket module does not name it
 CMSG_SIZE = socket.CMSG_SPACE(16)
@@ -85,16 +85,6 @@ def kernel_time(ancillary):
 
 
 # ---------------------------------------------------------------- the instance under test
-
-def supervised_program(name):
-    """(command, environment) of a supervisord program of the stack."""
-    with open(os.environ["NIMBUS_STACK_SUPERVISOR_CONF"], encoding="utf-8") as f:
-        text = f.read()
-    body = re.search(rf"^\[program:{re.escape(name)}\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S).group(1)
-    command = re.search(r"^command=(.*)$", body, re.M).group(1).strip()
-    env_line = re.search(r"^environment=(.*)$", body, re.M).group(1)
-    return command, {k: v.replace('\\"', '"') for k, v in re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', env_line)}
-
 
 def free_port():
     with socket.socket() as s:

@@ -65,6 +65,12 @@ fi
 # The local stack's own programs run as users of their own, never as root: the API and
 # the workers each under one (so neither reads the other's /proc/PID/environ, where its
 # secrets are), the mail sink under a third (docs/adr/0011).
+# The gateway's workers (nobody) get a group of their own: the one that may reach the
+# API instances' unix sockets (their folder is nimbus-api:nimbus-gateway 2750).
+if ! getent group nimbus-gateway >/dev/null; then
+  echo "==> creating system group nimbus-gateway"
+  groupadd --system nimbus-gateway
+fi
 for user in nimbus-api nimbus-worker nimbus-mail; do
   if ! id -u "$user" >/dev/null 2>&1; then
     echo "==> creating system user $user"

@@ -252,7 +252,7 @@ render() {
     RABBIT_DIST_PORT RABBIT_NODE MEMCACHED_PORT S3_PORT SWIFT_ACCOUNT_PORT SWIFT_CONTAINER_PORT \
     SWIFT_OBJECT_PORT SMTP_PORT MAILDEV_WEB_PORT AMQP_PASSWORD S3_SECRET S3_ACCOUNT S3_USER S3_REGION \
     S3_ACCESS_KEY SWIFT_HASH API_UPSTREAMS OPS_UPSTREAMS API_SLOTS GATEWAY_SECRET AUTH_RATE AUTH_BURST BODY_LIMIT \
-    UPLOAD_BODY_LIMIT NAME BINARY PORT OPS_PORT APP_ENV AUTOSTART PROGRAM_USER REDIS_PASSWORD MAILDEV)
+    UPLOAD_BODY_LIMIT NAME BINARY PORT OPS_PORT HTTP_SOCKET OPS_SOCKET APP_ENV AUTOSTART PROGRAM_USER REDIS_PASSWORD MAILDEV)
   if [[ $out == - ]]; then
     envsubst "$vars" <"$template"
   else
@@ -389,10 +389,17 @@ write_configs() {
   export API_UPSTREAMS="" OPS_UPSTREAMS="" API_SLOTS AUTH_RATE="${NIMBUS_GATEWAY_AUTH_RATE:-$rate}" AUTH_BURST="${NIMBUS_GATEWAY_AUTH_BURST:-$burst}"
   # 1 MiB on every route but the upload route: 25 MiB files and their multipart framing.
   export BODY_LIMIT=1m UPLOAD_BODY_LIMIT=26m
+  # The gateway reaches the instances through unix sockets in a folder only nimbus-api
+  # may write and only the gateway's group may enter: a slot without an instance is a
+  # socket no one else can bind (a free port is anyone's: whoever bound it would get the
+  # gateway's secret and the clients' tokens; docs/adr/0013). The instances' ports stay,
+  # for local tools, tests and benchmarks; the gateway does not use them.
+  install -d -o nimbus-api -g nimbus-gateway -m 2750 "$RUN/sockets"
   local i
+  (( ${#RUN} + 20 < 108 )) || die "the run folder's path is too long for unix sockets: $RUN"
   for ((i = 1; i <= API_SLOTS; i++)); do
-    API_UPSTREAMS+="    server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=2 fail_timeout=3s;"$'\n'
-    OPS_UPSTREAMS+="    server 127.0.0.1:$((OPS_BASE_PORT + i));"$'\n'
+    API_UPSTREAMS+="    server unix:$RUN/sockets/api-$i.sock max_fails=2 fail_timeout=3s;"$'\n'
+    OPS_UPSTREAMS+="    server unix:$RUN/sockets/ops-$i.sock;"$'\n'
   done
   # The config holds the gateway secret: readable by root (the master) only, in a folder
   # root owns; nginx's workers (nobody) write only their scratch folders.
@@ -435,11 +442,11 @@ write_configs() {
   APP_ENV=$(app_env api "$debug") PROGRAM_USER=nimbus-api
   for ((i = 1; i <= API_SLOTS; i++)); do
     NAME="api-$i" BINARY="$api_binary" PORT=$((API_BASE_PORT + i)) OPS_PORT=$((OPS_BASE_PORT + i)) \
-      AUTOSTART=false render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
+      HTTP_SOCKET="$RUN/sockets/api-$i.sock" OPS_SOCKET="$RUN/sockets/ops-$i.sock" AUTOSTART=false render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
   done
   APP_ENV=$(app_env worker "$debug") PROGRAM_USER=nimbus-worker
   for ((i = 1; i <= workers; i++)); do
-    NAME="worker-$i" BINARY="$worker_binary" PORT=$((WORKER_BASE_PORT + i)) OPS_PORT=0 \
+    NAME="worker-$i" BINARY="$worker_binary" PORT=$((WORKER_BASE_PORT + i)) OPS_PORT=0 HTTP_SOCKET="" OPS_SOCKET="" \
       AUTOSTART=true render "$TEMPLATES/program-nimbus.conf" - >>"$RUN/supervisord.conf"
   done
   {

@@ -98,6 +98,7 @@ int run_api(const runtime::ServiceConfig& config) {
   auto ops_config = config.http;
   ops_config.address = env::string("NIMBUS_OPS_ADDRESS", "127.0.0.1");
   ops_config.port = static_cast<std::uint16_t>(env::integer("NIMBUS_OPS_PORT", 9090, 0, 65535));
+  ops_config.socket_path = env::string("NIMBUS_OPS_SOCKET", "");  // the gateway's metrics scrape
   // Probes and scrapers make short requests: a connection that sits idle goes soon, and
   // one that never speaks makes room at the limit (see ServerConfig::silent_grace), so
   // a few clients holding connections open cannot make a liveness probe fail.

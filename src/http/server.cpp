@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -20,6 +21,9 @@
 #include <optional>
 #include <sstream>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <unordered_map>
 #include <vector>
 
@@ -35,6 +39,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
+using local = asio::local::stream_protocol;
 using Clock = std::chrono::steady_clock;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
@@ -43,6 +48,9 @@ ServerConfig ServerConfig::from_env() {
   ServerConfig c;
   c.address = env::string("NIMBUS_HTTP_ADDRESS", c.address);
   c.port = static_cast<std::uint16_t>(env::integer("NIMBUS_HTTP_PORT", c.port, 0, 65535));
+  c.socket_path = env::string("NIMBUS_HTTP_SOCKET", c.socket_path);
+  if (c.socket_path.size() >= sizeof(sockaddr_un::sun_path))
+    throw env::ConfigError("NIMBUS_HTTP_SOCKET is longer than a unix socket's path may be");
   c.instance = env::string("NIMBUS_INSTANCE", c.instance);
   c.header_limit = env::bytes("NIMBUS_HTTP_HEADER_LIMIT", c.header_limit);
   c.body_limit = env::bytes("NIMBUS_HTTP_BODY_LIMIT", c.body_limit);
@@ -81,6 +89,7 @@ struct Connection {
   beast::tcp_stream* stream = nullptr;
   bool idle = false;
   std::atomic<Use> use{Use::silent};
+  bool local = false;  // came through the unix socket: no peer address
   std::chrono::steady_clock::time_point accepted_at = std::chrono::steady_clock::now();
 
   // Silent -> spoke, from the session when the first bytes arrive; false if the
@@ -256,7 +265,12 @@ class StreamedBody final : public BodyReader {
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Impl(asio::io_context& io, ServerConfig cfg, const Router& r, ops::Metrics& m)
-      : ioc(io), config(std::move(cfg)), router(r), metrics(m), acceptor(asio::make_strand(io)) {}
+      : ioc(io),
+        config(std::move(cfg)),
+        router(r),
+        metrics(m),
+        acceptor(asio::make_strand(io)),
+        local_acceptor(acceptor.get_executor()) {}
 
   asio::io_context& ioc;
   ServerConfig config;
@@ -264,6 +278,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   ops::Metrics& metrics;
   tcp::acceptor acceptor;
   tcp::endpoint bound;  // where listen() bound, kept to listen again after a pause
+  // The unix socket (config.socket_path), on the same strand; closed during a pause and
+  // bound again after it (see pause_listening).
+  local::acceptor local_acceptor;
   std::atomic<bool> draining{false};
   // At the connection limit the listener stops taking connections, keeping its port
   // (see pause_listening); set on the acceptor's strand, read from any thread when a
@@ -281,6 +298,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::unordered_map<std::uint64_t, std::pair<asio::any_io_executor, std::shared_ptr<Connection>>> connections;
 
   asio::awaitable<void> accept_loop();
+  asio::awaitable<void> local_accept_loop();
+  bool admit(tcp::socket socket, bool from_unix);
+  void listen_local();
   asio::awaitable<void> session(tcp::socket socket, std::uint64_t id, std::shared_ptr<Connection> conn);
   asio::awaitable<Response> respond(Request& req, MatchResult matched);
   asio::awaitable<void> write_error(beast::tcp_stream& stream, Request& req, Response res, unsigned version);
@@ -409,7 +429,28 @@ void Server::listen() {
   a.bind(ep);
   a.listen(asio::socket_base::max_listen_connections);
   impl_->bound = a.local_endpoint();
+  if (!impl_->config.socket_path.empty()) impl_->listen_local();
   asio::co_spawn(a.get_executor(), impl_->accept_loop(), asio::detached);
+  if (impl_->local_acceptor.is_open()) asio::co_spawn(a.get_executor(), impl_->local_accept_loop(), asio::detached);
+}
+
+// The unix socket at config.socket_path, replacing whatever is there (a predecessor's
+// socket: only this instance's user can write in its folder). Readable and writable by
+// the socket's group: the folder's owner and group decide who may connect (the gateway),
+// and who may bind there — no one else, unlike a port on a shared host.
+void Server::Impl::listen_local() {
+  boost::system::error_code ec;
+  if (local_acceptor.is_open()) local_acceptor.close(ec);
+  if (::unlink(config.socket_path.c_str()) != 0 && errno != ENOENT) {
+    throw boost::system::system_error(errno, boost::system::system_category(), "unlink " + config.socket_path);
+  }
+  local::endpoint ep(config.socket_path);
+  local_acceptor.open(ep.protocol());
+  local_acceptor.bind(ep);
+  if (::chmod(config.socket_path.c_str(), 0660) != 0) {
+    throw boost::system::system_error(errno, boost::system::system_category(), "chmod " + config.socket_path);
+  }
+  local_acceptor.listen(asio::socket_base::max_listen_connections);
 }
 
 std::uint16_t Server::port() const {
@@ -469,47 +510,81 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       co_await pause.async_wait(use_tuple);
       continue;
     }
-    // At the limit a connection that has sent nothing since it was accepted makes room
-    // for the new one (a client that holds connections open without using them cannot
-    // starve those that do, nor make a liveness probe fail).
-    if (at_limit() && !close_a_silent_connection()) {
-      auto ex = socket.get_executor();
-      asio::co_spawn(ex, reject_connection(std::move(socket)), asio::detached);
+    if (!admit(std::move(socket), false)) co_return;  // paused: resume_listening() starts a new loop
+  }
+}
+
+// The unix socket's accept loop: as accept_loop. Its connections are handed on as TCP
+// sockets of the same descriptor (a stream is a stream to the session; only the peer's
+// address and TCP's own options differ).
+asio::awaitable<void> Server::Impl::local_accept_loop() {
+  auto self = shared_from_this();
+  const auto generation = accept_generation;
+  while (!draining.load() && local_acceptor.is_open()) {
+    local::socket accepted(asio::make_strand(ioc));
+    auto [ec] = co_await local_acceptor.async_accept(accepted, use_tuple);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !local_acceptor.is_open() || paused.load() ||
+          generation != accept_generation)
+        break;
+      log::warn("accept failed", {{"error", ec.message()}, {"socket", config.socket_path}});
+      asio::steady_timer pause(local_acceptor.get_executor(), std::chrono::milliseconds(50));
+      co_await pause.async_wait(use_tuple);
       continue;
     }
-    boost::system::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    auto conn = std::make_shared<Connection>();
-    std::uint64_t id = 0;
-    {
-      std::lock_guard lock(mutex);
-      id = ++next_id;
-      connections.emplace(id, std::make_pair(socket.get_executor(), conn));
-    }
-    metrics.connections().add(1);
-    auto ex = socket.get_executor();
-    asio::co_spawn(ex, session(std::move(socket), id, std::move(conn)), [self, id](std::exception_ptr e) {
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& err) {
-          log::error("connection failed", {{"error", err.what()}});
-        }
-      }
-      {
-        std::lock_guard lock(self->mutex);
-        auto it = self->connections.find(id);
-        if (it != self->connections.end() && it->second.second->use.load() == Use::evicted) --self->evicting;
-        self->connections.erase(id);
-      }
-      self->metrics.connections().add(-1);
-      self->connection_closed();
-    });
-    if (at_limit() && !has_silent_connection()) {
-      pause_listening();
-      co_return;  // resume_listening() starts a new loop
-    }
+    tcp::socket socket(accepted.get_executor());
+    socket.assign(tcp::v4(), accepted.release(ec), ec);
+    if (ec) continue;
+    if (!admit(std::move(socket), true)) co_return;
   }
+}
+
+// On the acceptor's strand, with a connection just accepted. At the limit a connection
+// that has sent nothing since it was accepted makes room for the new one (a client that
+// holds connections open without using them cannot starve those that do, nor make a
+// liveness probe fail). False when the listeners paused: the accept loop ends.
+bool Server::Impl::admit(tcp::socket socket, bool from_unix) {
+  if (at_limit() && !close_a_silent_connection()) {
+    auto ex = socket.get_executor();
+    asio::co_spawn(ex, reject_connection(std::move(socket)), asio::detached);
+    return true;
+  }
+  boost::system::error_code ignored;
+  if (!from_unix) socket.set_option(tcp::no_delay(true), ignored);
+  auto conn = std::make_shared<Connection>();
+  conn->local = from_unix;
+  std::uint64_t id = 0;
+  {
+    std::lock_guard lock(mutex);
+    id = ++next_id;
+    connections.emplace(id, std::make_pair(socket.get_executor(), conn));
+  }
+  metrics.connections().add(1);
+  auto ex = socket.get_executor();
+  asio::co_spawn(ex, session(std::move(socket), id, std::move(conn)),
+                 [self = shared_from_this(), id](std::exception_ptr e) {
+                   if (e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& err) {
+                       log::error("connection failed", {{"error", err.what()}});
+                     }
+                   }
+                   {
+                     std::lock_guard lock(self->mutex);
+                     auto it = self->connections.find(id);
+                     if (it != self->connections.end() && it->second.second->use.load() == Use::evicted)
+                       --self->evicting;
+                     self->connections.erase(id);
+                   }
+                   self->metrics.connections().add(-1);
+                   self->connection_closed();
+                 });
+  if (at_limit() && !has_silent_connection()) {
+    pause_listening();
+    return false;
+  }
+  return true;
 }
 
 // Any thread: a connection sent its first bytes. If the listener was kept open at the
@@ -593,6 +668,22 @@ void Server::Impl::pause_listening() {
   if (::shutdown(acceptor.native_handle(), SHUT_RD) != 0) {
     log::error("cannot pause the listener", {{"error", std::strerror(errno)}});
   }
+  // A unix socket cannot listen again after shutdown(): it is closed, its path kept,
+  // and bound anew on resume — its folder lets no one else bind there meanwhile.
+  if (local_acceptor.is_open()) {
+    local_acceptor.non_blocking(true, ec);
+    while (!ec) {
+      local::socket queued(asio::make_strand(ioc));
+      local_acceptor.accept(queued, ec);
+      if (ec) break;
+      tcp::socket as_tcp(queued.get_executor());
+      as_tcp.assign(tcp::v4(), queued.release(ec), ec);
+      if (ec) break;
+      auto ex = as_tcp.get_executor();
+      asio::co_spawn(ex, reject_connection(std::move(as_tcp)), asio::detached);
+    }
+    local_acceptor.close(ec);
+  }
   log::warn("connection limit reached: not listening until a connection closes",
             {{"connections", metrics.connections().value()}, {"limit", config.max_connections}});
   // A connection that ended while this ran saw no pause to lift; this check sees it.
@@ -619,10 +710,18 @@ asio::awaitable<void> Server::Impl::resume_listening() {
     }
     boost::system::error_code ec;
     acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec && !config.socket_path.empty()) {
+      try {
+        listen_local();
+      } catch (const boost::system::system_error& e) {
+        ec = e.code();
+      }
+    }
     if (!ec) {
       paused.store(false);
       resuming = false;
       log::info("listening again", {{"connections", metrics.connections().value()}});
+      if (local_acceptor.is_open()) asio::co_spawn(acceptor.get_executor(), local_accept_loop(), asio::detached);
       co_await accept_loop();
       co_return;
     }
@@ -725,8 +824,8 @@ asio::awaitable<void> Server::Impl::session(tcp::socket socket, std::uint64_t /*
   } unhook{*conn};
 
   boost::system::error_code ec;
-  auto remote = stream.socket().remote_endpoint(ec);
-  const std::string remote_addr = ec ? std::string() : remote.address().to_string();
+  auto remote = conn->local ? tcp::endpoint() : stream.socket().remote_endpoint(ec);
+  const std::string remote_addr = conn->local ? std::string("unix") : ec ? std::string() : remote.address().to_string();
   beast::flat_buffer buffer;
 
   for (;;) {
@@ -967,6 +1066,7 @@ asio::awaitable<void> Server::shutdown(std::chrono::milliseconds timeout) {
   co_await asio::post(impl->acceptor.get_executor(), asio::use_awaitable);
   boost::system::error_code ec;
   impl->acceptor.close(ec);
+  impl->local_acceptor.close(ec);
   co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
 
   auto remaining = [&impl] {

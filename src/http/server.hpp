@@ -21,7 +21,11 @@ namespace nimbus::http {
 
 struct ServerConfig {
   std::string address = "0.0.0.0";
-  std::uint16_t port = 8080;        // 0 picks a free port (tests)
+  std::uint16_t port = 8080;  // 0 picks a free port (tests)
+  // Also accepts on a unix socket at this path when set (NIMBUS_HTTP_SOCKET): the
+  // gateway's way in on a shared host, where a free port is anyone's to bind but the
+  // socket's folder lets only this instance's user create it (docs/adr/0013).
+  std::string socket_path;
   std::string instance = "nimbus";  // sent as X-Nimbus-Instance
   std::size_t header_limit = 16 * 1024;
   std::size_t body_limit = 1024 * 1024;  // default for routes that do not set one

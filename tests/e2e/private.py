@@ -28,6 +28,10 @@ def _program(name):
     command = re.search(r"^command=(.*)$", body, re.M).group(1).strip()
     env_line = re.search(r"^environment=(.*)$", body, re.M).group(1)
     env = {k: v.replace('\\"', '"') for k, v in re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', env_line)}
+    # A program of the test's own never takes the gateway's sockets (binding one replaces
+    # the stack instance's socket: the gateway would send it that slot's traffic).
+    env.pop("NIMBUS_HTTP_SOCKET", None)
+    env.pop("NIMBUS_OPS_SOCKET", None)
     return command, env
 
 

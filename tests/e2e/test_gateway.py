@@ -1,6 +1,11 @@
 """The gateway and the HTTP core, through nginx, with several API instances."""
 import collections
+import os
 import socket
+import subprocess
+import sys
+import threading
+import time
 from urllib.parse import urlparse
 
 import requests
@@ -209,3 +214,97 @@ def test_uploads_take_their_documented_size_streamed_and_nothing_is_spooled():
                       headers={**auth, "Content-Type": "image/jpeg"}, timeout=60)
     assert r.status_code == 413 and "X-Nimbus-Instance" not in r.headers, r.text[:300]
     assert r.json()["code"] == "payload_too_large"
+
+
+# An impostor: another local user's process that binds a slot's port and its socket
+# path, and counts what reaches them (the connections it accepts, the bytes it reads).
+IMPOSTOR = r"""
+import selectors, socket, sys, time
+port, ops_port, socket_path, seconds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+sel = selectors.DefaultSelector()
+bound = []
+for p in (port, ops_port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", p))
+        s.listen(64)
+        sel.register(s, selectors.EVENT_READ)
+        bound.append(f"port {p}")
+    except OSError:
+        pass
+try:
+    u = socket.socket(socket.AF_UNIX)
+    u.bind(socket_path)
+    u.listen(64)
+    sel.register(u, selectors.EVENT_READ)
+    bound.append("socket")
+except OSError as e:
+    print(f"socket refused: {e.strerror}")
+got = b""
+accepted = 0
+until = time.monotonic() + seconds
+print("ready " + ",".join(bound), flush=True)
+while time.monotonic() < until:
+    for key, _ in sel.select(timeout=0.1):
+        try:
+            conn, _ = key.fileobj.accept()
+        except OSError:
+            continue
+        accepted += 1
+        conn.settimeout(0.5)
+        try:
+            got += conn.recv(65536)
+        except OSError:
+            pass
+        conn.close()
+print(f"accepted {accepted}")
+print("secret" if b"x-nimbus-gateway" in got.lower() else "no secret")
+"""
+
+
+def test_another_user_cannot_stand_in_for_a_slot_without_an_instance():
+    """The gateway lists every slot (9), most without an instance. Another user of the
+    machine binds the last slot's port and its operations port (free: nothing listens
+    there) and tries its socket path, while requests go through the gateway and its
+    metrics are scraped. Before the gateway went through unix sockets it sent that user
+    its share of the traffic, the gateway's secret in every request (issue 22); now
+    the ports reach no one, and the socket's folder lets no one else bind."""
+    slots = int(os.environ["NIMBUS_STACK_API_SLOTS"])
+    assert stack.APIS < slots, "a free slot is needed"
+    socket_path = f"{stack.RUN}/sockets/api-{slots}.sock"
+    impostor = subprocess.Popen(
+        [sys.executable, "-c", IMPOSTOR, str(stack.API_BASE_PORT + slots), str(stack.OPS_BASE_PORT + slots),
+         socket_path, "8"],
+        user=40123, group=40123, extra_groups=[], stdout=subprocess.PIPE, text=True, cwd="/")
+    first = impostor.stdout.readline()
+    assert first.startswith("socket refused") or first.startswith("ready"), first
+    ready = first if first.startswith("ready") else impostor.stdout.readline()
+    assert "port" in ready, f"the impostor could not even bind the free ports: {ready}"
+
+    failures = []
+
+    def load():
+        s = stack.session()
+        until = time.monotonic() + 6  # past the gateway's fail_timeout (3 s) for the slot
+        while time.monotonic() < until:
+            try:
+                if s.get(f"{stack.GATEWAY}/healthz", timeout=5).status_code != 200:
+                    failures.append("healthz")
+                if requests.get(f"{stack.GATEWAY_ADMIN}/metrics", timeout=5).status_code != 200:
+                    failures.append("metrics")
+            except requests.RequestException as e:
+                failures.append(str(e))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out, _ = impostor.communicate(timeout=20)
+    lines = (first + ready + out).splitlines()
+    assert "socket refused: Permission denied" in lines, lines
+    assert "accepted 0" in lines, lines
+    assert "no secret" in lines, lines
+    assert failures == [], failures[:5]

@@ -8,6 +8,7 @@
 #include <future>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 namespace asio = boost::asio;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
+using local = asio::local::stream_protocol;
 using namespace nimbus::http;
 using namespace std::chrono_literals;
 
@@ -57,6 +59,9 @@ asio::awaitable<Response> shared_stream(int times, std::atomic<bool>* done) {
   res.stream = [times, done](StreamWriter& out) { return write_blocks(out, times, done); };
   co_return res;
 }
+asio::awaitable<Response> remote_of(Request& r) {
+  co_return text(200, r.remote_addr);
+}
 asio::awaitable<Response> boom() {
   throw std::runtime_error("secret database password in exception text");
   co_return empty(200);
@@ -76,6 +81,7 @@ class ServerTest : public ::testing::Test {
     router_.add(Method::post, "/echo", [](Request& r) { return echo(r); }, {.body_limit = 1024});
     router_.add(Method::post, "/small", [](Request& r) { return body_size(r); }, {.body_limit = 1024});
     router_.add(Method::get, "/boom", [](Request&) { return boom(); });
+    router_.add(Method::get, "/remote", [](Request& r) { return remote_of(r); });
     router_.add(Method::get, "/stream", [this](Request&) { return shared_stream(256, &streamed_); });
     server_ = std::make_unique<Server>(ioc_, config, router_, metrics_);
     server_->listen();
@@ -101,7 +107,8 @@ class ServerTest : public ::testing::Test {
     return s;
   }
 
-  static RawResponse read_response(tcp::socket& s, boost::beast::flat_buffer& buf) {
+  template <typename Socket>
+  static RawResponse read_response(Socket& s, boost::beast::flat_buffer& buf) {
     RawResponse res;
     bhttp::read(s, buf, res);
     return res;
@@ -474,6 +481,81 @@ TEST_F(ServerTest, AtTheLimitASilentConnectionMakesRoomForANewOne) {
   }
   asio::write(used, asio::buffer(std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")));
   EXPECT_EQ(read_response(used, used_buf).result_int(), 200) << "the used connection was kept";
+}
+
+// The gateway's way in on a shared host (issue 22): a unix socket beside the port, in a
+// folder only the instance's user may write, so that no other user can stand in for an
+// instance that is down — a free port is anyone's to bind. The socket replaces a stale
+// one, is 0660 (the folder decides who connects), serves as the port does, and pauses
+// with it at the connection limit (refused, then served again once a connection closes).
+TEST_F(ServerTest, AUnixSocketServesBesideThePortAndPausesWithIt) {
+  char dir_template[] = "/tmp/nimbus-socket-XXXXXX";
+  const std::string dir = ::mkdtemp(dir_template);
+  const std::string path = dir + "/api.sock";
+  {
+    local::socket stale(client_ioc_);
+    stale.open();
+    stale.bind(local::endpoint(path));  // a predecessor's socket, left behind
+  }
+  ServerConfig c;
+  c.socket_path = path;
+  c.max_connections = 2;
+  start(c);
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0660);
+
+  const auto remote = std::string_view("GET /remote HTTP/1.1\r\nHost: x\r\n\r\n");
+  local::socket u(client_ioc_);
+  u.connect(local::endpoint(path));
+  boost::beast::flat_buffer buf_u, buf_t;
+  asio::write(u, asio::buffer(remote));
+  auto res = read_response(u, buf_u);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "unix") << "a unix peer has no address to trust";
+  auto t = connect();
+  asio::write(t, asio::buffer(remote));
+  res = read_response(t, buf_t);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "127.0.0.1");
+
+  // Two connections that spoke: at the limit, the socket refuses as the port does.
+  bool refused = false;
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (!refused && std::chrono::steady_clock::now() < until) {
+    local::socket s(client_ioc_);
+    boost::system::error_code ec;
+    s.connect(local::endpoint(path), ec);
+    refused = ec == asio::error::connection_refused;
+    if (!ec) {
+      asio::write(s, asio::buffer(remote));
+      boost::beast::flat_buffer buf;
+      EXPECT_EQ(read_response(s, buf).result_int(), 503);
+    }
+  }
+  EXPECT_TRUE(refused) << "the unix socket kept listening at the limit";
+
+  t.close();
+  int status = 0;
+  while (status != 200 && std::chrono::steady_clock::now() < until + 5s) {
+    local::socket s(client_ioc_);
+    boost::system::error_code ec;
+    s.connect(local::endpoint(path), ec);
+    if (ec) {
+      std::this_thread::sleep_for(10ms);
+      continue;
+    }
+    asio::write(s, asio::buffer(remote));
+    boost::beast::flat_buffer buf;
+    status = read_response(s, buf).result_int();
+  }
+  EXPECT_EQ(status, 200) << "the unix socket listens again once a connection closed";
+  asio::write(u, asio::buffer(remote));
+  EXPECT_EQ(read_response(u, buf_u).result_int(), 200) << "the held connection is served throughout";
+  shutdown(1s);
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
 }
 
 // Kept listening at the limit only while a silent connection could make room: once the
