@@ -68,6 +68,32 @@ def png_bomb(width, height):
             + chunk(b"IEND", b""))
 
 
+def interlaced_png(width, height, depth=16, colour=6, valid=True):
+    """An Adam7-interlaced PNG of zeros (a few hundred KB however large: zeros compress
+    1000:1). valid=False: the header alone (a few bytes of IDAT), for the API's check."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 1)
+    if not valid:
+        idat = zlib.compress(b"\0" * 1024)
+    else:
+        pixel = {0: 1, 2: 3, 4: 2, 6: 4}[colour] * depth // 8
+        z = zlib.compressobj(9)
+        parts = []
+        # Adam7 passes: (x0, y0, dx, dy); each row of a pass is a filter byte and its pixels.
+        for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+                               (0, 1, 1, 2)):
+            cols, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+            if cols <= 0 or rows <= 0:
+                continue
+            row = b"\0" * (1 + cols * pixel)
+            for start in range(0, rows, 256):
+                parts.append(z.compress(row * min(256, rows - start)))
+        parts.append(z.flush())
+        idat = b"".join(parts)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def upload_raw(token, data, content_type="image/jpeg", base=G):
     return requests.post(f"{base}/v1/images", data=data, headers={**bearer(token), "Content-Type": content_type},
                          timeout=60)
@@ -295,6 +321,27 @@ def test_hostile_uploads_are_refused_and_leave_nothing():
                          timeout=10).status_code == 401
     # Still serving.
     assert upload_raw(token, jpeg(64, 64)).status_code == 202
+
+
+def test_an_upload_too_costly_to_decode_is_refused_from_its_header():
+    """Issue 22, item 7: within the pixel limit (48 MP), but interlaced 16-bit RGBA: the
+    decoder would hold 384 MB. Refused before a byte is stored; the same image
+    non-interlaced streams through the decoder and is accepted."""
+    _, who = sign_in()
+    token, user_id = who["access_token"], who["user"]["id"]
+    started = time.time()
+    for name, r in (("raw", upload_raw(token, interlaced_png(8000, 6000, valid=False), "image/png")),
+                    ("form", upload_form(token, interlaced_png(8000, 6000, valid=False), "bomb.png"))):
+        assert r.status_code == 422, (name, r.status_code, r.text[:300])
+        assert r.headers["Content-Type"].startswith("application/problem+json"), name
+        assert r.json()["code"] == "too_costly_to_decode", (name, r.text)
+        assert "MiB" in r.json()["detail"], r.text
+    assert rows_of(user_id) == 0, "a refused upload leaves no row"
+    assert_no_new_orphans(user_id, started)
+    plain = bytearray(interlaced_png(8000, 6000, valid=False))
+    plain[28] = 0  # IHDR interlace method: none
+    plain[29:33] = struct.pack(">I", zlib.crc32(bytes(plain[12:29])) & 0xFFFFFFFF)
+    assert upload_raw(token, bytes(plain), "image/png").status_code == 202
 
 
 def test_undecodable_image_fails_with_a_reason():
