@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "images/sniff.hpp"
 #include "worker/thumbnails.hpp"
 
 namespace {
@@ -43,7 +44,16 @@ int main(int argc, char** argv) {
   const int threads = std::max(1, std::atoi(argv[1]));
   nimbus::worker::init_vips(argv[0]);
   std::vector<std::string> files;
-  for (int i = 2; i < argc; ++i) files.push_back(slurp(argv[i]));
+  std::vector<nimbus::images::Format> formats;
+  for (int i = 2; i < argc; ++i) {
+    files.push_back(slurp(argv[i]));
+    const auto format = nimbus::images::sniff(files.back());
+    if (!format) {
+      std::fprintf(stderr, "%s: not an accepted image format\n", argv[i]);
+      return 2;
+    }
+    formats.push_back(*format);
+  }
 
   std::atomic<std::size_t> next{0}, bytes{0}, failed{0};
   std::atomic<std::uint64_t> decode_us{0}, encode_us{0};
@@ -55,7 +65,8 @@ int main(int argc, char** argv) {
       for (std::size_t i = next++; i < files.size(); i = next++) {
         try {
           nimbus::worker::VariantCost cost;
-          for (const auto& v : nimbus::worker::make_variants(files[i], 100'000'000, &cost)) bytes += v.data.size();
+          for (const auto& v : nimbus::worker::make_variants(files[i], formats[i], 100'000'000, &cost))
+            bytes += v.data.size();
           decode_us += static_cast<std::uint64_t>(cost.decode * 1e6);
           encode_us += static_cast<std::uint64_t>(cost.encode * 1e6);
         } catch (const std::exception&) {

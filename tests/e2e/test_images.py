@@ -737,11 +737,13 @@ def test_an_image_at_the_attempt_limit_fails_instead_of_running_again():
     try:
         redelivered = upload_raw(token, jpeg(400, 300)).json()["id"]
         lost = upload_raw(token, jpeg(400, 300)).json()["id"]
-        # Five starts, each of which killed its worker (nothing was caught): the job comes back.
-        psql(f"UPDATE images SET status = 'processing', attempts = 5 WHERE id = '{redelivered}'")
+        # Five starts, each of which killed its worker while decoding it (nothing was
+        # caught): the job comes back.
+        psql(f"UPDATE images SET status = 'processing', attempts = 5, decoding_since = now() "
+             f"WHERE id = '{redelivered}'")
         # The same, and its message is gone too: only the sweeper sees it.
-        psql(f"UPDATE images SET status = 'processing', attempts = 5, updated_at = now() - interval '1 hour' "
-             f"WHERE id = '{lost}'")
+        psql(f"UPDATE images SET status = 'processing', attempts = 5, decoding_since = now(), "
+             f"updated_at = now() - interval '1 hour' WHERE id = '{lost}'")
         psql(f"DELETE FROM outbox WHERE published_at IS NULL AND payload->>'image_id' = '{lost}'")
     finally:
         stack.ctl("start", "workers:*")
@@ -750,6 +752,48 @@ def test_an_image_at_the_attempt_limit_fails_instead_of_running_again():
         assert body["status"] == "failed" and body["variants"] == [], body
         assert "attempt" in body["error"], body
         assert psql(f"SELECT attempts FROM images WHERE id = '{image_id}'") == "5", "not started again"
+
+
+def test_a_worker_death_outside_its_decode_is_not_charged_to_the_image():
+    """Issue 22, item 7: the worker died while the image was not decoding (another
+    image's decode ran it out of memory, say): that start is given back, so an image
+    with its five attempts spent that way still runs — and does not spend a sixth."""
+    (token,) = mint_users(1)
+    stack.ctl("stop", "workers:*")
+    try:
+        redelivered = upload_raw(token, jpeg(400, 300)).json()["id"]
+        lost = upload_raw(token, jpeg(400, 300)).json()["id"]
+        psql(f"UPDATE images SET status = 'processing', attempts = 5 WHERE id = '{redelivered}'")
+        psql(f"UPDATE images SET status = 'processing', attempts = 5, updated_at = now() - interval '1 hour' "
+             f"WHERE id = '{lost}'")
+        psql(f"DELETE FROM outbox WHERE published_at IS NULL AND payload->>'image_id' = '{lost}'")
+    finally:
+        stack.ctl("start", "workers:*")
+    final = wait_final(token, [redelivered, lost], timeout=90)
+    for image_id, body in final.items():
+        assert body["status"] == "ready", body
+        assert psql(f"SELECT attempts, decoding_since IS NULL FROM images WHERE id = '{image_id}'") == "5|t"
+
+
+def test_the_worker_refuses_an_original_too_costly_to_decode_without_retrying():
+    """Issue 22, item 7: an original in storage whose header says decoding it would hold
+    more than the bound (48 MP interlaced 16-bit RGBA: 384 MB; a valid file of a few
+    hundred KB) — queued before the API checked this, or put there behind its back —
+    fails at once with the reason, not decoded and not retried."""
+    (token,) = mint_users(1)
+    bomb = interlaced_png(8000, 6000)
+    stack.ctl("stop", "workers:*")
+    try:
+        image_id = upload_raw(token, png_with_alpha(64, 64), "image/png").json()["id"]
+        assert s3_request("PUT", f"originals/{image_id}", bomb, "image/png").status_code == 200
+        psql(f"UPDATE images SET bytes = {len(bomb)}, sha256 = '{hashlib.sha256(bomb).hexdigest()}', width = 8000, "
+             f"height = 6000 WHERE id = '{image_id}'")
+    finally:
+        stack.ctl("start", "workers:*")
+    body = wait_final(token, [image_id], timeout=60)[image_id]
+    assert body["status"] == "failed" and body["variants"] == [], body
+    assert "too costly to decode" in body["error"] and "MiB" in body["error"], body
+    assert psql(f"SELECT attempts FROM images WHERE id = '{image_id}'") == "1", "not retried"
 
 
 def test_worker_sigterm_returns_unfinished_jobs_within_the_drain_timeout():
