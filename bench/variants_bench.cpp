@@ -72,9 +72,10 @@ int main(int argc, char** argv) {
     pool.emplace_back([&] {
       for (std::size_t i = next++; i < files.size(); i = next++) {
         try {
-          std::optional<nimbus::worker::DecodeBudget::Lease> lease;
-          if (budget)
-            lease = budget->acquire(nimbus::images::decode_cost(nimbus::images::read_header(formats[i], files[i])));
+          // Held until the variants are made, as in the worker.
+          auto lease =
+              budget ? budget->acquire(nimbus::images::decode_cost(nimbus::images::read_header(formats[i], files[i])))
+                     : std::optional<nimbus::worker::DecodeBudget::Lease>();
           nimbus::worker::VariantCost cost;
           for (const auto& v : nimbus::worker::make_variants(files[i], formats[i], 100'000'000, &cost))
             bytes += v.data.size();
