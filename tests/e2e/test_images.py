@@ -405,6 +405,8 @@ def test_worker_killed_mid_batch_every_image_still_ends_ready():
         stack.wait_until(lambda: not any(processing_and_queued(list(in_flight))), timeout=180,
                          what="the jobs in flight at the kill finished")
         in_list = ",".join(f"'{i}'" for i in in_flight)
+        # (Only a kill mid-decode shows in attempts: one elsewhere gives its attempt
+        # back — docs/adr/0010 — so a kill between decodes proves nothing here.)
         if int(psql(f"SELECT max(attempts) FROM images WHERE id IN ({in_list})")) >= 2:
             cut_short = kill + 1
             break
@@ -773,6 +775,45 @@ def test_a_worker_death_outside_its_decode_is_not_charged_to_the_image():
     for image_id, body in final.items():
         assert body["status"] == "ready", body
         assert psql(f"SELECT attempts, decoding_since IS NULL FROM images WHERE id = '{image_id}'") == "5|t"
+
+
+def test_a_worker_killed_mid_decode_charges_only_the_image_it_was_decoding():
+    """Issue 22, item 7, end to end: one worker, two 50 MP interlaced RGBA PNGs (each
+    decode holds 191 MiB, within the bound; two would pass the worker's 256 MiB decode
+    budget, so one waits). The worker is killed while it decodes the first: that image's start
+    counts (2 attempts when it is done), the one waiting for budget is given back (1)."""
+    (token,) = mint_users(1)
+    data = interlaced_png(8660, 5773, depth=8, colour=6)
+    lone, other = "workers:worker-1", "workers:worker-2"
+    stack.ctl("stop", "workers:*")
+    try:
+        stack.ctl("start", lone)
+        stack.wait_running(lone)
+        pid = stack.pid_of(lone)  # (supervisorctl is slow: asked before, not at the kill)
+        ids = [upload_raw(token, data, "image/png").json()["id"] for _ in range(2)]
+        in_list = ",".join(f"'{i}'" for i in ids)
+
+        def one_decoding_one_waiting():
+            rows = psql(f"SELECT id, status, decoding_since IS NOT NULL FROM images WHERE id IN ({in_list})")
+            seen = [line.split("|") for line in rows.splitlines()]
+            decoding = [i for i, status, d in seen if status == "processing" and d == "t"]
+            waiting = [i for i, status, d in seen if status == "processing" and d == "f"]
+            return (decoding[0], waiting[0]) if len(decoding) == 1 and len(waiting) == 1 else None
+
+        seen = []
+        stack.wait_until(lambda: seen.append(one_decoding_one_waiting()) or seen[-1], timeout=60, interval=0.01,
+                         what="one decoding, one waiting")
+        # At once: the decode takes over a second, the poll a few milliseconds.
+        stack.send_signal(pid, signal.SIGKILL)
+        decoding, waiting = seen[-1]
+        stack.wait_running(lone, pid)
+    finally:
+        stack.ctl("start", lone)
+        stack.ctl("start", other)
+    final = wait_final(token, ids, timeout=180)
+    assert all(body["status"] == "ready" for body in final.values()), final
+    assert psql(f"SELECT attempts FROM images WHERE id = '{decoding}'") == "2", "its decode killed the worker"
+    assert psql(f"SELECT attempts FROM images WHERE id = '{waiting}'") == "1", "it was waiting: not charged"
 
 
 def test_the_worker_refuses_an_original_too_costly_to_decode_without_retrying():
