@@ -425,12 +425,12 @@ asio::awaitable<void> Repository::fail(const std::string& id, const std::string&
   co_await db.query(kFail, pg::params(id, reason));
 }
 
-asio::awaitable<void> Repository::decoding(const std::string& id, bool decoding) {
+asio::awaitable<void> Repository::decoding(std::string id, bool decoding) {
   auto db = co_await pg_->acquire();
   co_await db.query(kDecoding, pg::params(id, decoding));
 }
 
-asio::awaitable<void> Repository::retry_later(const std::string& id) {
+asio::awaitable<void> Repository::retry_later(std::string id) {
   auto db = co_await pg_->acquire();
   co_await db.query(kRetryLater, pg::params(id));
 }

@@ -150,9 +150,9 @@ class Repository {
   boost::asio::awaitable<bool> finish(const std::string& id, const std::vector<VariantRow>& variants);
   boost::asio::awaitable<void> fail(const std::string& id, const std::string& reason);
   // Brackets the decode: a worker that dies in between is charged to this image.
-  boost::asio::awaitable<void> decoding(const std::string& id, bool decoding);
+  boost::asio::awaitable<void> decoding(std::string id, bool decoding);
   // The attempt failed (it stays counted) and the job waits in a delay queue.
-  boost::asio::awaitable<void> retry_later(const std::string& id);
+  boost::asio::awaitable<void> retry_later(std::string id);
   // A job cut off by a shutdown goes back to the queue: this start does not count.
   boost::asio::awaitable<void> give_back(const std::string& id);
 
