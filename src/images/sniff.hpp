@@ -34,7 +34,7 @@ struct Decoding {
   // What the decoder itself must hold before it hands out the first row, in sixteenths
   // of a byte per pixel: 0 when it reads top to bottom and libvips streams the rows
   // through the shrink (baseline JPEG, non-interlaced PNG, lossy WebP); else the whole
-  // frame — an interlaced PNG's pixels, a progressive JPEG's coefficients, a GIF's or
+  // frame — an interlaced PNG's pixels (twice, with alpha), a progressive JPEG's coefficients, a GIF's or
   // lossless/animated WebP's canvas, a HEIF's planes and its RGB image.
   std::uint32_t held_x16 = 0;
 };
