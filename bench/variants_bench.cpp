@@ -4,6 +4,8 @@
 // upload → ready and sharp into the pipeline's share and the rest.
 //
 // Usage: nimbus-bench-variants <threads> <file>...   (prints one JSON line)
+// NIMBUS_BENCH_DECODE_BUDGET=<bytes>: each decode first takes its images::decode_cost of
+// a worker's DecodeBudget of that size, as the worker does (bench/decode_memory.py).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -11,11 +13,14 @@
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "images/sniff.hpp"
+#include "worker/decode_budget.hpp"
 #include "worker/thumbnails.hpp"
 
 namespace {
@@ -43,8 +48,21 @@ int main(int argc, char** argv) {
   const int threads = std::max(1, std::atoi(argv[1]));
   nimbus::worker::init_vips(argv[0]);
   std::vector<std::string> files;
-  for (int i = 2; i < argc; ++i) files.push_back(slurp(argv[i]));
+  std::vector<nimbus::images::Format> formats;
+  for (int i = 2; i < argc; ++i) {
+    files.push_back(slurp(argv[i]));
+    const auto format = nimbus::images::sniff(files.back());
+    if (!format) {
+      std::fprintf(stderr, "%s: not an accepted image format\n", argv[i]);
+      return 2;
+    }
+    formats.push_back(*format);
+  }
 
+  std::optional<nimbus::worker::DecodeBudget> budget;
+  if (const char* b = std::getenv("NIMBUS_BENCH_DECODE_BUDGET"); b != nullptr && std::atoll(b) > 0) {
+    budget.emplace(static_cast<std::uint64_t>(std::atoll(b)));
+  }
   std::atomic<std::size_t> next{0}, bytes{0}, failed{0};
   std::atomic<std::uint64_t> decode_us{0}, encode_us{0};
   const auto started = std::chrono::steady_clock::now();
@@ -54,8 +72,13 @@ int main(int argc, char** argv) {
     pool.emplace_back([&] {
       for (std::size_t i = next++; i < files.size(); i = next++) {
         try {
+          // Held until the variants are made, as in the worker.
+          auto lease =
+              budget ? budget->acquire(nimbus::images::decode_cost(nimbus::images::read_header(formats[i], files[i])))
+                     : std::optional<nimbus::worker::DecodeBudget::Lease>();
           nimbus::worker::VariantCost cost;
-          for (const auto& v : nimbus::worker::make_variants(files[i], 100'000'000, &cost)) bytes += v.data.size();
+          for (const auto& v : nimbus::worker::make_variants(files[i], formats[i], 100'000'000, &cost))
+            bytes += v.data.size();
           decode_us += static_cast<std::uint64_t>(cost.decode * 1e6);
           encode_us += static_cast<std::uint64_t>(cost.encode * 1e6);
         } catch (const std::exception&) {

@@ -93,23 +93,45 @@ SELECT coalesce((SELECT string_agg(name, ',') FROM image_variants WHERE image_id
 
 // --- Jobs ---
 
+// The attempts an image has spent when its job is taken. Still `processing`: the worker
+// that took it before died (or was cut off) without ending its attempt; that attempt
+// counts only if the worker was decoding this image then (decoding_since set), else it
+// is given back — a worker killed by another image's decode charges nobody else.
+#define NIMBUS_SPENT_ATTEMPTS                                                                             \
+  "attempts - CASE WHEN status = 'processing' AND decoding_since IS NULL AND attempts > 0 THEN 1 ELSE 0 " \
+  "END"
+
 // One statement takes the job: an attempt is counted before any work, so a job that
-// kills its worker still counts; at the limit the image fails instead of starting.
+// kills its worker while decoding still counts; at the limit the image fails instead of
+// starting.
 constexpr std::string_view kBegin = R"(
-UPDATE images SET
-  status = CASE WHEN attempts >= $2 THEN 'failed' ELSE 'processing' END,
-  error = CASE WHEN attempts >= $2
-               THEN 'gave up after ' || attempts || ' processing attempts that did not finish' ELSE error END,
-  attempts = CASE WHEN attempts >= $2 THEN attempts ELSE attempts + 1 END,
+UPDATE images i SET
+  status = CASE WHEN p.spent >= $2 THEN 'failed' ELSE 'processing' END,
+  error = CASE WHEN p.spent >= $2
+               THEN 'gave up after ' || p.spent || ' processing attempts that did not finish' ELSE i.error END,
+  attempts = CASE WHEN p.spent >= $2 THEN p.spent ELSE p.spent + 1 END,
+  decoding_since = NULL,
   updated_at = now()
- WHERE id = $1 AND status IN ('queued', 'processing')
-RETURNING status, attempts, bytes, sha256)";
+  FROM (SELECT id, )" NIMBUS_SPENT_ATTEMPTS R"( AS spent FROM images
+         WHERE id = $1 AND status IN ('queued', 'processing') FOR UPDATE) p
+ WHERE i.id = p.id
+RETURNING i.status, i.attempts, i.bytes, i.sha256)";
+
+// Around the decode only: what a worker death is charged to.
+constexpr std::string_view kDecoding = R"(
+UPDATE images SET decoding_since = CASE WHEN $2::boolean THEN now() END
+ WHERE id = $1 AND status = 'processing')";
+
+// The attempt ended (counted) and the job waits in a delay queue.
+constexpr std::string_view kRetryLater = R"(
+UPDATE images SET status = 'queued', decoding_since = NULL, updated_at = now()
+ WHERE id = $1 AND status = 'processing')";
 
 // Variants and status in one statement, guarded: only an image still waiting for them
 // becomes ready (a deleted one is left alone and its objects are removed).
 constexpr std::string_view kFinish = R"(
 WITH img AS (
-  UPDATE images SET status = 'ready', error = NULL, updated_at = now()
+  UPDATE images SET status = 'ready', error = NULL, decoding_since = NULL, updated_at = now()
    WHERE id = $1 AND status IN ('queued', 'processing') RETURNING id),
 v AS (
   INSERT INTO image_variants (image_id, name, width, height, content_type, bytes)
@@ -122,11 +144,11 @@ v AS (
 SELECT count(*) FROM img)";
 
 constexpr std::string_view kFail = R"(
-UPDATE images SET status = 'failed', error = $2, updated_at = now()
+UPDATE images SET status = 'failed', error = $2, decoding_since = NULL, updated_at = now()
  WHERE id = $1 AND status IN ('queued', 'processing'))";
 
 constexpr std::string_view kGiveBack = R"(
-UPDATE images SET status = 'queued', attempts = greatest(attempts - 1, 0), updated_at = now()
+UPDATE images SET status = 'queued', attempts = greatest(attempts - 1, 0), decoding_since = NULL, updated_at = now()
  WHERE id = $1 AND status = 'processing')";
 
 // --- Sweeper ---
@@ -134,7 +156,7 @@ UPDATE images SET status = 'queued', attempts = greatest(attempts - 1, 0), updat
 // Several workers may sweep at once: SKIP LOCKED gives each a different set.
 constexpr std::string_view kSweepStuck = R"(
 WITH stuck AS (
-  SELECT id, attempts FROM images
+  SELECT id, )" NIMBUS_SPENT_ATTEMPTS R"( AS attempts FROM images
    WHERE status IN ('queued', 'processing') AND updated_at < now() - make_interval(secs => $1::double precision)
    ORDER BY updated_at LIMIT 100
    FOR UPDATE SKIP LOCKED),
@@ -145,6 +167,8 @@ given_up AS (
 touched AS (
   UPDATE images i SET updated_at = now() FROM stuck WHERE i.id = stuck.id AND stuck.attempts < $2 RETURNING i.id)
 SELECT coalesce((SELECT string_agg(id::text, ',') FROM touched), ''), (SELECT count(*) FROM given_up))";
+
+#undef NIMBUS_SPENT_ATTEMPTS
 
 constexpr std::string_view kPurgeAbandoned = R"(
 DELETE FROM images WHERE status = 'uploading' AND created_at < now() - make_interval(secs => $1::double precision)
@@ -399,6 +423,16 @@ asio::awaitable<bool> Repository::finish(const std::string& id, const std::vecto
 asio::awaitable<void> Repository::fail(const std::string& id, const std::string& reason) {
   auto db = co_await pg_->acquire();
   co_await db.query(kFail, pg::params(id, reason));
+}
+
+asio::awaitable<void> Repository::decoding(std::string id, bool decoding) {
+  auto db = co_await pg_->acquire();
+  co_await db.query(kDecoding, pg::params(id, decoding));
+}
+
+asio::awaitable<void> Repository::retry_later(std::string id) {
+  auto db = co_await pg_->acquire();
+  co_await db.query(kRetryLater, pg::params(id));
 }
 
 asio::awaitable<void> Repository::give_back(const std::string& id) {

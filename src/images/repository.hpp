@@ -141,13 +141,18 @@ class Repository {
 
   // --- Jobs (worker) ---
   // Takes a job: counts an attempt and marks the image processing — or, with
-  // `max_attempts` starts already spent (each of them crashed or was cut off), marks it
-  // failed without starting again.
+  // `max_attempts` starts already spent, marks it failed without starting again. A
+  // start whose worker died counts as spent only if it died decoding this image
+  // (docs/adr/0010).
   boost::asio::awaitable<Begun> begin_processing(const std::string& id, int max_attempts);
   // Variants and status in one guarded statement: false if the image is no longer
   // waiting for them (deleted meanwhile).
   boost::asio::awaitable<bool> finish(const std::string& id, const std::vector<VariantRow>& variants);
   boost::asio::awaitable<void> fail(const std::string& id, const std::string& reason);
+  // Brackets the decode: a worker that dies in between is charged to this image.
+  boost::asio::awaitable<void> decoding(std::string id, bool decoding);
+  // The attempt failed (it stays counted) and the job waits in a delay queue.
+  boost::asio::awaitable<void> retry_later(std::string id);
   // A job cut off by a shutdown goes back to the queue: this start does not count.
   boost::asio::awaitable<void> give_back(const std::string& id);
 

@@ -36,11 +36,11 @@ unsigned char byte(std::string_view s, std::size_t at) {
 }
 
 Header ok(std::uint32_t w, std::uint32_t h) {
-  if (w == 0 || h == 0) return Header{HeaderState::corrupt, {}};
-  return Header{HeaderState::ok, {w, h}};
+  if (w == 0 || h == 0) return Header{HeaderState::corrupt, {}, {}};
+  return Header{HeaderState::ok, {w, h}, {}};
 }
-constexpr Header kMore{HeaderState::need_more, {}};
-constexpr Header kCorrupt{HeaderState::corrupt, {}};
+constexpr Header kMore{HeaderState::need_more, {}, {}};
+constexpr Header kCorrupt{HeaderState::corrupt, {}, {}};
 
 // Real files carry a few dozen segments before the frame header (APPn, DQT, DHT; an
 // ICC profile takes at most 255 APP2 chunks).
@@ -69,25 +69,80 @@ Header jpeg_header(std::string_view s) {
     const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
     if (sof) {
       if (length < 8) return kCorrupt;  // precision, height, width, components
-      if (s.size() - at < 9) return kMore;
-      return ok(be16(s, at + 7), be16(s, at + 5));
+      if (s.size() - at < 10) return kMore;
+      const unsigned components = byte(s, at + 9);
+      if (components < 1 || components > 4 || length < 8 + 3 * components) return kCorrupt;
+      if (s.size() - at < 10 + 3 * components) return kMore;
+      // Each component: id, sampling factors (horizontal, vertical: 1-4 each), table.
+      unsigned h_max = 1, v_max = 1, samples = 0;
+      for (unsigned c = 0; c < components; ++c) {
+        const unsigned factors = byte(s, at + 11 + 3 * c), h = factors >> 4, v = factors & 0x0F;
+        if (h < 1 || h > 4 || v < 1 || v > 4) return kCorrupt;
+        h_max = std::max(h_max, h);
+        v_max = std::max(v_max, v);
+        samples += h * v;
+      }
+      auto header = ok(be16(s, at + 7), be16(s, at + 5));
+      if (header.state != HeaderState::ok) return header;
+      header.decoding.bands = static_cast<std::uint8_t>(components);
+      // Progressive (SOF2, 6, 10, 14): libjpeg keeps every DCT coefficient (2 bytes) of
+      // the whole image until the last scan, whatever the shrink-on-load.
+      const bool progressive = marker == 0xC2 || marker == 0xC6 || marker == 0xCA || marker == 0xCE;
+      if (progressive) header.decoding.held_x16 = (32 * samples + h_max * v_max - 1) / (h_max * v_max);
+      return header;
     }
     at += 2 + length;  // at most 65,537 past an offset within the string: no overflow
   }
 }
 
+// IHDR: width, height, bit depth, colour type, compression, filter, interlace.
 Header png_header(std::string_view s) {
-  if (s.size() < 24) return kMore;
+  if (s.size() < 29) return kMore;
   if (be32(s, 8) != 13 || s.substr(12, 4) != "IHDR") return kCorrupt;
   const auto w = be32(s, 16), h = be32(s, 20);
   constexpr std::uint32_t kMax = 0x7FFFFFFF;  // PNG's limit on either side
   if (w > kMax || h > kMax) return kCorrupt;
-  return ok(w, h);
+  const unsigned depth = byte(s, 24), colour = byte(s, 25), interlace = byte(s, 28);
+  const bool low_depth = depth == 1 || depth == 2 || depth == 4;
+  std::uint8_t bands = 0;
+  switch (colour) {
+    case 0:  // grey
+      bands = low_depth || depth == 8 || depth == 16 ? 1 : 0;
+      break;
+    case 2:  // RGB
+      bands = depth == 8 || depth == 16 ? 3 : 0;
+      break;
+    case 3:  // palette: RGB, or RGBA with a tRNS chunk (the header does not say)
+      bands = low_depth || depth == 8 ? 4 : 0;
+      break;
+    case 4:  // grey and alpha
+      bands = depth == 8 || depth == 16 ? 2 : 0;
+      break;
+    case 6:  // RGBA
+      bands = depth == 8 || depth == 16 ? 4 : 0;
+      break;
+    default:
+      break;
+  }
+  if (bands == 0 || interlace > 1) return kCorrupt;  // no such combination; no such method
+  auto header = ok(w, h);
+  if (header.state != HeaderState::ok) return header;
+  header.decoding.bands = bands;
+  header.decoding.bytes_per_band = depth == 16 ? 2 : 1;
+  // Adam7: the last pass completes every row, so the decoder holds the whole image —
+  // twice over with an alpha band (measured: a 50 MP interlaced RGBA PNG peaks at 1.8
+  // frames above the process's baseline, an RGB one at 1.2; bench/decode_memory.py).
+  const unsigned copies = colour == 3 || colour == 4 || colour == 6 ? 2 : 1;
+  if (interlace == 1) header.decoding.held_x16 = 16U * bands * header.decoding.bytes_per_band * copies;
+  return header;
 }
 
+// The logical screen; libnsgif composes every frame on an RGBA canvas of that size.
 Header gif_header(std::string_view s) {
   if (s.size() < 10) return kMore;
-  return ok(le16(s, 6), le16(s, 8));
+  auto header = ok(le16(s, 6), le16(s, 8));
+  if (header.state == HeaderState::ok) header.decoding.held_x16 = 16 * 4;
+  return header;
 }
 
 Header webp_header(std::string_view s) {
@@ -96,15 +151,23 @@ Header webp_header(std::string_view s) {
   if (chunk == "VP8 ") {
     // Frame tag (3 bytes), start code 9d 01 2a, then 14-bit width and height.
     if (byte(s, 23) != 0x9D || byte(s, 24) != 0x01 || byte(s, 25) != 0x2A) return kCorrupt;
-    return ok(le16(s, 26) & 0x3FFF, le16(s, 28) & 0x3FFF);
+    // Lossy, no alpha: libwebp decodes row by row, scaled on load.
+    auto header = ok(le16(s, 26) & 0x3FFF, le16(s, 28) & 0x3FFF);
+    if (header.state == HeaderState::ok) header.decoding.bands = 3;
+    return header;
   }
+  // Lossless: libwebp decodes the whole ARGB image before scaling it. Extended (VP8X):
+  // an animation's canvas, or a lossless image inside — the header does not say which.
+  Header header = kCorrupt;
   if (chunk == "VP8L") {
     if (byte(s, 20) != 0x2F) return kCorrupt;
     const std::uint32_t bits = le32(s, 21);
-    return ok((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1);
+    header = ok((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1);
+  } else if (chunk == "VP8X") {
+    header = ok(le24(s, 24) + 1, le24(s, 27) + 1);
   }
-  if (chunk == "VP8X") return ok(le24(s, 24) + 1, le24(s, 27) + 1);
-  return kCorrupt;
+  if (header.state == HeaderState::ok) header.decoding.held_x16 = 16 * 4;
+  return header;
 }
 
 // ---------------------------------------------------------------- ISO BMFF (HEIF)
@@ -164,15 +227,46 @@ Header from_step(BoxWalk::Step step) {
   return step == BoxWalk::Step::past_head ? kMore : kCorrupt;
 }
 
+// libheif decodes the whole image: its YUV planes (4:2:0, 1.5 samples a pixel), then
+// the interleaved RGB(A) image libvips reads.
+Header heif_decoding(std::uint32_t w, std::uint32_t h, unsigned bits, bool alpha) {
+  auto header = ok(w, h);
+  if (header.state != HeaderState::ok) return header;
+  header.decoding.bands = alpha ? 4 : 3;
+  header.decoding.bytes_per_band = bits > 8 ? 2 : 1;
+  header.decoding.held_x16 = header.decoding.bytes_per_band * (16U * header.decoding.bands + 24U);
+  return header;
+}
+
 // ipco's `ispe` (image spatial extents) properties: the primary image is the largest
 // one (the others are thumbnails or grid tiles), so the pixel limit sees the largest.
+// The deepest `pixi` (bits per channel) and any `auxC` (an auxiliary image: alpha, or
+// depth) count as the primary's too: the worst case.
 Header heif_properties(std::string_view s, const Box& ipco, int& budget) {
   std::uint32_t best_w = 0, best_h = 0;
+  unsigned bits = 8;
+  bool aux = false;
   BoxWalk walk(s, ipco.body(), ipco.end, budget);
   for (Box b;;) {
     const auto step = walk.next(b);
-    if (step == BoxWalk::Step::done) return ok(best_w, best_h);
+    if (step == BoxWalk::Step::done) return heif_decoding(best_w, best_h, bits, aux);
     if (step != BoxWalk::Step::box) return from_step(step);
+    if (b.type == "auxC") aux = true;
+    if (b.type == "pixi") {
+      // A full box: version and flags, a channel count, then each channel's depth.
+      if (b.end - b.start < b.header + 5) return kCorrupt;
+      if (b.body() + 5 > s.size()) return kMore;
+      const auto at = static_cast<std::size_t>(b.body());
+      const unsigned channels = byte(s, at + 4);
+      if (b.end - b.start < b.header + 5 + channels) return kCorrupt;
+      if (b.body() + 5 + channels > s.size()) return kMore;
+      for (unsigned c = 0; c < channels; ++c) {
+        const unsigned depth = byte(s, at + 5 + c);
+        if (depth == 0 || depth > 16) return kCorrupt;
+        bits = std::max(bits, depth);
+      }
+      continue;
+    }
     if (b.type != "ispe") continue;
     // A full box: version and flags, then width and height.
     if (b.end - b.start < b.header + 12) return kCorrupt;
@@ -293,6 +387,17 @@ Header read_header(Format f, std::string_view head) {
       return heif_header(head);
   }
   return kCorrupt;
+}
+
+std::uint64_t decode_cost(const Header& header) {
+  if (header.state != HeaderState::ok) return 0;
+  const auto& d = header.decoding;
+  const std::uint64_t w = header.size.width, h = header.size.height;
+  if (d.held_x16 == 0) return w * d.bands * d.bytes_per_band * kStripRows;  // < 2^31 * 4 * 2 * 64
+  const std::uint64_t pixels = w * h;                                       // < 2^62
+  constexpr auto kMax = std::numeric_limits<std::uint64_t>::max();
+  if (pixels > kMax / d.held_x16) return kMax;
+  return pixels * d.held_x16 / 16;
 }
 
 bool ends_complete(Format f, std::string_view tail, std::uint64_t total_size, std::string_view head) {

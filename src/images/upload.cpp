@@ -36,6 +36,10 @@ UploadLimits UploadLimits::from_env() {
   l.max_bytes = env::bytes("NIMBUS_IMAGE_MAX_BYTES", l.max_bytes);
   l.max_pixels = static_cast<std::uint64_t>(
       env::integer("NIMBUS_IMAGE_MAX_PIXELS", static_cast<std::int64_t>(l.max_pixels), 1, 1'000'000'000));
+  l.max_decode_bytes = env::bytes("NIMBUS_IMAGE_MAX_DECODE_BYTES", l.max_decode_bytes);
+  if (l.max_decode_bytes < 16 * 1024 * 1024) {
+    throw env::ConfigError("NIMBUS_IMAGE_MAX_DECODE_BYTES must be at least 16MiB");
+  }
   l.max_open_uploads = static_cast<int>(env::integer("NIMBUS_IMAGE_OPEN_UPLOADS", l.max_open_uploads, 1, 10'000));
   l.upload_url_ttl =
       std::chrono::duration_cast<std::chrono::seconds>(env::duration("NIMBUS_IMAGE_UPLOAD_URL_TTL", l.upload_url_ttl));
@@ -73,6 +77,10 @@ http::Response to_response(const Refused& r, const UploadLimits& limits) {
         return {422, "corrupt_image", "Unacceptable upload", "The image header is not valid."};
       case Refusal::too_many_pixels:
         return {422, "too_many_pixels", "Unacceptable upload", "The image has too many pixels."};
+      case Refusal::too_costly_to_decode:
+        return {422, "too_costly_to_decode", "Unacceptable upload",
+                "Decoding the image would take more memory than allowed (an interlaced or progressive file that "
+                "large): save it non-interlaced, or smaller."};
       case Refusal::invalid_content_type:
         return {422, "invalid_content_type", "Invalid field",
                 "content_type is image/jpeg, image/png, image/gif, image/webp, image/avif or image/heic."};
@@ -123,6 +131,15 @@ Judged judge_head(std::string_view head, bool at_end, const UploadLimits& limits
     return refused(Refusal::too_many_pixels, "The image has " + std::to_string(header.size.width) + "x" +
                                                  std::to_string(header.size.height) + " pixels; the limit is " +
                                                  std::to_string(limits.max_pixels / 1'000'000) + " megapixels.");
+  }
+  const auto cost = decode_cost(header);
+  if (cost > limits.max_decode_bytes) {
+    constexpr std::uint64_t kMiB = 1024 * 1024;
+    return refused(Refusal::too_costly_to_decode, "Decoding this " + std::to_string(header.size.width) + "x" +
+                                                      std::to_string(header.size.height) + " image would take about " +
+                                                      std::to_string((cost + kMiB - 1) / kMiB) + " MiB; the limit is " +
+                                                      std::to_string(limits.max_decode_bytes / kMiB) +
+                                                      " MiB. Save it non-interlaced (not progressive), or smaller.");
   }
   return Accepted{*format, header.size};
 }

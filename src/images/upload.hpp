@@ -32,12 +32,15 @@ namespace nimbus::images {
 struct UploadLimits {
   std::size_t max_bytes = 25 * 1024 * 1024;
   std::uint64_t max_pixels = 50'000'000;
+  // What a full decode may hold, as its header tells (images::decode_cost): the bound
+  // the workers keep too, so an upload they would refuse is refused here.
+  std::uint64_t max_decode_bytes = 256ULL * 1024 * 1024;
   // Direct uploads: open reservations per user, and the presigned PUT's life.
   int max_open_uploads = 10;
   std::chrono::seconds upload_url_ttl{120};
 
-  // NIMBUS_IMAGE_MAX_BYTES, NIMBUS_IMAGE_MAX_PIXELS, NIMBUS_IMAGE_OPEN_UPLOADS,
-  // NIMBUS_IMAGE_UPLOAD_URL_TTL.
+  // NIMBUS_IMAGE_MAX_BYTES, NIMBUS_IMAGE_MAX_PIXELS, NIMBUS_IMAGE_MAX_DECODE_BYTES,
+  // NIMBUS_IMAGE_OPEN_UPLOADS, NIMBUS_IMAGE_UPLOAD_URL_TTL.
   static UploadLimits from_env();
 };
 
@@ -51,6 +54,7 @@ enum class Refusal {
   unsupported_image_type,  // 415: the bytes are no accepted format
   corrupt_image,           // 422: a header that is not valid, or a truncated file
   too_many_pixels,         // 422
+  too_costly_to_decode,    // 422: the header says a decode would hold more than the bound
   invalid_content_type,    // 422 (reservation)
   invalid_bytes,           // 422 (reservation)
   too_many_uploads,        // 429 + Retry-After: open reservations per user

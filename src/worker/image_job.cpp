@@ -8,6 +8,7 @@
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/sha256.hpp"
+#include "images/sniff.hpp"
 #include "worker/thumbnails.hpp"
 
 namespace nimbus::worker {
@@ -21,6 +22,10 @@ ImageJobConfig ImageJobConfig::from_env() {
   c.max_pixels = static_cast<std::uint64_t>(
       env::integer("NIMBUS_IMAGE_MAX_PIXELS", static_cast<std::int64_t>(c.max_pixels), 1, 1'000'000'000));
   c.max_bytes = env::bytes("NIMBUS_IMAGE_MAX_BYTES", c.max_bytes);
+  c.max_decode_bytes = env::bytes("NIMBUS_IMAGE_MAX_DECODE_BYTES", c.max_decode_bytes);
+  if (c.max_decode_bytes < 16 * 1024 * 1024) {
+    throw env::ConfigError("NIMBUS_IMAGE_MAX_DECODE_BYTES must be at least 16m");
+  }
   c.sweep_interval = env::duration("NIMBUS_IMAGE_SWEEP_INTERVAL", c.sweep_interval);
   c.stuck_after = env::duration("NIMBUS_IMAGE_STUCK_AFTER", c.stuck_after);
   c.abandoned_after = env::duration("NIMBUS_IMAGE_ABANDONED_AFTER", c.abandoned_after);
@@ -102,6 +107,29 @@ asio::awaitable<bool> store(std::shared_ptr<images::Repository> images, std::sha
   if (co_await images->status(id)) co_return false;
   for (const auto& v : variants) co_await s3->delete_object(images::variant_key(id, v.name));
   co_return false;
+}
+
+// What decoding the original will hold, from its header: the format sniffed again from
+// the bytes (the loader is pinned to it), refused over the bound before libvips reads a
+// pixel — an original queued before the API checked this, or put there behind its back.
+struct Decode {
+  images::Format format;
+  std::uint64_t cost = 0;
+};
+Decode judge_decode(const std::string& original, std::uint64_t max_decode_bytes) {
+  const auto format = images::sniff(original);
+  if (!format) throw UndecodableImage("the original is no accepted image format");
+  const auto header = images::read_header(*format, original);
+  if (header.state != images::HeaderState::ok) throw UndecodableImage("the original's header is not valid");
+  const auto cost = images::decode_cost(header);
+  if (cost > max_decode_bytes) {
+    constexpr std::uint64_t kMiB = 1024 * 1024;
+    throw UndecodableImage("too costly to decode: about " + std::to_string((cost + kMiB - 1) / kMiB) +
+                           " MiB for this " + std::to_string(header.size.width) + "x" +
+                           std::to_string(header.size.height) + " image, over the limit of " +
+                           std::to_string(max_decode_bytes / kMiB) + " MiB; refused before decoding");
+  }
+  return Decode{*format, cost};
 }
 
 asio::awaitable<void> publish(amqp::Publisher& publisher, amqp::Message message) {
@@ -200,9 +228,18 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     auto original = await(fetch_original(s3_, id, begun, config_.max_bytes));
     const auto fetched_us = micros_since(fetching);
     step();
+    const auto decode = judge_decode(original, config_.max_decode_bytes);
+    // Waits while other decodes of this worker hold the budget (shutdown ends the wait).
+    auto lease = budget_.acquire(decode.cost);
+    if (!lease) throw Cancelled();
+    step();
+    // From here to the end of the decode, a death of this worker is charged to this image.
+    await(images_->decoding(id, true));
     VariantCost cost;
-    auto variants = make_variants(original, config_.max_pixels, &cost);
+    auto variants = make_variants(original, decode.format, config_.max_pixels, &cost);
+    lease.reset();
     original = std::string();
+    await(images_->decoding(id, false));
     step();
     const auto storing = std::chrono::steady_clock::now();
     const bool kept = await(store(images_, s3_, id, std::move(variants)));
@@ -248,6 +285,15 @@ amqp::Outcome ImageJobs::handle(const amqp::Delivery& delivery) {
     retry.routing_key = std::string(amqp::topology::kImageProcess);
     log::warn("image job failed; retrying",
               {{"image_id", id}, {"attempts", attempts}, {"delay_s", delay}, {"error", e.what()}});
+    // The attempt is over and counted (before the retry can arrive): taken again, the
+    // job is not a worker's death.
+    try {
+      await(images_->retry_later(id));
+    } catch (const std::exception& db) {
+      // Then the next start gives this attempt back (it looks like a death outside the
+      // decode): one more try, no worse.
+      log::warn("marking an image job as retrying did not work", {{"image_id", id}, {"error", db.what()}});
+    }
     try {
       await(publish(publisher_, std::move(retry)));
     } catch (const std::exception&) {

@@ -10,6 +10,29 @@ namespace nimbus::worker {
 
 using vips::VImage;
 
+namespace {
+
+// The libvips loader class of each accepted format (the HEIF family shares one), as
+// init_vips allows them; libvips names the buffer loader <class>Buffer.
+std::string_view loader_of(images::Format format) {
+  switch (format) {
+    case images::Format::jpeg:
+      return "VipsForeignLoadJpeg";
+    case images::Format::png:
+      return "VipsForeignLoadPng";
+    case images::Format::gif:
+      return "VipsForeignLoadNsgif";
+    case images::Format::webp:
+      return "VipsForeignLoadWebp";
+    case images::Format::avif:
+    case images::Format::heic:
+      return "VipsForeignLoadHeif";
+  }
+  return "";
+}
+
+}  // namespace
+
 void init_vips(const char* argv0) {
   // Image buffers (an original, a decoded preview: megabytes each) are mapped and
   // unmapped, so a worker's memory goes back after each job. Left to itself, glibc
@@ -24,9 +47,9 @@ void init_vips(const char* argv0) {
   vips_concurrency_set(1);
   vips_block_untrusted_set(TRUE);
   vips_operation_block_set("VipsForeignLoad", TRUE);
-  for (const char* allowed : {"VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadNsgif",
-                              "VipsForeignLoadWebp", "VipsForeignLoadHeif"}) {
-    vips_operation_block_set(allowed, FALSE);
+  for (auto format :
+       {images::Format::jpeg, images::Format::png, images::Format::gif, images::Format::webp, images::Format::heic}) {
+    vips_operation_block_set(std::string(loader_of(format)).c_str(), FALSE);
   }
 }
 
@@ -101,11 +124,23 @@ VImage thumb_of(const VImage& preview) {
 
 }  // namespace
 
-std::vector<Variant> make_variants(const std::string& original, std::uint64_t max_pixels, VariantCost* cost) {
+std::vector<Variant> make_variants(const std::string& original, images::Format format, std::uint64_t max_pixels,
+                                   VariantCost* cost) {
   try {
     const auto began = std::chrono::steady_clock::now();
-    // Header only: refuse a decompression bomb before decoding a pixel.
-    auto header = VImage::new_from_buffer(original.data(), original.size(), "");
+    // libvips picks a loader by the bytes, for the header and again in thumbnail: both
+    // must be the sniffed format's, or nothing is decoded.
+    const char* found = vips_foreign_find_load_buffer(original.data(), original.size());
+    vips_error_clear();
+    if (found == nullptr || std::string_view(found) != std::string(loader_of(format)) + "Buffer") {
+      throw UndecodableImage("the original is not what it was checked to be: libvips would read it with " +
+                             (found ? std::string(found) : std::string("no loader")) + ", not " +
+                             std::string(loader_of(format)));
+    }
+    // Header only: refuse a decompression bomb before decoding a pixel. Sequential: the
+    // decode that follows reads top to bottom where the format allows.
+    auto header = VImage::new_from_buffer(original.data(), original.size(), "",
+                                          VImage::option()->set("access", VIPS_ACCESS_SEQUENTIAL));
     const auto pixels = static_cast<std::uint64_t>(header.width()) * static_cast<std::uint64_t>(header.height());
     if (pixels > max_pixels) throw UndecodableImage("image has more than the allowed pixels");
 

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "images/sniff.hpp"
+
 namespace nimbus::worker {
 
 struct Variant {
@@ -36,7 +38,11 @@ struct VariantCost {
 // thumb: 256×256 cover crop, WebP q80. preview: within 1280×1280, JPEG q82. Both
 // auto-rotated by EXIF orientation, sRGB, metadata stripped, first frame only.
 // The original is decoded once, at the preview's scale (a JPEG by the decoder's own
-// DCT scaling); the thumbnail is made from the preview. Throws UndecodableImage.
-std::vector<Variant> make_variants(const std::string& original, std::uint64_t max_pixels, VariantCost* cost = nullptr);
+// DCT scaling); the thumbnail is made from the preview. Only the loader of `format` (the
+// format the upload was checked to be, sniffed again from the bytes) reads it: bytes
+// that libvips would take for another format are refused, never decoded. Throws
+// UndecodableImage.
+std::vector<Variant> make_variants(const std::string& original, images::Format format, std::uint64_t max_pixels,
+                                   VariantCost* cost = nullptr);
 
 }  // namespace nimbus::worker

@@ -172,7 +172,10 @@ def test_a_crash_mid_invocation_is_finished_by_the_redelivery(owner):
     event = str(uuid.uuid4())
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         answer = pool.submit(doomed.post, image, event)
-        stack.wait_until(lambda: _row(image)[0] == "processing", timeout=30, interval=0.02, what="the job started")
+        # Killed while decoding (images.decoding_since set): this death is the image's
+        # to count (docs/adr/0010).
+        stack.wait_until(lambda: stack.psql(f"SELECT decoding_since IS NOT NULL FROM images WHERE id = '{image}'")
+                         == "t", timeout=30, interval=0.01, what="the decode started")
         doomed.kill()
         with pytest.raises(requests.ConnectionError):
             answer.result(timeout=30)
@@ -183,7 +186,7 @@ def test_a_crash_mid_invocation_is_finished_by_the_redelivery(owner):
     try:
         r = again.post(image, event)
         assert r.status_code == 200, r.text
-        assert _row(image) == ("ready", 2, "", 2)
+        assert _row(image) == ("ready", 2, "", 2), "the death while decoding counted"
     finally:
         assert again.stop() == 0
 

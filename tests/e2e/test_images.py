@@ -68,6 +68,32 @@ def png_bomb(width, height):
             + chunk(b"IEND", b""))
 
 
+def interlaced_png(width, height, depth=16, colour=6, valid=True):
+    """An Adam7-interlaced PNG of zeros (a few hundred KB however large: zeros compress
+    1000:1). valid=False: the header alone (a few bytes of IDAT), for the API's check."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 1)
+    if not valid:
+        idat = zlib.compress(b"\0" * 1024)
+    else:
+        pixel = {0: 1, 2: 3, 4: 2, 6: 4}[colour] * depth // 8
+        z = zlib.compressobj(9)
+        parts = []
+        # Adam7 passes: (x0, y0, dx, dy); each row of a pass is a filter byte and its pixels.
+        for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+                               (0, 1, 1, 2)):
+            cols, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+            if cols <= 0 or rows <= 0:
+                continue
+            row = b"\0" * (1 + cols * pixel)
+            for start in range(0, rows, 256):
+                parts.append(z.compress(row * min(256, rows - start)))
+        parts.append(z.flush())
+        idat = b"".join(parts)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def upload_raw(token, data, content_type="image/jpeg", base=G):
     return requests.post(f"{base}/v1/images", data=data, headers={**bearer(token), "Content-Type": content_type},
                          timeout=60)
@@ -297,6 +323,27 @@ def test_hostile_uploads_are_refused_and_leave_nothing():
     assert upload_raw(token, jpeg(64, 64)).status_code == 202
 
 
+def test_an_upload_too_costly_to_decode_is_refused_from_its_header():
+    """Issue 22, item 7: within the pixel limit (48 MP), but interlaced 16-bit RGBA: the
+    decoder would hold 384 MB. Refused before a byte is stored; the same image
+    non-interlaced streams through the decoder and is accepted."""
+    _, who = sign_in()
+    token, user_id = who["access_token"], who["user"]["id"]
+    started = time.time()
+    for name, r in (("raw", upload_raw(token, interlaced_png(8000, 6000, valid=False), "image/png")),
+                    ("form", upload_form(token, interlaced_png(8000, 6000, valid=False), "bomb.png"))):
+        assert r.status_code == 422, (name, r.status_code, r.text[:300])
+        assert r.headers["Content-Type"].startswith("application/problem+json"), name
+        assert r.json()["code"] == "too_costly_to_decode", (name, r.text)
+        assert "MiB" in r.json()["detail"], r.text
+    assert rows_of(user_id) == 0, "a refused upload leaves no row"
+    assert_no_new_orphans(user_id, started)
+    plain = bytearray(interlaced_png(8000, 6000, valid=False))
+    plain[28] = 0  # IHDR interlace method: none
+    plain[29:33] = struct.pack(">I", zlib.crc32(bytes(plain[12:29])) & 0xFFFFFFFF)
+    assert upload_raw(token, bytes(plain), "image/png").status_code == 202
+
+
 def test_undecodable_image_fails_with_a_reason():
     _, who = sign_in()
     token = who["access_token"]
@@ -358,6 +405,8 @@ def test_worker_killed_mid_batch_every_image_still_ends_ready():
         stack.wait_until(lambda: not any(processing_and_queued(list(in_flight))), timeout=180,
                          what="the jobs in flight at the kill finished")
         in_list = ",".join(f"'{i}'" for i in in_flight)
+        # (Only a kill mid-decode shows in attempts: one elsewhere gives its attempt
+        # back — docs/adr/0010 — so a kill between decodes proves nothing here.)
         if int(psql(f"SELECT max(attempts) FROM images WHERE id IN ({in_list})")) >= 2:
             cut_short = kill + 1
             break
@@ -690,11 +739,13 @@ def test_an_image_at_the_attempt_limit_fails_instead_of_running_again():
     try:
         redelivered = upload_raw(token, jpeg(400, 300)).json()["id"]
         lost = upload_raw(token, jpeg(400, 300)).json()["id"]
-        # Five starts, each of which killed its worker (nothing was caught): the job comes back.
-        psql(f"UPDATE images SET status = 'processing', attempts = 5 WHERE id = '{redelivered}'")
+        # Five starts, each of which killed its worker while decoding it (nothing was
+        # caught): the job comes back.
+        psql(f"UPDATE images SET status = 'processing', attempts = 5, decoding_since = now() "
+             f"WHERE id = '{redelivered}'")
         # The same, and its message is gone too: only the sweeper sees it.
-        psql(f"UPDATE images SET status = 'processing', attempts = 5, updated_at = now() - interval '1 hour' "
-             f"WHERE id = '{lost}'")
+        psql(f"UPDATE images SET status = 'processing', attempts = 5, decoding_since = now(), "
+             f"updated_at = now() - interval '1 hour' WHERE id = '{lost}'")
         psql(f"DELETE FROM outbox WHERE published_at IS NULL AND payload->>'image_id' = '{lost}'")
     finally:
         stack.ctl("start", "workers:*")
@@ -703,6 +754,87 @@ def test_an_image_at_the_attempt_limit_fails_instead_of_running_again():
         assert body["status"] == "failed" and body["variants"] == [], body
         assert "attempt" in body["error"], body
         assert psql(f"SELECT attempts FROM images WHERE id = '{image_id}'") == "5", "not started again"
+
+
+def test_a_worker_death_outside_its_decode_is_not_charged_to_the_image():
+    """Issue 22, item 7: the worker died while the image was not decoding (another
+    image's decode ran it out of memory, say): that start is given back, so an image
+    with its five attempts spent that way still runs — and does not spend a sixth."""
+    (token,) = mint_users(1)
+    stack.ctl("stop", "workers:*")
+    try:
+        redelivered = upload_raw(token, jpeg(400, 300)).json()["id"]
+        lost = upload_raw(token, jpeg(400, 300)).json()["id"]
+        psql(f"UPDATE images SET status = 'processing', attempts = 5 WHERE id = '{redelivered}'")
+        psql(f"UPDATE images SET status = 'processing', attempts = 5, updated_at = now() - interval '1 hour' "
+             f"WHERE id = '{lost}'")
+        psql(f"DELETE FROM outbox WHERE published_at IS NULL AND payload->>'image_id' = '{lost}'")
+    finally:
+        stack.ctl("start", "workers:*")
+    final = wait_final(token, [redelivered, lost], timeout=90)
+    for image_id, body in final.items():
+        assert body["status"] == "ready", body
+        assert psql(f"SELECT attempts, decoding_since IS NULL FROM images WHERE id = '{image_id}'") == "5|t"
+
+
+def test_a_worker_killed_mid_decode_charges_only_the_image_it_was_decoding():
+    """Issue 22, item 7, end to end: one worker, two 50 MP interlaced RGB PNGs (each
+    decode holds 143 MiB, within the bound; two would pass the worker's 256 MiB decode
+    budget, so one waits). The worker is killed while it decodes the first: that image's start
+    counts (2 attempts when it is done), the one waiting for budget is given back (1)."""
+    (token,) = mint_users(1)
+    data = interlaced_png(8660, 5773, depth=8, colour=2)
+    lone, other = "workers:worker-1", "workers:worker-2"
+    stack.ctl("stop", "workers:*")
+    try:
+        stack.ctl("start", lone)
+        stack.wait_running(lone)
+        pid = stack.pid_of(lone)  # (supervisorctl is slow: asked before, not at the kill)
+        ids = [upload_raw(token, data, "image/png").json()["id"] for _ in range(2)]
+        in_list = ",".join(f"'{i}'" for i in ids)
+
+        def one_decoding_one_waiting():
+            rows = psql(f"SELECT id, status, decoding_since IS NOT NULL FROM images WHERE id IN ({in_list})")
+            seen = [line.split("|") for line in rows.splitlines()]
+            decoding = [i for i, status, d in seen if status == "processing" and d == "t"]
+            waiting = [i for i, status, d in seen if status == "processing" and d == "f"]
+            return (decoding[0], waiting[0]) if len(decoding) == 1 and len(waiting) == 1 else None
+
+        seen = []
+        stack.wait_until(lambda: seen.append(one_decoding_one_waiting()) or seen[-1], timeout=60, interval=0.01,
+                         what="one decoding, one waiting")
+        # At once: the decode takes over a second, the poll a few milliseconds.
+        stack.send_signal(pid, signal.SIGKILL)
+        decoding, waiting = seen[-1]
+        stack.wait_running(lone, pid)
+    finally:
+        stack.ctl("start", lone)
+        stack.ctl("start", other)
+    final = wait_final(token, ids, timeout=180)
+    assert all(body["status"] == "ready" for body in final.values()), final
+    assert psql(f"SELECT attempts FROM images WHERE id = '{decoding}'") == "2", "its decode killed the worker"
+    assert psql(f"SELECT attempts FROM images WHERE id = '{waiting}'") == "1", "it was waiting: not charged"
+
+
+def test_the_worker_refuses_an_original_too_costly_to_decode_without_retrying():
+    """Issue 22, item 7: an original in storage whose header says decoding it would hold
+    more than the bound (48 MP interlaced 16-bit RGBA: 384 MB; a valid file of a few
+    hundred KB) — queued before the API checked this, or put there behind its back —
+    fails at once with the reason, not decoded and not retried."""
+    (token,) = mint_users(1)
+    bomb = interlaced_png(8000, 6000)
+    stack.ctl("stop", "workers:*")
+    try:
+        image_id = upload_raw(token, png_with_alpha(64, 64), "image/png").json()["id"]
+        assert s3_request("PUT", f"originals/{image_id}", bomb, "image/png").status_code == 200
+        psql(f"UPDATE images SET bytes = {len(bomb)}, sha256 = '{hashlib.sha256(bomb).hexdigest()}', width = 8000, "
+             f"height = 6000 WHERE id = '{image_id}'")
+    finally:
+        stack.ctl("start", "workers:*")
+    body = wait_final(token, [image_id], timeout=60)[image_id]
+    assert body["status"] == "failed" and body["variants"] == [], body
+    assert "too costly to decode" in body["error"] and "MiB" in body["error"], body
+    assert psql(f"SELECT attempts FROM images WHERE id = '{image_id}'") == "1", "not retried"
 
 
 def test_worker_sigterm_returns_unfinished_jobs_within_the_drain_timeout():

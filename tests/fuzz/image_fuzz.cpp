@@ -1,7 +1,7 @@
 // Upload sniffing on arbitrary bytes: sniff, read_header for every format, and the
 // ending check. Beyond "no crash, no hang": sizes are nonzero when ok, decisions other
-// than need_more never change when more bytes arrive, and sniff's verdict on a head
-// holds for the whole file.
+// than need_more (and the decode's cost) never change when more bytes arrive, and
+// sniff's verdict on a head holds for the whole file.
 #include <algorithm>
 #include <cstdint>
 #include <string_view>
@@ -23,6 +23,12 @@ void check_header(Format f, std::string_view file, std::size_t cut) {
   if (part.state != HeaderState::need_more) {
     FUZZ_CHECK(part.state == whole.state);
     FUZZ_CHECK(part.size.width == whole.size.width && part.size.height == whole.size.height);
+    FUZZ_CHECK(decode_cost(part) == decode_cost(whole));  // what the decode holds: final too
+  }
+  // Only a header that was read has a cost; one that streams costs a strip of rows.
+  if (whole.state != HeaderState::ok) FUZZ_CHECK(decode_cost(whole) == 0);
+  if (whole.state == HeaderState::ok && whole.decoding.held_x16 == 0) {
+    FUZZ_CHECK(decode_cost(whole) <= static_cast<std::uint64_t>(whole.size.width) * 8 * kStripRows);
   }
 }
 

@@ -67,6 +67,15 @@ def hand_images(out):
         b"GIF89a\x40\x01\xf0\x00\x00\x00\x00;",
         riff(b"VP8X" + struct.pack("<I", 10) + b"\0" * 4 + (63).to_bytes(3, "little") + (31).to_bytes(3, "little")),
         riff(b"VP8L" + struct.pack("<I", 13) + b"\x2f" + struct.pack("<I", 7 | (7 << 14)) + b"\0" * 8),
+        # Issue 22, item 7 (decode_cost): an interlaced 16-bit RGBA IHDR at 48 MP; a
+        # progressive 4:2:0 frame header; an animated VP8X; a HEIF with pixi and auxC.
+        png_ihdr[:16] + struct.pack(">IIBBBBB", 8000, 6000, 16, 6, 0, 0, 1) + b"\0\0\0\0IEND\xaeB`\x82",
+        jpeg_sof.replace(b"\xff\xc0\x00\x11\x08\x00\x20\x00\x30", b"\xff\xc2\x00\x11\x08\x17\x70\x1f\x40"),
+        riff(b"VP8X" + struct.pack("<I", 10) + b"\x12\0\0\0" + (7999).to_bytes(3, "little")
+             + (5999).to_bytes(3, "little")),
+        box(b"ftyp", b"avif\0\0\0\0mif1") + box(b"meta", box(b"iprp", box(b"ipco", box(
+            b"ispe", struct.pack(">II", 8000, 6000), True) + box(b"pixi", b"\x03\x0a\x0a\x0a", True)
+            + box(b"auxC", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha\0", True))), True),
     ]
     for s in seeds:
         write(out, "image", s)

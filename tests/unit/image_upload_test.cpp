@@ -89,6 +89,7 @@ TEST(UploadRefusals, EachMapsToOneStatusAndCode) {
                                          {Refusal::unsupported_image_type, 415, "unsupported_image_type"},
                                          {Refusal::corrupt_image, 422, "corrupt_image"},
                                          {Refusal::too_many_pixels, 422, "too_many_pixels"},
+                                         {Refusal::too_costly_to_decode, 422, "too_costly_to_decode"},
                                          {Refusal::invalid_content_type, 422, "invalid_content_type"},
                                          {Refusal::invalid_bytes, 422, "invalid_bytes"},
                                          {Refusal::too_many_uploads, 429, "too_many_uploads"},
@@ -162,6 +163,25 @@ TEST(JudgeHead, RefusesTooManyPixelsFromTheHeader) {
   ASSERT_TRUE(std::holds_alternative<Refused>(judged));
   EXPECT_EQ(std::get<Refused>(judged).refusal, Refusal::too_many_pixels);
   EXPECT_TRUE(std::holds_alternative<Accepted>(judge_head(png(1000, 1000), false, limits)));
+}
+
+// Issue 22, item 7: within the pixel limit, but an interlaced 16-bit RGBA frame the
+// decoder must hold whole (384 MB, twice with alpha) is over the decode bound; the same image
+// non-interlaced streams, and is accepted.
+TEST(JudgeHead, RefusesWhatWouldBeTooCostlyToDecodeFromTheHeader) {
+  UploadLimits limits;
+  auto head = [](int interlace) {
+    return std::string("\x89PNG\r\n\x1a\n", 8) + be32(13) + "IHDR" + be32(8000) + be32(6000) +
+           std::string{16, 6, 0, 0, static_cast<char>(interlace)};
+  };
+  auto judged = judge_head(head(1), false, limits);
+  ASSERT_TRUE(std::holds_alternative<Refused>(judged));
+  const auto& refused = std::get<Refused>(judged);
+  EXPECT_EQ(refused.refusal, Refusal::too_costly_to_decode);
+  EXPECT_NE(refused.detail.find("733 MiB"), std::string::npos) << refused.detail;
+  EXPECT_TRUE(std::holds_alternative<Accepted>(judge_head(head(0), false, limits)));
+  limits.max_decode_bytes = 800'000'000;
+  EXPECT_TRUE(std::holds_alternative<Accepted>(judge_head(head(1), false, limits)));
 }
 
 TEST(Digest, HashesEverythingAndKnowsTheEnding) {

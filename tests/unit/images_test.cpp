@@ -1,6 +1,7 @@
 // Upload sniffing and multipart framing, on bytes made here (and, for the endings of a
 // form, through the upload's FileReader over a scripted body).
 #include <boost/asio/io_context.hpp>
+#include <limits>
 
 #include <gtest/gtest.h>
 
@@ -25,15 +26,18 @@ std::string be32(std::uint32_t v) {
                 static_cast<int>(v & 0xFF)});
 }
 
-std::string png_head(std::uint32_t w, std::uint32_t h) {
-  return std::string("\x89PNG\r\n\x1a\n", 8) + be32(13) + "IHDR" + be32(w) + be32(h) + bytes({8, 2, 0, 0, 0});
+std::string png_head(std::uint32_t w, std::uint32_t h, int depth = 8, int colour = 2, int interlace = 0) {
+  return std::string("\x89PNG\r\n\x1a\n", 8) + be32(13) + "IHDR" + be32(w) + be32(h) +
+         bytes({depth, colour, 0, 0, interlace});
 }
 
-// SOI, an APP1 segment of `app_len` bytes, then a baseline frame header.
-std::string jpeg_head(int w, int h, int app_len) {
+// SOI, an APP1 segment of `app_len` bytes, then a frame header (baseline SOF0, or
+// progressive SOF2) of three components sampled 4:2:0.
+std::string jpeg_head(int w, int h, int app_len, int sof = 0xC0) {
   std::string s = bytes({0xFF, 0xD8, 0xFF, 0xE1, (app_len + 2) >> 8, (app_len + 2) & 0xFF});
   s += std::string(static_cast<std::size_t>(app_len), 'x');
-  s += bytes({0xFF, 0xC0, 0x00, 0x11, 0x08, h >> 8, h & 0xFF, w >> 8, w & 0xFF, 0x03});
+  s += bytes({0xFF, sof, 0x00, 0x11, 0x08, h >> 8, h & 0xFF, w >> 8, w & 0xFF, 0x03});
+  s += bytes({1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1});
   return s;
 }
 
@@ -178,6 +182,7 @@ void expect_prefixes_agree(Format f, const std::string& file) {
     ASSERT_EQ(part.state, whole.state) << "prefix of " << n << " bytes";
     EXPECT_EQ(part.size.width, whole.size.width);
     EXPECT_EQ(part.size.height, whole.size.height);
+    EXPECT_EQ(decode_cost(part), decode_cost(whole)) << "prefix of " << n << " bytes";
   }
 }
 
@@ -377,6 +382,104 @@ TEST(Multipart, AFormEndingWithoutTheExactCloseDelimiterIsALayoutError) {
           << "ending " << testing::PrintToString(ending) << ", " << piece << "-byte reads: " << outcome;
     }
   }
+}
+
+// --- What a decode costs, from the header (issue 22, item 7) ---
+
+constexpr std::uint64_t kMiB = 1024 * 1024;
+
+TEST(DecodeCost, AnInterlacedPngHoldsItsWholeFrameAPlainOneStreams) {
+  // 48 MP, RGBA, 16 bits: within the pixel limit, 384 MB decoded, held twice (alpha).
+  const auto interlaced = read_header(Format::png, png_head(8000, 6000, 16, 6, 1));
+  ASSERT_EQ(interlaced.state, HeaderState::ok);
+  EXPECT_EQ(decode_cost(interlaced), 8000ULL * 6000 * 4 * 2 * 2);
+  const auto plain = read_header(Format::png, png_head(8000, 6000, 16, 6, 0));
+  EXPECT_EQ(decode_cost(plain), 8000ULL * 4 * 2 * kStripRows) << "a strip of rows, not the frame";
+  // Bands by colour type; depths below 8 decode to 8 bits; a palette may gain alpha.
+  EXPECT_EQ(decode_cost(read_header(Format::png, png_head(1000, 1000, 8, 0, 1))), 1000ULL * 1000);
+  EXPECT_EQ(decode_cost(read_header(Format::png, png_head(1000, 1000, 1, 0, 1))), 1000ULL * 1000);
+  EXPECT_EQ(decode_cost(read_header(Format::png, png_head(1000, 1000, 8, 2, 1))), 3ULL * 1000 * 1000);
+  EXPECT_EQ(decode_cost(read_header(Format::png, png_head(1000, 1000, 4, 3, 1))), 2 * 4ULL * 1000 * 1000);
+  EXPECT_EQ(decode_cost(read_header(Format::png, png_head(1000, 1000, 16, 4, 1))), 2 * 4ULL * 1000 * 1000);
+  expect_prefixes_agree(Format::png, png_head(8000, 6000, 16, 6, 1));
+}
+
+TEST(DecodeCost, PngHeadersWithoutSuchAColourDepthOrInterlaceAreCorrupt) {
+  EXPECT_EQ(read_header(Format::png, png_head(10, 10, 4, 2, 0)).state, HeaderState::corrupt);  // RGB at 4 bits
+  EXPECT_EQ(read_header(Format::png, png_head(10, 10, 16, 3, 0)).state, HeaderState::corrupt);
+  EXPECT_EQ(read_header(Format::png, png_head(10, 10, 8, 5, 0)).state, HeaderState::corrupt);
+  EXPECT_EQ(read_header(Format::png, png_head(10, 10, 8, 2, 2)).state, HeaderState::corrupt);
+  EXPECT_EQ(read_header(Format::png, png_head(10, 10).substr(0, 28)).state, HeaderState::need_more);
+}
+
+TEST(DecodeCost, AProgressiveJpegHoldsItsCoefficientsABaselineOneStreams) {
+  // 4:2:0: 1.5 samples a pixel, 2 bytes each.
+  const auto progressive = read_header(Format::jpeg, jpeg_head(8000, 6000, 100, 0xC2));
+  ASSERT_EQ(progressive.state, HeaderState::ok);
+  EXPECT_EQ(decode_cost(progressive), 8000ULL * 6000 * 3);
+  const auto baseline = read_header(Format::jpeg, jpeg_head(8000, 6000, 100));
+  EXPECT_EQ(decode_cost(baseline), 8000ULL * 3 * kStripRows);
+  // Unsampled (4:4:4): 3 samples a pixel.
+  auto full = jpeg_head(1000, 1000, 10, 0xC2);
+  full[full.size() - 8] = 0x11;
+  EXPECT_EQ(decode_cost(read_header(Format::jpeg, full)), 1000ULL * 1000 * 6);
+  expect_prefixes_agree(Format::jpeg, jpeg_head(8000, 6000, 100, 0xC2));
+}
+
+TEST(DecodeCost, JpegFrameComponentsAreChecked) {
+  auto none = jpeg_head(100, 100, 4);
+  none[none.size() - 10] = 0;  // no components
+  EXPECT_EQ(read_header(Format::jpeg, none).state, HeaderState::corrupt);
+  auto zero_factor = jpeg_head(100, 100, 4);
+  zero_factor[zero_factor.size() - 8] = 0x02;
+  EXPECT_EQ(read_header(Format::jpeg, zero_factor).state, HeaderState::corrupt);
+  // The frame's components past the bytes at hand: read more.
+  EXPECT_EQ(read_header(Format::jpeg, jpeg_head(100, 100, 4).substr(0, 20)).state, HeaderState::need_more);
+}
+
+TEST(DecodeCost, AGifDecodesOntoAWholeRgbaCanvas) {
+  const auto gif = read_header(Format::gif, std::string("GIF89a") + bytes({0x40, 0x1F, 0x70, 0x17}));
+  ASSERT_EQ(gif.state, HeaderState::ok);
+  EXPECT_EQ(decode_cost(gif), 8000ULL * 6000 * 4);
+}
+
+TEST(DecodeCost, WebpLossyStreamsLosslessAndExtendedHoldTheFrame) {
+  std::string lossy = std::string("RIFF") + bytes({0, 0, 0, 0}) + "WEBPVP8 " + bytes({0, 0, 0, 0, 0, 0, 0});
+  lossy += bytes({0x9D, 0x01, 0x2A, 0x40, 0x1F, 0x70, 0x17});
+  EXPECT_EQ(decode_cost(read_header(Format::webp, lossy)), 8000ULL * 3 * kStripRows);
+  // VP8X: width and height minus one, 24 bits each.
+  std::string extended = std::string("RIFF") + bytes({0, 0, 0, 0}) + "WEBPVP8X" + bytes({10, 0, 0, 0, 0x02, 0, 0, 0});
+  extended += bytes({0x3F, 0x1F, 0x00, 0x6F, 0x17, 0x00});
+  const auto header = read_header(Format::webp, extended);
+  ASSERT_EQ(header.state, HeaderState::ok);
+  EXPECT_EQ(decode_cost(header), 8000ULL * 6000 * 4);
+}
+
+TEST(DecodeCost, AHeifHoldsItsPlanesAndItsImageDeeperWithMoreBits) {
+  EXPECT_EQ(decode_cost(read_header(Format::avif, heif("avif", 8000, 6000, 10))), 8000ULL * 6000 * 9 / 2);
+  // 10 bits a channel (pixi), and an alpha plane (auxC).
+  const std::string pixi = box("pixi", bytes({3, 10, 10, 10}), true);
+  const std::string aux = box("auxC", "urn:mpeg:mpegB:cicp:systems:auxiliary:alpha", true);
+  const std::string deep =
+      box("ftyp", std::string("avif") + be32(0) + "mif1") +
+      box("meta", box("iprp", box("ipco", box("ispe", be32(8000) + be32(6000), true) + pixi + aux)), true);
+  const auto header = read_header(Format::avif, deep);
+  ASSERT_EQ(header.state, HeaderState::ok);
+  EXPECT_EQ(decode_cost(header), 8000ULL * 6000 * 2 * 11 / 2);
+  expect_prefixes_agree(Format::avif, deep);
+  // A pixi that does not hold its channels is corrupt.
+  const std::string short_pixi =
+      box("ftyp", std::string("avif") + be32(0) + "mif1") +
+      box("meta", box("iprp", box("ipco", box("ispe", be32(10) + be32(10), true) + box("pixi", bytes({3, 8}), true))),
+          true);
+  EXPECT_EQ(read_header(Format::avif, short_pixi).state, HeaderState::corrupt);
+}
+
+TEST(DecodeCost, NeverOverflows) {
+  Header huge{HeaderState::ok, {0x7FFFFFFF, 0x7FFFFFFF}, {4, 2, 128}};
+  EXPECT_EQ(decode_cost(huge), std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(decode_cost(read_header(Format::png, "nope")), 0U);
+  EXPECT_GT(decode_cost(read_header(Format::png, png_head(0x7FFFFFFF, 0x7FFFFFFF, 16, 6, 1))), 256 * kMiB);
 }
 
 }  // namespace

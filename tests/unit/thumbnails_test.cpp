@@ -8,13 +8,19 @@
 
 #include <gtest/gtest.h>
 
-using nimbus::worker::make_variants;
+using nimbus::images::Format;
 using nimbus::worker::UndecodableImage;
 using nimbus::worker::Variant;
 using nimbus::worker::VariantCost;
 using vips::VImage;
 
 namespace {
+
+// The images here are JPEG or PNG; the worker passes the format it sniffed.
+std::vector<Variant> make_variants(const std::string& original, std::uint64_t max_pixels, VariantCost* cost = nullptr) {
+  const auto format = !original.empty() && original[0] == '\x89' ? Format::png : Format::jpeg;
+  return nimbus::worker::make_variants(original, format, max_pixels, cost);
+}
 
 class Thumbnails : public ::testing::Test {
  protected:
@@ -114,6 +120,16 @@ TEST_F(Thumbnails, ATruncatedJpegIsAnErrorNotAHalfGreyImage) {
   EXPECT_THROW(make_variants(whole.substr(0, whole.size() / 2), 100'000'000), UndecodableImage);
   auto small = jpeg(picture(800, 600));
   EXPECT_THROW(make_variants(small.substr(0, small.size() / 2), 100'000'000), UndecodableImage);
+}
+
+// The loader is the checked format's: bytes that libvips would read as another format
+// are refused, not decoded (issue 22, item 7).
+TEST_F(Thumbnails, OnlyTheLoaderOfTheSniffedFormatReadsTheOriginal) {
+  const auto original = png(picture(300, 200));
+  EXPECT_EQ(nimbus::worker::make_variants(original, Format::png, 100'000'000).size(), 2u);
+  for (Format other : {Format::jpeg, Format::gif, Format::webp, Format::heic}) {
+    EXPECT_THROW(nimbus::worker::make_variants(original, other, 100'000'000), UndecodableImage);
+  }
 }
 
 }  // namespace

@@ -167,6 +167,7 @@ export const en = {
   "err.empty_file": "This file is empty.",
   "err.corrupt_image": "The image is damaged or incomplete.",
   "err.too_many_pixels": "The image has too many pixels (more than 50 megapixels).",
+  "err.too_costly_to_decode": "The image would take too much memory to decode (a large interlaced or progressive file): save it non-interlaced, or smaller.",
   "err.too_many_uploads": "Too many uploads at once. Try again in {wait}.",
   "err.upload_failed": "The upload did not arrive complete. Try again.",
   "err.already_voted": "You already voted in this poll with another choice.",

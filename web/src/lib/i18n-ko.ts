@@ -169,6 +169,7 @@ export const ko: Record<Key, string> = {
   "err.empty_file": "빈 파일입니다.",
   "err.corrupt_image": "이미지가 손상되었거나 불완전합니다.",
   "err.too_many_pixels": "이미지의 픽셀 수가 너무 많습니다(5천만 화소 초과).",
+  "err.too_costly_to_decode": "이미지를 디코딩하는 데 메모리가 너무 많이 듭니다(큰 인터레이스·프로그레시브 파일): 인터레이스 없이 저장하거나 더 작게 줄여 주세요.",
   "err.too_many_uploads": "동시에 올리는 파일이 너무 많습니다. {wait} 후에 다시 시도하세요.",
   "err.upload_failed": "업로드가 완전히 전달되지 않았습니다. 다시 시도하세요.",
   "err.already_voted": "이미 다른 선택지로 이 투표에 참여했습니다.",

@@ -18,6 +18,7 @@ const byCode: Record<string, Key> = {
   empty_file: "err.empty_file",
   corrupt_image: "err.corrupt_image",
   too_many_pixels: "err.too_many_pixels",
+  too_costly_to_decode: "err.too_costly_to_decode",
   too_many_uploads: "err.too_many_uploads",
   upload_mismatch: "err.upload_failed",
   upload_missing: "err.upload_failed",
