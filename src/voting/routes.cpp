@@ -1,5 +1,6 @@
 #include "voting/routes.hpp"
 
+#include <boost/asio/this_coro.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "auth/jwt.hpp"
@@ -183,12 +184,16 @@ asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, 
 // expires, and when its session or user is signed out (checked every heartbeat
 // interval, failing closed while that cannot be known). The last event before such an
 // end says why (`event: end`), so a client refreshes its token before reconnecting.
+//
+// A stream holds its slot (StreamSlots) while it runs. The slot is renewed with every
+// check: a stream whose slot is gone and cannot be taken again (the user's other streams
+// hold every one) ends too, as one over the cap would have been refused.
 struct StreamContext {
   std::shared_ptr<LiveResults> live;
-  std::shared_ptr<StreamSlots> slots;
+  std::unique_ptr<HeldSlot> slot;
   std::shared_ptr<auth::Service> accounts;
   auth::Claims who;
-  std::string stream_id, poll_id, first;
+  std::string poll_id, first;
 };
 
 std::string end_event(std::string_view reason) {
@@ -199,7 +204,7 @@ std::string end_event(std::string_view reason) {
 asio::awaitable<std::optional<std::string_view>> must_end(const StreamContext& s) {
   try {
     if (co_await s.accounts->revoked(s.who)) co_return "token_revoked";
-    co_await s.slots->renew(s.who.sub, s.stream_id);
+    if (!co_await s.slot->renew()) co_return "too_many_streams";
   } catch (const DependencyUnavailable&) {
     co_return "unavailable";
   }
@@ -256,11 +261,7 @@ asio::awaitable<void> stream_results(std::shared_ptr<StreamContext> s, http::Str
   } catch (...) {
     failure = std::current_exception();  // rethrown once the slot is given back
   }
-  try {
-    co_await s->slots->release(s->who.sub, s->stream_id);
-  } catch (const std::exception&) {
-    // Redis away: the lease runs out by itself.
-  }
+  co_await s->slot->release();
   if (failure) std::rethrow_exception(failure);
 }
 
@@ -280,12 +281,20 @@ asio::awaitable<Response> results_stream(std::shared_ptr<Service> polls, std::sh
                     std::to_string(std::chrono::duration_cast<std::chrono::seconds>(slots->lease()).count()));
     co_return res;
   }
+  auto slot =
+      std::make_unique<HeldSlot>(std::move(slots), who.sub, std::move(stream_id), co_await asio::this_coro::executor);
   Response res;
   res.headers.set("Content-Type", "text/event-stream");
   res.headers.set("Cache-Control", "no-cache");
   res.headers.set("X-Accel-Buffering", "no");  // nginx: pass events through at once
-  auto context = std::make_shared<StreamContext>(StreamContext{
-      live, std::move(slots), std::move(accounts), std::move(who), std::move(stream_id), id, std::move(*r.body)});
+  if (req.method == http::Method::head) {
+    // The server sends no body for a HEAD: the answer a GET would get (429 included,
+    // above), and the slot back at once.
+    co_await slot->release();
+    co_return res;
+  }
+  auto context = std::make_shared<StreamContext>(
+      StreamContext{live, std::move(slot), std::move(accounts), std::move(who), id, std::move(*r.body)});
   res.stream = [context](http::StreamWriter& out) { return stream_results(context, out); };
   co_return res;
 }
