@@ -37,6 +37,8 @@ UploadLimits UploadLimits::from_env() {
   l.max_pixels = static_cast<std::uint64_t>(
       env::integer("NIMBUS_IMAGE_MAX_PIXELS", static_cast<std::int64_t>(l.max_pixels), 1, 1'000'000'000));
   l.max_open_uploads = static_cast<int>(env::integer("NIMBUS_IMAGE_OPEN_UPLOADS", l.max_open_uploads, 1, 10'000));
+  l.uploads_per_minute =
+      static_cast<int>(env::integer("NIMBUS_LIMIT_UPLOADS_PER_MINUTE", l.uploads_per_minute, 1, 1'000'000));
   l.upload_url_ttl =
       std::chrono::duration_cast<std::chrono::seconds>(env::duration("NIMBUS_IMAGE_UPLOAD_URL_TTL", l.upload_url_ttl));
   if (l.upload_url_ttl < std::chrono::seconds(1) || l.upload_url_ttl > std::chrono::hours(1)) {

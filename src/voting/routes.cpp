@@ -5,6 +5,7 @@
 
 #include "auth/jwt.hpp"
 #include "auth/routes.hpp"
+#include "core/env.hpp"
 #include "core/errors.hpp"
 #include "core/ids.hpp"
 #include "core/random.hpp"
@@ -20,7 +21,31 @@ namespace json = boost::json;
 using http::Request;
 using http::Response;
 
+UserLimits UserLimits::from_env() {
+  UserLimits l;
+  l.polls_per_minute =
+      static_cast<int>(env::integer("NIMBUS_LIMIT_POLLS_PER_MINUTE", l.polls_per_minute, 1, 1'000'000));
+  l.votes_per_minute =
+      static_cast<int>(env::integer("NIMBUS_LIMIT_VOTES_PER_MINUTE", l.votes_per_minute, 1, 1'000'000));
+  return l;
+}
+
 namespace {
+
+// The per-user limits, counted before the work they bound.
+struct Limited {
+  std::shared_ptr<redis::RateLimiter> rates;
+  UserLimits limits;
+};
+
+// A 429 when the user made more than `limit` requests of `kind` this minute.
+asio::awaitable<std::optional<Response>> over_limit(std::shared_ptr<const Limited> limited, std::string kind,
+                                                    std::string user_id, int limit) {
+  if (auto wait = co_await limited->rates->hit("rl:" + kind + ":" + user_id, limit)) {
+    co_return http::rate_limited("This account made the most requests of this kind allowed per minute.", *wait);
+  }
+  co_return std::nullopt;
+}
 
 Response poll_not_found() {
   return http::not_found("No poll with this id.");
@@ -42,11 +67,14 @@ Response ballot_json(unsigned status, const std::string& poll_id, const std::vec
   return http::json(status, json::serialize(json::object{{"poll_id", poll_id}, {"option_ids", std::move(options)}}));
 }
 
-asio::awaitable<Response> create(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+asio::awaitable<Response> create(std::shared_ptr<Service> polls, std::shared_ptr<const Limited> limited, Request& req,
+                                 auth::Claims who) {
   auto parsed = http::json_object_body(req);
   if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
   auto poll = parse_new_poll(std::get<json::object>(parsed));
   if (auto* e = std::get_if<RuleError>(&poll)) co_return http::invalid_field(e->code, e->detail);
+  if (auto refused = co_await over_limit(limited, "polls", who.sub, limited->limits.polls_per_minute))
+    co_return *refused;
   std::optional<Idempotency> idempotency;
   if (auto key = req.header("Idempotency-Key")) {
     const bool printable = std::all_of(key->begin(), key->end(), [](char c) { return c >= 0x21 && c <= 0x7E; });
@@ -131,13 +159,16 @@ asio::awaitable<Response> remove(std::shared_ptr<Service> polls, Request& req, a
   co_return http::empty(204);
 }
 
-asio::awaitable<Response> vote(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+asio::awaitable<Response> vote(std::shared_ptr<Service> polls, std::shared_ptr<const Limited> limited, Request& req,
+                               auth::Claims who) {
   const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto parsed = http::json_object_body(req);
   if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
   auto selection = parse_selection(std::get<json::object>(parsed));
   if (auto* e = std::get_if<RuleError>(&selection)) co_return http::invalid_field(e->code, e->detail);
+  if (auto refused = co_await over_limit(limited, "votes", who.sub, limited->limits.votes_per_minute))
+    co_return *refused;
   auto result = co_await polls->vote(id, who.sub, std::move(std::get<std::vector<std::string>>(selection)));
   switch (result.outcome) {
     case VoteOutcome::created:
@@ -302,11 +333,14 @@ asio::awaitable<Response> results_stream(std::shared_ptr<Service> polls, std::sh
 }  // namespace
 
 void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,
-                std::shared_ptr<StreamSlots> slots, std::shared_ptr<auth::Service> accounts) {
+                std::shared_ptr<StreamSlots> slots, std::shared_ptr<auth::Service> accounts,
+                std::shared_ptr<redis::RateLimiter> rates, UserLimits limits) {
   const http::RouteOptions small{.body_limit = 16 * 1024};
   using Claims = auth::Claims;
+  auto limited = std::make_shared<const Limited>(Limited{std::move(rates), limits});
   router.add(http::Method::post, "/v1/polls",
-             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return create(polls, r, c); }),
+             auth::authenticated(
+                 accounts, [polls, limited](Request& r, const Claims& c) { return create(polls, limited, r, c); }),
              small);
   router.add(http::Method::get, "/v1/polls", [polls, accounts](Request& r) { return list(polls, accounts, r); });
   router.add(http::Method::get, "/v1/polls/{id}", [polls](Request& r) { return get(polls, r); });
@@ -315,7 +349,9 @@ void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::share
   router.add(http::Method::del, "/v1/polls/{id}",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return remove(polls, r, c); }));
   router.add(http::Method::post, "/v1/polls/{id}/votes",
-             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return vote(polls, r, c); }), small);
+             auth::authenticated(accounts,
+                                 [polls, limited](Request& r, const Claims& c) { return vote(polls, limited, r, c); }),
+             small);
   router.add(http::Method::get, "/v1/polls/{id}/votes/me",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return my_ballot(polls, r, c); }));
   router.add(http::Method::get, "/v1/polls/{id}/results",
