@@ -322,9 +322,11 @@ app_env() {
   # defaults are for deployments; give NIMBUS_LIMIT_* to `./stack up` to try them (a
   # test that needs a reachable limit starts an instance of its own: tests/e2e/private.py).
   local user_default=1000000
-  for limit in NIMBUS_LIMIT_POLLS_PER_MINUTE NIMBUS_LIMIT_VOTES_PER_MINUTE NIMBUS_LIMIT_UPLOADS_PER_MINUTE; do
-    vars+=("$limit=${!limit:-$user_default}")
-  done
+  if [[ $kind == api ]]; then
+    for limit in NIMBUS_LIMIT_POLLS_PER_MINUTE NIMBUS_LIMIT_VOTES_PER_MINUTE NIMBUS_LIMIT_UPLOADS_PER_MINUTE; do
+      vars+=("$limit=${!limit:-$user_default}")
+    done
+  fi
   # Tuning set in the environment passes through to every profile: NIMBUS_LOCAL_MEMO=0
   # (instances remember nothing, bench/memo.sh), the ballot box's flushers, the log level.
   local tuning
