@@ -60,7 +60,7 @@ std::int64_t StreamSlots::unix_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock_->system_now().time_since_epoch()).count();
 }
 
-asio::awaitable<bool> StreamSlots::keep_or_take(const std::string& user_id, const std::string& stream_id) {
+asio::awaitable<bool> StreamSlots::keep_or_take(std::string user_id, std::string stream_id) {
   const std::vector<std::string> keys{slots_key(user_id)};
   const std::vector<std::string> args{std::to_string(unix_ms()), std::to_string(lease_.count()),
                                       std::to_string(per_user_), stream_id};
@@ -72,8 +72,8 @@ asio::awaitable<bool> StreamSlots::acquire(const std::string& user_id, const std
   co_return co_await keep_or_take(user_id, stream_id);
 }
 
-asio::awaitable<bool> StreamSlots::renew(const std::string& user_id, const std::string& stream_id) {
-  co_return co_await keep_or_take(user_id, stream_id);
+asio::awaitable<bool> StreamSlots::renew(std::string user_id, std::string stream_id) {
+  co_return co_await keep_or_take(std::move(user_id), std::move(stream_id));
 }
 
 asio::awaitable<void> StreamSlots::release(const std::string& user_id, const std::string& stream_id) {

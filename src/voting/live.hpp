@@ -149,14 +149,14 @@ class StreamSlots {
   // False when the user already holds every slot.
   boost::asio::awaitable<bool> acquire(const std::string& user_id, const std::string& stream_id);
   // False when the slot was gone and every other one is taken: the stream must end.
-  boost::asio::awaitable<bool> renew(const std::string& user_id, const std::string& stream_id);
+  boost::asio::awaitable<bool> renew(std::string user_id, std::string stream_id);
   boost::asio::awaitable<void> release(const std::string& user_id, const std::string& stream_id);
   std::chrono::milliseconds lease() const { return lease_; }
 
  private:
   std::int64_t unix_ms() const;
   // acquire() and renew() are one script: keep or take a slot, if one is free.
-  boost::asio::awaitable<bool> keep_or_take(const std::string& user_id, const std::string& stream_id);
+  boost::asio::awaitable<bool> keep_or_take(std::string user_id, std::string stream_id);
 
   std::shared_ptr<redis::Client> redis_;
   int per_user_;
