@@ -18,7 +18,8 @@ API_SLOTS=9
 # keeps what it was started with until the next `up` (which takes its environment's
 # values: one not given there is back to its default). `./stack status` shows them.
 SETTINGS=(NIMBUS_AUTH_IP_START_PER_MINUTE NIMBUS_AUTH_IP_VERIFY_PER_MINUTE NIMBUS_GATEWAY_AUTH_RATE
-  NIMBUS_GATEWAY_AUTH_BURST NIMBUS_LOCAL_MEMO NIMBUS_VOTE_FLUSHERS NIMBUS_VOTE_MAX_BATCH NIMBUS_LOG_LEVEL)
+  NIMBUS_GATEWAY_AUTH_BURST NIMBUS_LIMIT_POLLS_PER_MINUTE NIMBUS_LIMIT_VOTES_PER_MINUTE
+  NIMBUS_LIMIT_UPLOADS_PER_MINUTE NIMBUS_LOCAL_MEMO NIMBUS_VOTE_FLUSHERS NIMBUS_VOTE_MAX_BATCH NIMBUS_LOG_LEVEL)
 
 # Ports and run folder of the chosen profile. Every port can be overridden by
 # NIMBUS_<NAME> (e.g. NIMBUS_GATEWAY_PORT=9080); the test profile shifts every default
@@ -314,6 +315,18 @@ app_env() {
   for limit in NIMBUS_AUTH_IP_START_PER_MINUTE NIMBUS_AUTH_IP_VERIFY_PER_MINUTE; do
     if [[ -n ${!limit:-$ip_default} ]]; then vars+=("$limit=${!limit:-$ip_default}"); fi
   done
+  # The per-user limits on creating polls, voting and uploading are high in every profile
+  # of this stack: its loads come from few accounts (the simulation seeds its polls as
+  # one user, bench/images.py uploads as one, bench/votes.py votes thousands a second
+  # from 4000), and the e2e suites create what they need as a handful. The app's
+  # defaults are for deployments; give NIMBUS_LIMIT_* to `./stack up` to try them (a
+  # test that needs a reachable limit starts an instance of its own: tests/e2e/private.py).
+  local user_default=1000000
+  if [[ $kind == api ]]; then
+    for limit in NIMBUS_LIMIT_POLLS_PER_MINUTE NIMBUS_LIMIT_VOTES_PER_MINUTE NIMBUS_LIMIT_UPLOADS_PER_MINUTE; do
+      vars+=("$limit=${!limit:-$user_default}")
+    done
+  fi
   # Tuning set in the environment passes through to every profile: NIMBUS_LOCAL_MEMO=0
   # (instances remember nothing, bench/memo.sh), the ballot box's flushers, the log level.
   local tuning

@@ -81,11 +81,13 @@ int run_api(const runtime::ServiceConfig& config) {
   const auto live_config = voting::LiveConfig::from_env();
   auto stream_slots =
       std::make_shared<voting::StreamSlots>(redis, live_config.streams_per_user, 3 * live_config.heartbeat);
-  voting::add_routes(router, polls, live, stream_slots, accounts);
+  // The per-user limits of creating polls, voting and uploading (429 rate_limited).
+  auto rates = std::make_shared<redis::RateLimiter>(redis);
+  voting::add_routes(router, polls, live, stream_slots, accounts, rates, voting::UserLimits::from_env());
   auto image_service = std::make_shared<images::Service>(
       pg, s3,
       std::chrono::duration_cast<std::chrono::seconds>(env::duration("NIMBUS_IMAGE_URL_TTL", std::chrono::minutes(5))));
-  images::add_routes(router, image_service, accounts, images::UploadLimits::from_env());
+  images::add_routes(router, image_service, accounts, images::UploadLimits::from_env(), rates);
   if (debug_routes) api::add_debug_routes(router, accounts);
 
   http::Server server(ioc, config.http, router, metrics);

@@ -16,12 +16,6 @@ using std::chrono::seconds;
 
 namespace {
 
-// Fixed-window counter; the first hit of a window sets its expiry.
-const redis::Script kRateLimit(R"(
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n)");
-
 constexpr std::string_view kCreateSession = R"(
 WITH u AS (
   INSERT INTO users (id, email) VALUES ($1, $2)
@@ -83,11 +77,6 @@ std::string user_key(const std::string& uid) {
 
 }  // namespace
 
-RateWindow rate_window(std::chrono::system_clock::time_point now) {
-  const auto t = std::chrono::duration_cast<seconds>(now.time_since_epoch()).count();
-  return {t / 60, seconds(60 - t % 60)};
-}
-
 Service::Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<redis::Client> redis,
                  std::shared_ptr<const core::Clock> clock, CodeSource codes)
     : config_(std::move(config)),
@@ -97,13 +86,7 @@ Service::Service(Config config, std::shared_ptr<pg::Pool> pg, std::shared_ptr<re
       codes_(std::move(codes)) {}
 
 asio::awaitable<std::optional<seconds>> Service::over_rate(const std::string& kind, const std::string& ip, int limit) {
-  // One reading of the clock: the refusal's Retry-After belongs to the window counted.
-  const auto window = rate_window(clock_->system_now());
-  const std::vector<std::string> keys{"auth:rl:" + kind + ":" + rate_subject(ip) + ":" + std::to_string(window.minute)};
-  const std::vector<std::string> args{"60"};
-  auto n = co_await redis_->eval(kRateLimit, keys, args);
-  if (n.as_integer() <= limit) co_return std::nullopt;
-  co_return window.left;
+  co_return co_await rates_.hit("auth:rl:" + kind + ":" + rate_subject(ip), limit);
 }
 
 Tokens Service::issue(const User& user, const std::string& session_id, std::string refresh_token) const {

@@ -21,6 +21,7 @@
 #include "core/clock.hpp"
 #include "store/pg/pool.hpp"
 #include "store/redis/client.hpp"
+#include "store/redis/rate_limit.hpp"
 
 namespace nimbus::auth {
 
@@ -57,14 +58,6 @@ template <typename T>
 using Outcome = std::variant<T, Refused>;
 
 struct Started {};
-
-// The fixed one-minute window the per-IP limits count in, at `now`: its number (part of
-// the counter's key) and the time left in it (a refusal's Retry-After).
-struct RateWindow {
-  std::int64_t minute = 0;
-  std::chrono::seconds left{0};
-};
-RateWindow rate_window(std::chrono::system_clock::time_point now);
 
 // The UTC day (by the service's clock) the guess budgets of sign-in codes count in: its
 // number (part of the counters' keys) and the time left in it (a refusal's Retry-After).
@@ -131,6 +124,7 @@ class Service {
   std::shared_ptr<pg::Pool> pg_;
   std::shared_ptr<redis::Client> redis_;
   std::shared_ptr<const core::Clock> clock_;
+  redis::RateLimiter rates_{redis_, clock_};  // the per-IP limits (over_rate)
   CodeSource codes_;
 };
 

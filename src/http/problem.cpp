@@ -1,5 +1,6 @@
 #include "http/problem.hpp"
 
+#include <algorithm>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -47,6 +48,12 @@ Response internal_error() {
 Response service_unavailable(std::string_view code, std::string_view detail, int retry_after_seconds) {
   auto r = problem(503, code, "Service unavailable", detail);
   r.headers.set("Retry-After", std::to_string(retry_after_seconds));
+  return r;
+}
+
+Response rate_limited(std::string_view detail, std::chrono::seconds retry_after) {
+  auto r = problem(429, "rate_limited", "Too many requests", detail);
+  r.headers.set("Retry-After", std::to_string(std::max<std::int64_t>(1, retry_after.count())));
   return r;
 }
 

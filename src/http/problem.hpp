@@ -4,6 +4,7 @@
 // carries internals (no exception text, no SQL, no stack).
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,8 @@ Response bad_request(std::string_view code, std::string_view detail);
 Response payload_too_large(std::size_t limit);
 Response internal_error();
 Response service_unavailable(std::string_view code, std::string_view detail, int retry_after_seconds = 1);
+// 429 `rate_limited`, with Retry-After: when the current window ends (at least 1 s).
+Response rate_limited(std::string_view detail, std::chrono::seconds retry_after);
 
 // A JSON body with the right content type.
 Response json(unsigned status, std::string body);

@@ -38,17 +38,31 @@ Response queued(const std::string& id) {
   return res;
 }
 
+// A 429 when the user started more uploads this minute than the limit, before any byte
+// of this one is read or any row written.
+asio::awaitable<std::optional<Response>> over_limit(std::shared_ptr<redis::RateLimiter> rates, std::string user_id,
+                                                    int limit) {
+  if (auto wait = co_await rates->hit("rl:uploads:" + user_id, limit)) {
+    co_return http::rate_limited("This account started the most uploads allowed per minute.", *wait);
+  }
+  co_return std::nullopt;
+}
+
 // POST /v1/images: a raw image/* body or a multipart form with a "file" field.
-asio::awaitable<Response> upload(std::shared_ptr<Uploads> uploads, Request& req, auth::Claims who) {
+asio::awaitable<Response> upload(std::shared_ptr<Uploads> uploads, std::shared_ptr<redis::RateLimiter> rates,
+                                 Request& req, auth::Claims who) {
+  if (auto refused = co_await over_limit(rates, who.sub, uploads->limits().uploads_per_minute)) co_return *refused;
   auto outcome = co_await uploads->receive(*req.body_reader, req.header("Content-Type").value_or(""), who.sub);
   if (auto* r = std::get_if<Refused>(&outcome)) co_return to_response(*r, uploads->limits());
   co_return queued(std::get<std::string>(outcome));
 }
 
 // POST /v1/images/uploads {content_type, bytes}: a presigned PUT straight to storage.
-asio::awaitable<Response> create_upload(std::shared_ptr<Uploads> uploads, Request& req, auth::Claims who) {
+asio::awaitable<Response> create_upload(std::shared_ptr<Uploads> uploads, std::shared_ptr<redis::RateLimiter> rates,
+                                        Request& req, auth::Claims who) {
   auto parsed = http::json_object_body(req);
   if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
+  if (auto refused = co_await over_limit(rates, who.sub, uploads->limits().uploads_per_minute)) co_return *refused;
   const auto& body = std::get<json::object>(parsed);
   // (Named first: GCC 12 miscompiles a conditional inside a co_await expression, ADR 0001.)
   auto type = http::string_field(body, "content_type", 100);
@@ -122,16 +136,18 @@ asio::awaitable<Response> remove(std::shared_ptr<Service> images, Request& req, 
 }  // namespace
 
 void add_routes(http::Router& router, std::shared_ptr<Service> images, std::shared_ptr<auth::Service> accounts,
-                UploadLimits limits) {
+                UploadLimits limits, std::shared_ptr<redis::RateLimiter> rates) {
   using Claims = auth::Claims;
   auto uploads = std::make_shared<Uploads>(images->repository(), images->storage(), limits);
   const http::RouteOptions streamed{.body_limit = limits.max_bytes + kFormOverhead, .stream_body = true};
   router.add(http::Method::post, "/v1/images",
-             auth::authenticated(accounts, [uploads](Request& r, const Claims& c) { return upload(uploads, r, c); }),
+             auth::authenticated(
+                 accounts, [uploads, rates](Request& r, const Claims& c) { return upload(uploads, rates, r, c); }),
              streamed);
   router.add(
       http::Method::post, "/v1/images/uploads",
-      auth::authenticated(accounts, [uploads](Request& r, const Claims& c) { return create_upload(uploads, r, c); }),
+      auth::authenticated(
+          accounts, [uploads, rates](Request& r, const Claims& c) { return create_upload(uploads, rates, r, c); }),
       http::RouteOptions{.body_limit = 16 * 1024});
   router.add(http::Method::post, "/v1/images/{id}/complete",
              auth::authenticated(accounts, [uploads](Request& r, const Claims& c) { return complete(uploads, r, c); }));

@@ -41,6 +41,8 @@ UploadLimits UploadLimits::from_env() {
     throw env::ConfigError("NIMBUS_IMAGE_MAX_DECODE_BYTES must be at least 16MiB");
   }
   l.max_open_uploads = static_cast<int>(env::integer("NIMBUS_IMAGE_OPEN_UPLOADS", l.max_open_uploads, 1, 10'000));
+  l.uploads_per_minute =
+      static_cast<int>(env::integer("NIMBUS_LIMIT_UPLOADS_PER_MINUTE", l.uploads_per_minute, 1, 1'000'000));
   l.upload_url_ttl =
       std::chrono::duration_cast<std::chrono::seconds>(env::duration("NIMBUS_IMAGE_UPLOAD_URL_TTL", l.upload_url_ttl));
   if (l.upload_url_ttl < std::chrono::seconds(1) || l.upload_url_ttl > std::chrono::hours(1)) {

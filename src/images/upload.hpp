@@ -38,9 +38,12 @@ struct UploadLimits {
   // Direct uploads: open reservations per user, and the presigned PUT's life.
   int max_open_uploads = 10;
   std::chrono::seconds upload_url_ttl{120};
+  // Uploads (streamed, and direct ones reserved) per user and minute, over every
+  // instance: one account cannot fill the storage and the image queue (429 rate_limited).
+  int uploads_per_minute = 30;
 
   // NIMBUS_IMAGE_MAX_BYTES, NIMBUS_IMAGE_MAX_PIXELS, NIMBUS_IMAGE_MAX_DECODE_BYTES,
-  // NIMBUS_IMAGE_OPEN_UPLOADS, NIMBUS_IMAGE_UPLOAD_URL_TTL.
+  // NIMBUS_IMAGE_OPEN_UPLOADS, NIMBUS_IMAGE_UPLOAD_URL_TTL, NIMBUS_LIMIT_UPLOADS_PER_MINUTE.
   static UploadLimits from_env();
 };
 

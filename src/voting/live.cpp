@@ -30,10 +30,15 @@ LiveConfig LiveConfig::from_env() {
 
 namespace {
 
-// KEYS: the user's slots. ARGV: now (ms), lease (ms), cap, stream id.
-const redis::Script kAcquire(R"(
+// Takes or renews a slot: a stream that holds one keeps it; one whose slot is gone (the
+// key expired or was lost with a Redis failover) takes a free one like a new stream, or
+// learns that there is none. KEYS: the user's slots. ARGV: now (ms), lease (ms), cap,
+// stream id.
+const redis::Script kLease(R"(
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+if not redis.call('ZSCORE', KEYS[1], ARGV[4]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
 redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1)");
@@ -55,24 +60,50 @@ std::int64_t StreamSlots::unix_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock_->system_now().time_since_epoch()).count();
 }
 
-asio::awaitable<bool> StreamSlots::acquire(const std::string& user_id, const std::string& stream_id) {
+asio::awaitable<bool> StreamSlots::keep_or_take(std::string user_id, std::string stream_id) {
   const std::vector<std::string> keys{slots_key(user_id)};
   const std::vector<std::string> args{std::to_string(unix_ms()), std::to_string(lease_.count()),
                                       std::to_string(per_user_), stream_id};
-  auto r = co_await redis_->eval(kAcquire, keys, args);
+  auto r = co_await redis_->eval(kLease, keys, args);
   co_return r.as_integer() == 1;
 }
 
-asio::awaitable<void> StreamSlots::renew(const std::string& user_id, const std::string& stream_id) {
-  std::vector<redis::Command> cmds;
-  cmds.push_back({"ZADD", slots_key(user_id), "XX", std::to_string(unix_ms() + lease_.count()), stream_id});
-  cmds.push_back({"PEXPIRE", slots_key(user_id), std::to_string(lease_.count())});
-  auto replies = co_await redis_->pipeline(std::move(cmds));
-  for (const auto& r : replies) r.as_integer();
+asio::awaitable<bool> StreamSlots::acquire(const std::string& user_id, const std::string& stream_id) {
+  co_return co_await keep_or_take(user_id, stream_id);
+}
+
+asio::awaitable<bool> StreamSlots::renew(std::string user_id, std::string stream_id) {
+  co_return co_await keep_or_take(std::move(user_id), std::move(stream_id));
 }
 
 asio::awaitable<void> StreamSlots::release(const std::string& user_id, const std::string& stream_id) {
   co_await redis_->command("ZREM", slots_key(user_id), stream_id);
+}
+
+namespace {
+
+asio::awaitable<void> give_back(std::shared_ptr<StreamSlots> slots, std::string user_id, std::string stream_id) {
+  try {
+    co_await slots->release(user_id, stream_id);
+  } catch (const std::exception&) {
+    // Redis away: the lease runs out by itself.
+  }
+}
+
+}  // namespace
+
+HeldSlot::~HeldSlot() {
+  if (released_) return;
+  asio::co_spawn(executor_, give_back(std::move(slots_), std::move(user_id_), std::move(stream_id_)), asio::detached);
+}
+
+asio::awaitable<bool> HeldSlot::renew() {
+  co_return co_await slots_->renew(user_id_, stream_id_);
+}
+
+asio::awaitable<void> HeldSlot::release() {
+  released_ = true;
+  co_await give_back(slots_, user_id_, stream_id_);
 }
 
 asio::awaitable<Watcher::Event> Watcher::next(std::chrono::milliseconds wait) {

@@ -137,6 +137,8 @@ class LiveResults : public std::enable_shared_from_this<LiveResults> {
 // Caps the live-results streams one user holds open, over every instance. Each stream
 // leases a slot in the user's Redis sorted set (member: stream id, score: lease end),
 // renewed at every heartbeat, so the slots of an instance that died expire on their own.
+// A renewal that finds its slot gone (the key expired or was lost) takes a free one, and
+// fails when the user's other streams hold them all: the cap holds after a Redis loss.
 // Lease ends are wall times of `clock`.
 class StreamSlots {
  public:
@@ -146,17 +148,48 @@ class StreamSlots {
 
   // False when the user already holds every slot.
   boost::asio::awaitable<bool> acquire(const std::string& user_id, const std::string& stream_id);
-  boost::asio::awaitable<void> renew(const std::string& user_id, const std::string& stream_id);
+  // False when the slot was gone and every other one is taken: the stream must end.
+  boost::asio::awaitable<bool> renew(std::string user_id, std::string stream_id);
   boost::asio::awaitable<void> release(const std::string& user_id, const std::string& stream_id);
   std::chrono::milliseconds lease() const { return lease_; }
 
  private:
   std::int64_t unix_ms() const;
+  // acquire() and renew() are one script: keep or take a slot, if one is free.
+  boost::asio::awaitable<bool> keep_or_take(std::string user_id, std::string stream_id);
 
   std::shared_ptr<redis::Client> redis_;
   int per_user_;
   std::chrono::milliseconds lease_;
   std::shared_ptr<const core::Clock> clock_;
+};
+
+// One stream's slot from acquire() on, given back exactly once: by release() when the
+// stream ends, or else by the destructor — a stream that never ran (a HEAD, a response
+// head that could not be written, a server stopping first) — in the background on the
+// executor it is given, so that such a slot is not held until its lease runs out.
+class HeldSlot {
+ public:
+  HeldSlot(std::shared_ptr<StreamSlots> slots, std::string user_id, std::string stream_id,
+           boost::asio::any_io_executor executor)
+      : slots_(std::move(slots)),
+        user_id_(std::move(user_id)),
+        stream_id_(std::move(stream_id)),
+        executor_(std::move(executor)) {}
+  ~HeldSlot();
+  HeldSlot(const HeldSlot&) = delete;
+  HeldSlot& operator=(const HeldSlot&) = delete;
+
+  // StreamSlots::renew() of this slot.
+  boost::asio::awaitable<bool> renew();
+  // Gives the slot back; when Redis is away its lease runs out by itself.
+  boost::asio::awaitable<void> release();
+
+ private:
+  std::shared_ptr<StreamSlots> slots_;
+  std::string user_id_, stream_id_;
+  boost::asio::any_io_executor executor_;
+  bool released_ = false;
 };
 
 }  // namespace nimbus::voting

@@ -1,9 +1,11 @@
 #include "voting/routes.hpp"
 
+#include <boost/asio/this_coro.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "auth/jwt.hpp"
 #include "auth/routes.hpp"
+#include "core/env.hpp"
 #include "core/errors.hpp"
 #include "core/ids.hpp"
 #include "core/random.hpp"
@@ -19,7 +21,31 @@ namespace json = boost::json;
 using http::Request;
 using http::Response;
 
+UserLimits UserLimits::from_env() {
+  UserLimits l;
+  l.polls_per_minute =
+      static_cast<int>(env::integer("NIMBUS_LIMIT_POLLS_PER_MINUTE", l.polls_per_minute, 1, 1'000'000));
+  l.votes_per_minute =
+      static_cast<int>(env::integer("NIMBUS_LIMIT_VOTES_PER_MINUTE", l.votes_per_minute, 1, 1'000'000));
+  return l;
+}
+
 namespace {
+
+// The per-user limits, counted before the work they bound.
+struct Limited {
+  std::shared_ptr<redis::RateLimiter> rates;
+  UserLimits limits;
+};
+
+// A 429 when the user made more than `limit` requests of `kind` this minute.
+asio::awaitable<std::optional<Response>> over_limit(std::shared_ptr<const Limited> limited, std::string kind,
+                                                    std::string user_id, int limit) {
+  if (auto wait = co_await limited->rates->hit("rl:" + kind + ":" + user_id, limit)) {
+    co_return http::rate_limited("This account made the most requests of this kind allowed per minute.", *wait);
+  }
+  co_return std::nullopt;
+}
 
 Response poll_not_found() {
   return http::not_found("No poll with this id.");
@@ -41,11 +67,14 @@ Response ballot_json(unsigned status, const std::string& poll_id, const std::vec
   return http::json(status, json::serialize(json::object{{"poll_id", poll_id}, {"option_ids", std::move(options)}}));
 }
 
-asio::awaitable<Response> create(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+asio::awaitable<Response> create(std::shared_ptr<Service> polls, std::shared_ptr<const Limited> limited, Request& req,
+                                 auth::Claims who) {
   auto parsed = http::json_object_body(req);
   if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
   auto poll = parse_new_poll(std::get<json::object>(parsed));
   if (auto* e = std::get_if<RuleError>(&poll)) co_return http::invalid_field(e->code, e->detail);
+  if (auto refused = co_await over_limit(limited, "polls", who.sub, limited->limits.polls_per_minute))
+    co_return *refused;
   std::optional<Idempotency> idempotency;
   if (auto key = req.header("Idempotency-Key")) {
     const bool printable = std::all_of(key->begin(), key->end(), [](char c) { return c >= 0x21 && c <= 0x7E; });
@@ -130,13 +159,16 @@ asio::awaitable<Response> remove(std::shared_ptr<Service> polls, Request& req, a
   co_return http::empty(204);
 }
 
-asio::awaitable<Response> vote(std::shared_ptr<Service> polls, Request& req, auth::Claims who) {
+asio::awaitable<Response> vote(std::shared_ptr<Service> polls, std::shared_ptr<const Limited> limited, Request& req,
+                               auth::Claims who) {
   const auto id = req.uuid_param("id").value_or("");
   if (id.empty()) co_return poll_not_found();
   auto parsed = http::json_object_body(req);
   if (auto* problem = std::get_if<Response>(&parsed)) co_return std::move(*problem);
   auto selection = parse_selection(std::get<json::object>(parsed));
   if (auto* e = std::get_if<RuleError>(&selection)) co_return http::invalid_field(e->code, e->detail);
+  if (auto refused = co_await over_limit(limited, "votes", who.sub, limited->limits.votes_per_minute))
+    co_return *refused;
   auto result = co_await polls->vote(id, who.sub, std::move(std::get<std::vector<std::string>>(selection)));
   switch (result.outcome) {
     case VoteOutcome::created:
@@ -183,12 +215,16 @@ asio::awaitable<Response> results(std::shared_ptr<Service> polls, Request& req, 
 // expires, and when its session or user is signed out (checked every heartbeat
 // interval, failing closed while that cannot be known). The last event before such an
 // end says why (`event: end`), so a client refreshes its token before reconnecting.
+//
+// A stream holds its slot (StreamSlots) while it runs. The slot is renewed with every
+// check: a stream whose slot is gone and cannot be taken again (the user's other streams
+// hold every one) ends too, as one over the cap would have been refused.
 struct StreamContext {
   std::shared_ptr<LiveResults> live;
-  std::shared_ptr<StreamSlots> slots;
+  std::unique_ptr<HeldSlot> slot;
   std::shared_ptr<auth::Service> accounts;
   auth::Claims who;
-  std::string stream_id, poll_id, first;
+  std::string poll_id, first;
 };
 
 std::string end_event(std::string_view reason) {
@@ -199,7 +235,7 @@ std::string end_event(std::string_view reason) {
 asio::awaitable<std::optional<std::string_view>> must_end(const StreamContext& s) {
   try {
     if (co_await s.accounts->revoked(s.who)) co_return "token_revoked";
-    co_await s.slots->renew(s.who.sub, s.stream_id);
+    if (!co_await s.slot->renew()) co_return "too_many_streams";
   } catch (const DependencyUnavailable&) {
     co_return "unavailable";
   }
@@ -256,11 +292,7 @@ asio::awaitable<void> stream_results(std::shared_ptr<StreamContext> s, http::Str
   } catch (...) {
     failure = std::current_exception();  // rethrown once the slot is given back
   }
-  try {
-    co_await s->slots->release(s->who.sub, s->stream_id);
-  } catch (const std::exception&) {
-    // Redis away: the lease runs out by itself.
-  }
+  co_await s->slot->release();
   if (failure) std::rethrow_exception(failure);
 }
 
@@ -280,12 +312,20 @@ asio::awaitable<Response> results_stream(std::shared_ptr<Service> polls, std::sh
                     std::to_string(std::chrono::duration_cast<std::chrono::seconds>(slots->lease()).count()));
     co_return res;
   }
+  auto slot =
+      std::make_unique<HeldSlot>(std::move(slots), who.sub, std::move(stream_id), co_await asio::this_coro::executor);
   Response res;
   res.headers.set("Content-Type", "text/event-stream");
   res.headers.set("Cache-Control", "no-cache");
   res.headers.set("X-Accel-Buffering", "no");  // nginx: pass events through at once
-  auto context = std::make_shared<StreamContext>(StreamContext{
-      live, std::move(slots), std::move(accounts), std::move(who), std::move(stream_id), id, std::move(*r.body)});
+  if (req.method == http::Method::head) {
+    // The server sends no body for a HEAD: the answer a GET would get (429 included,
+    // above), and the slot back at once.
+    co_await slot->release();
+    co_return res;
+  }
+  auto context = std::make_shared<StreamContext>(
+      StreamContext{live, std::move(slot), std::move(accounts), std::move(who), id, std::move(*r.body)});
   res.stream = [context](http::StreamWriter& out) { return stream_results(context, out); };
   co_return res;
 }
@@ -293,11 +333,14 @@ asio::awaitable<Response> results_stream(std::shared_ptr<Service> polls, std::sh
 }  // namespace
 
 void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::shared_ptr<LiveResults> live,
-                std::shared_ptr<StreamSlots> slots, std::shared_ptr<auth::Service> accounts) {
+                std::shared_ptr<StreamSlots> slots, std::shared_ptr<auth::Service> accounts,
+                std::shared_ptr<redis::RateLimiter> rates, UserLimits limits) {
   const http::RouteOptions small{.body_limit = 16 * 1024};
   using Claims = auth::Claims;
+  auto limited = std::make_shared<const Limited>(Limited{std::move(rates), limits});
   router.add(http::Method::post, "/v1/polls",
-             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return create(polls, r, c); }),
+             auth::authenticated(
+                 accounts, [polls, limited](Request& r, const Claims& c) { return create(polls, limited, r, c); }),
              small);
   router.add(http::Method::get, "/v1/polls", [polls, accounts](Request& r) { return list(polls, accounts, r); });
   router.add(http::Method::get, "/v1/polls/{id}", [polls](Request& r) { return get(polls, r); });
@@ -306,7 +349,9 @@ void add_routes(http::Router& router, std::shared_ptr<Service> polls, std::share
   router.add(http::Method::del, "/v1/polls/{id}",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return remove(polls, r, c); }));
   router.add(http::Method::post, "/v1/polls/{id}/votes",
-             auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return vote(polls, r, c); }), small);
+             auth::authenticated(accounts,
+                                 [polls, limited](Request& r, const Claims& c) { return vote(polls, limited, r, c); }),
+             small);
   router.add(http::Method::get, "/v1/polls/{id}/votes/me",
              auth::authenticated(accounts, [polls](Request& r, const Claims& c) { return my_ballot(polls, r, c); }));
   router.add(http::Method::get, "/v1/polls/{id}/results",

@@ -205,3 +205,25 @@ describe("each process gets only its own secrets", () => {
     assert.match(errors, /NetworkPolicy\/worker-egress: lets the worker reach any port/);
   });
 });
+
+// Issue 22, item 11: whom the gateway believes X-Forwarded-For from is each cluster's own.
+describe("the gateway's trusted proxies", () => {
+  const trusted = (objects) =>
+    container(objects, "nimbus-gateway").env.find((e) => e.name === "NIMBUS_GATEWAY_TRUSTED_PROXIES")?.value;
+
+  test("the base trusts no one", () => {
+    assert.equal(trusted(render("base")), "");
+  });
+
+  for (const overlay of ["dev", "prod"]) {
+    test(`${overlay} names its own range, no wider than a /16`, () => {
+      const ranges = (trusted(render(`overlays/${overlay}`)) ?? "").split(/\s+/).filter(Boolean);
+      assert.ok(ranges.length > 0, `${overlay} trusts no proxy: the Ingress controller's clients all look alike`);
+      for (const cidr of ranges) {
+        const [address, bits] = cidr.split("/");
+        assert.match(address, /^[0-9a-fA-F.:]+$/, cidr);
+        assert.ok(Number(bits) >= (address.includes(":") ? 48 : 16), `${cidr} is wider than the pod network needs`);
+      }
+    });
+  }
+});

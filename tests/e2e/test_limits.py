@@ -170,3 +170,46 @@ def test_a_session_in_use_still_ends_at_its_absolute_lifetime(short_sessions):
     again, _ = sign_in_at(short_sessions)
     assert refresh(short_sessions, again["refresh_token"]).status_code == 200
 
+
+
+USER_POLLS, USER_VOTES, USER_UPLOADS = 3, 3, 2
+
+
+def test_creating_polls_voting_and_uploading_are_limited_per_user_and_minute():
+    from test_images import jpeg  # (Pillow: only this test of the suite needs it)
+
+    with PrivateInstance(NIMBUS_LIMIT_POLLS_PER_MINUTE=USER_POLLS, NIMBUS_LIMIT_VOTES_PER_MINUTE=USER_VOTES,
+                         NIMBUS_LIMIT_UPLOADS_PER_MINUTE=USER_UPLOADS) as instance:
+        token, other = stack.mint_users(2)
+
+        def post(path, who, headers=None, **kwargs):
+            return requests.post(f"{instance.url}{path}", headers={"Authorization": f"Bearer {who}", **(headers or {})},
+                                 timeout=30, **kwargs)
+
+        def new_poll(who):
+            return post("/v1/polls", who, json={"title": "Lunch?", "options": ["Pizza", "Sushi"]})
+
+        def vote(who, poll):
+            return post(f"/v1/polls/{poll['id']}/votes", who, json={"option_ids": [poll["options"][0]["id"]]})
+
+        start_of_a_fresh_minute(needed=30)  # every count below in one window
+        polls = [new_poll(token) for _ in range(USER_POLLS)]
+        assert [p.status_code for p in polls] == [201] * USER_POLLS, [p.text for p in polls]
+        polls = [p.json() for p in polls]
+        assert_limited(new_poll(token))
+        theirs = new_poll(other)
+        assert theirs.status_code == 201, "another user's limit is their own"
+
+        assert [vote(token, p).status_code for p in polls] == [201] * USER_VOTES
+        assert_limited(vote(token, theirs.json()))
+        assert vote(other, polls[0]).status_code == 201
+
+        # Streamed and direct uploads count together, and a refused one reads no byte.
+        picture = jpeg(16, 16)
+        first = post("/v1/images", token, data=picture, headers={"Content-Type": "image/jpeg"})
+        assert first.status_code == 202, first.text
+        reserved = post("/v1/images/uploads", token, json={"content_type": "image/jpeg", "bytes": len(picture)})
+        assert reserved.status_code == 201, reserved.text
+        assert_limited(post("/v1/images", token, data=picture, headers={"Content-Type": "image/jpeg"}))
+        assert_limited(post("/v1/images/uploads", token, json={"content_type": "image/jpeg", "bytes": len(picture)}))
+        assert post("/v1/images", other, data=picture, headers={"Content-Type": "image/jpeg"}).status_code == 202

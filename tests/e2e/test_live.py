@@ -316,3 +316,60 @@ def test_live_streams_are_capped_per_user():
     finally:
         for s in streams:
             s.close()
+
+
+def test_a_stream_whose_slot_is_gone_ends_when_the_slots_are_taken():
+    _, owner = sign_in()
+    poll = new_poll(owner["access_token"])
+    token = mint_users(1)[0]
+    key = "live:streams:" + jwt.decode(token, options={"verify_signature": False})["sub"]
+    cap = 8
+    old = [Stream(stack.api_url(i % stack.APIS + 1), poll["id"], token) for i in range(cap)]
+    new = []
+    try:
+        assert [s.response.status_code for s in old] == [200] * cap
+        assert int(stack.redis_cli("ZCARD", key)) == cap
+        # The slots vanish (a Redis failover, an eviction): new streams take them, and the
+        # old ones, at their next renewal (a heartbeat, 1 s on the test stack), find no
+        # slot of theirs and none free.
+        stack.redis_cli("DEL", key)
+
+        def open_one(i):
+            return Stream(stack.api_url(i % stack.APIS + 1), poll["id"], token)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for s in pool.map(open_one, range(200)):
+                if s.response.status_code == 200:
+                    new.append(s)
+                else:
+                    assert s.response.status_code == 429, s.response.status_code
+                    s.close()
+        assert 1 <= len(new) <= cap, len(new)
+
+        def settled():
+            return sum(not s.ended.is_set() for s in old + new) == cap
+        stack.wait_until(settled, timeout=10, interval=0.2, what=f"only {cap} streams left open")
+        ended = [s for s in old if s.ended.is_set()]
+        assert len(ended) == len(new) > 0
+        for s in ended:
+            assert s.end_reason(timeout=1) == "too_many_streams"
+        assert all(not s.ended.is_set() for s in new)
+        assert int(stack.redis_cli("ZCARD", key)) == cap
+    finally:
+        for s in old + new:
+            s.close()
+
+
+def test_head_requests_on_a_stream_keep_no_slot():
+    _, owner = sign_in()
+    poll = new_poll(owner["access_token"])
+    token = mint_users(1)[0]
+    url = f"/v1/polls/{poll['id']}/results/stream"
+    for i in range(12):  # more than the cap of 8
+        head = requests.head(stack.api_url(i % stack.APIS + 1) + url, headers=bearer(token), timeout=5)
+        assert head.status_code == 200, (i, head.status_code)
+        assert head.headers["Content-Type"] == "text/event-stream"
+    stream = Stream(stack.GATEWAY, poll["id"], token)
+    try:
+        assert stream.response.status_code == 200
+    finally:
+        stream.close()

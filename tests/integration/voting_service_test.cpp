@@ -309,4 +309,22 @@ TEST_F(VotingServiceTest, AStreamSlotLeaseEndsWhenTheClockSays) {
   run([&] { return slots.release(user, s2); });
 }
 
+TEST_F(VotingServiceTest, ARenewalWhoseSlotIsGoneTakesAFreeOneOrEndsTheStream) {
+  StreamSlots slots(redis_, 1, 60s, clock_);
+  const auto user = ids::uuid_v7();
+  const std::string s1 = "s1", s2 = "s2";
+  auto acquire = [&](const std::string& stream) { return run([&] { return slots.acquire(user, stream); }); };
+  auto renew = [&](const std::string& stream) { return run([&] { return slots.renew(user, stream); }); };
+  ASSERT_TRUE(acquire(s1));
+  EXPECT_TRUE(renew(s1)) << "its own slot";
+  clock_->advance(61s);  // s1's lease ran out unrenewed (as if the key was lost)
+  EXPECT_TRUE(renew(s1)) << "the slot is free again: s1 takes it";
+  EXPECT_FALSE(acquire(s2)) << "and holds it";
+  clock_->advance(61s);
+  ASSERT_TRUE(acquire(s2)) << "s1's lease ran out again, s2 took the slot";
+  EXPECT_FALSE(renew(s1)) << "gone, and the only slot is s2's: the stream must end";
+  EXPECT_TRUE(renew(s2));
+  run([&] { return slots.release(user, s2); });
+}
+
 }  // namespace

@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "auth/service.hpp"
+#include "store/redis/rate_limit.hpp"
 #include "support/manual_clock.hpp"
 
 using namespace nimbus;
@@ -45,14 +45,14 @@ TEST(ManualClock, StandsStillUntilMovedAndMovesBothTimesTogether) {
 TEST(RateWindow, CountsWholeMinutesAndSaysWhenTheCurrentOneEnds) {
   const auto minute = std::chrono::system_clock::from_time_t(1'800'000'000 / 60 * 60);
   const auto m = 1'800'000'000 / 60;
-  EXPECT_EQ(auth::rate_window(minute).minute, m);
-  EXPECT_EQ(auth::rate_window(minute).left, 60s) << "at :00 the whole minute is left";
-  EXPECT_EQ(auth::rate_window(minute + 45s).left, 15s);
-  EXPECT_EQ(auth::rate_window(minute + 45s).minute, m);
-  EXPECT_EQ(auth::rate_window(minute + 59s + 999ms).left, 1s) << "never 0: a Retry-After of 0 invites a hot loop";
-  EXPECT_EQ(auth::rate_window(minute + 59s + 999ms).minute, m);
-  EXPECT_EQ(auth::rate_window(minute + 60s).minute, m + 1);
-  EXPECT_EQ(auth::rate_window(minute + 60s).left, 60s);
+  EXPECT_EQ(redis::rate_window(minute).minute, m);
+  EXPECT_EQ(redis::rate_window(minute).left, 60s) << "at :00 the whole minute is left";
+  EXPECT_EQ(redis::rate_window(minute + 45s).left, 15s);
+  EXPECT_EQ(redis::rate_window(minute + 45s).minute, m);
+  EXPECT_EQ(redis::rate_window(minute + 59s + 999ms).left, 1s) << "never 0: a Retry-After of 0 invites a hot loop";
+  EXPECT_EQ(redis::rate_window(minute + 59s + 999ms).minute, m);
+  EXPECT_EQ(redis::rate_window(minute + 60s).minute, m + 1);
+  EXPECT_EQ(redis::rate_window(minute + 60s).left, 60s);
 }
 
 }  // namespace
