@@ -103,16 +103,22 @@ SELECT coalesce((SELECT string_agg(name, ',') FROM image_variants WHERE image_id
 
 // One statement takes the job: an attempt is counted before any work, so a job that
 // kills its worker while decoding still counts; at the limit the image fails instead of
-// starting.
+// starting. Starts are counted too, given back only by a clean hand-back: deaths outside
+// the decode cost no attempt, but after 4 x the attempts' limit of starts the image
+// fails rather than retrying forever.
 constexpr std::string_view kBegin = R"(
 UPDATE images i SET
-  status = CASE WHEN p.spent >= $2 THEN 'failed' ELSE 'processing' END,
+  status = CASE WHEN p.spent >= $2 OR p.starts >= 4 * $2 THEN 'failed' ELSE 'processing' END,
   error = CASE WHEN p.spent >= $2
-               THEN 'gave up after ' || p.spent || ' processing attempts that did not finish' ELSE i.error END,
-  attempts = CASE WHEN p.spent >= $2 THEN p.spent ELSE p.spent + 1 END,
+               THEN 'gave up after ' || p.spent || ' processing attempts that did not finish'
+               WHEN p.starts >= 4 * $2
+               THEN 'gave up after ' || p.starts || ' starts whose workers stopped outside the decode'
+               ELSE i.error END,
+  attempts = CASE WHEN p.spent >= $2 OR p.starts >= 4 * $2 THEN p.spent ELSE p.spent + 1 END,
+  starts = CASE WHEN p.spent >= $2 OR p.starts >= 4 * $2 THEN p.starts ELSE p.starts + 1 END,
   decoding_since = NULL,
   updated_at = now()
-  FROM (SELECT id, )" NIMBUS_SPENT_ATTEMPTS R"( AS spent FROM images
+  FROM (SELECT id, starts, )" NIMBUS_SPENT_ATTEMPTS R"( AS spent FROM images
          WHERE id = $1 AND status IN ('queued', 'processing') FOR UPDATE) p
  WHERE i.id = p.id
 RETURNING i.status, i.attempts, i.bytes, i.sha256)";
@@ -148,7 +154,8 @@ UPDATE images SET status = 'failed', error = $2, decoding_since = NULL, updated_
  WHERE id = $1 AND status IN ('queued', 'processing'))";
 
 constexpr std::string_view kGiveBack = R"(
-UPDATE images SET status = 'queued', attempts = greatest(attempts - 1, 0), decoding_since = NULL, updated_at = now()
+UPDATE images SET status = 'queued', attempts = greatest(attempts - 1, 0), starts = greatest(starts - 1, 0),
+       decoding_since = NULL, updated_at = now()
  WHERE id = $1 AND status = 'processing')";
 
 // --- Sweeper ---

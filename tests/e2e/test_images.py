@@ -777,6 +777,24 @@ def test_a_worker_death_outside_its_decode_is_not_charged_to_the_image():
         assert psql(f"SELECT attempts, decoding_since IS NULL FROM images WHERE id = '{image_id}'") == "5|t"
 
 
+def test_an_image_whose_workers_keep_dying_outside_the_decode_fails_in_the_end():
+    """Deaths outside the decode cost no attempt (above), so without a bound an image
+    whose workers kept stopping elsewhere would be taken again forever: starts are
+    counted as well, and after four times the attempts' limit the image fails."""
+    (token,) = mint_users(1)
+    stack.ctl("stop", "workers:*")
+    try:
+        image_id = upload_raw(token, jpeg(400, 300)).json()["id"]
+        # Its workers died 100 times, each time outside the decode.
+        psql(f"UPDATE images SET status = 'processing', attempts = 1, starts = 100 WHERE id = '{image_id}'")
+    finally:
+        stack.ctl("start", "workers:*")
+    body = wait_final(token, [image_id], timeout=90)[image_id]
+    assert body["status"] == "failed", body
+    assert psql(f"SELECT attempts, starts, error FROM images WHERE id = '{image_id}'") == \
+        "0|100|gave up after 100 starts whose workers stopped outside the decode"  # (that last death given back)
+
+
 def test_a_worker_killed_mid_decode_charges_only_the_image_it_was_decoding():
     """Issue 22, item 7, end to end: one worker, two 50 MP interlaced RGB PNGs (each
     decode holds 143 MiB, within the bound; two would pass the worker's 256 MiB decode
