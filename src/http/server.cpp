@@ -263,6 +263,27 @@ class StreamedBody final : public BodyReader {
 
 }  // namespace
 
+namespace {
+
+// A unix connection as a TCP socket of the same descriptor, on the same strand (a stream
+// is a stream to the session; it skips only TCP's options and the peer's address).
+// nullopt, the descriptor closed, if it cannot be handed over.
+std::optional<tcp::socket> as_tcp(local::socket accepted) {
+  boost::system::error_code ec;
+  auto executor = accepted.get_executor();
+  const auto fd = accepted.release(ec);
+  if (ec) return std::nullopt;
+  tcp::socket socket(executor);
+  socket.assign(tcp::v4(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    return std::nullopt;
+  }
+  return socket;
+}
+
+}  // namespace
+
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Impl(asio::io_context& io, ServerConfig cfg, const Router& r, ops::Metrics& m)
       : ioc(io),
@@ -290,6 +311,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // Which accept loop is current (acceptor's strand only): one paused from outside it
   // ends when its pending accept fails, even if listening has resumed meanwhile.
   std::uint64_t accept_generation = 0;
+  std::uint64_t local_generation = 0;  // the same, for the unix socket's loop
   // Connections closed to make room at the limit whose sessions have not ended yet.
   std::atomic<std::int64_t> evicting{0};
 
@@ -508,9 +530,11 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       log::warn("accept failed", {{"error", ec.message()}});
       asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(50));
       co_await pause.async_wait(use_tuple);
+      if (generation != accept_generation) break;  // paused and resumed meanwhile: a newer loop runs
       continue;
     }
     if (!admit(std::move(socket), false)) co_return;  // paused: resume_listening() starts a new loop
+    if (generation != accept_generation) co_return;   // a newer loop took over while this one waited
   }
 }
 
@@ -519,23 +543,24 @@ asio::awaitable<void> Server::Impl::accept_loop() {
 // address and TCP's own options differ).
 asio::awaitable<void> Server::Impl::local_accept_loop() {
   auto self = shared_from_this();
-  const auto generation = accept_generation;
+  const auto generation = ++local_generation;
   while (!draining.load() && local_acceptor.is_open()) {
     local::socket accepted(asio::make_strand(ioc));
     auto [ec] = co_await local_acceptor.async_accept(accepted, use_tuple);
     if (ec) {
       if (ec == asio::error::operation_aborted || !local_acceptor.is_open() || paused.load() ||
-          generation != accept_generation)
+          generation != local_generation)
         break;
       log::warn("accept failed", {{"error", ec.message()}, {"socket", config.socket_path}});
       asio::steady_timer pause(local_acceptor.get_executor(), std::chrono::milliseconds(50));
       co_await pause.async_wait(use_tuple);
+      if (generation != local_generation) break;
       continue;
     }
-    tcp::socket socket(accepted.get_executor());
-    socket.assign(tcp::v4(), accepted.release(ec), ec);
-    if (ec) continue;
-    if (!admit(std::move(socket), true)) co_return;
+    auto socket = as_tcp(std::move(accepted));
+    if (!socket) continue;
+    if (!admit(std::move(*socket), true)) co_return;
+    if (generation != local_generation) co_return;
   }
 }
 
@@ -676,11 +701,10 @@ void Server::Impl::pause_listening() {
       local::socket queued(asio::make_strand(ioc));
       local_acceptor.accept(queued, ec);
       if (ec) break;
-      tcp::socket as_tcp(queued.get_executor());
-      as_tcp.assign(tcp::v4(), queued.release(ec), ec);
-      if (ec) break;
-      auto ex = as_tcp.get_executor();
-      asio::co_spawn(ex, reject_connection(std::move(as_tcp)), asio::detached);
+      auto socket = as_tcp(std::move(queued));
+      if (!socket) continue;
+      auto ex = socket->get_executor();
+      asio::co_spawn(ex, reject_connection(std::move(*socket)), asio::detached);
     }
     local_acceptor.close(ec);
   }
@@ -708,15 +732,17 @@ asio::awaitable<void> Server::Impl::resume_listening() {
       resuming = false;
       co_return;
     }
+    // The unix socket first: if it cannot be bound, the port stays paused too (listening
+    // without an accept loop would queue connections no one takes).
     boost::system::error_code ec;
-    acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (!ec && !config.socket_path.empty()) {
+    if (!config.socket_path.empty()) {
       try {
         listen_local();
       } catch (const boost::system::system_error& e) {
         ec = e.code();
       }
     }
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (!ec) {
       paused.store(false);
       resuming = false;

@@ -7,6 +7,7 @@
 #include <boost/json/parse.hpp>
 #include <future>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -553,6 +554,75 @@ TEST_F(ServerTest, AUnixSocketServesBesideThePortAndPausesWithIt) {
   EXPECT_EQ(status, 200) << "the unix socket listens again once a connection closed";
   asio::write(u, asio::buffer(remote));
   EXPECT_EQ(read_response(u, buf_u).result_int(), 200) << "the held connection is served throughout";
+  shutdown(1s);
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
+}
+
+// After a pause and a resume the unix socket's accept loop is the current one: an
+// accept error then (EMFILE: no descriptor left, likely near the limit) is backed off
+// and retried, not taken for the end of a stale loop — which left the socket listening
+// with no one accepting, so the gateway's requests hung (found in review).
+TEST_F(ServerTest, AfterAResumeTheUnixSocketOutlivesAnAcceptError) {
+  char dir_template[] = "/tmp/nimbus-socket-XXXXXX";
+  const std::string dir = ::mkdtemp(dir_template);
+  const std::string path = dir + "/api.sock";
+  ServerConfig c;
+  c.socket_path = path;
+  c.max_connections = 2;
+  start(c);
+  const auto hello = std::string_view("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  local::socket kept(client_ioc_);
+  kept.connect(local::endpoint(path));
+  boost::beast::flat_buffer kept_buf;
+  asio::write(kept, asio::buffer(hello));
+  EXPECT_EQ(read_response(kept, kept_buf).result_int(), 200);
+  {
+    local::socket second(client_ioc_);  // at the limit: both listeners pause
+    second.connect(local::endpoint(path));
+    asio::write(second, asio::buffer(hello));
+    boost::beast::flat_buffer buf;
+    EXPECT_EQ(read_response(second, buf).result_int(), 200);
+  }  // closed: both listen again
+  bool listening = false;
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (!listening && std::chrono::steady_clock::now() < until) {
+    local::socket probe(client_ioc_);  // silent: it does not pause the listeners again
+    boost::system::error_code ec;
+    probe.connect(local::endpoint(path), ec);
+    listening = !ec;
+    if (!listening) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(listening) << "listening again after the pause";
+  std::this_thread::sleep_for(100ms);  // the probe's close seen
+
+  // No descriptor left for a while: the next accept fails with EMFILE.
+  local::socket next(client_ioc_);
+  next.open();
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  rlimit none = before;
+  none.rlim_cur = 0;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &none), 0);
+  boost::system::error_code ec;
+  next.connect(local::endpoint(path), ec);  // queued; the server cannot accept it yet
+  std::this_thread::sleep_for(200ms);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &before), 0);
+  ASSERT_FALSE(ec) << ec.message();
+  asio::write(next, asio::buffer(hello));
+  std::atomic<bool> answered{false};
+  std::thread reader([&] {
+    boost::beast::flat_buffer buf;
+    boost::system::error_code read_ec;
+    RawResponse res;
+    bhttp::read(next, buf, res, read_ec);
+    answered = !read_ec && res.result_int() == 200;
+  });
+  for (int i = 0; i < 300 && !answered; ++i) std::this_thread::sleep_for(10ms);
+  boost::system::error_code ignored;
+  next.shutdown(local::socket::shutdown_both, ignored);  // ends the reader either way
+  reader.join();
+  EXPECT_TRUE(answered) << "the connection queued during the accept error was never served";
   shutdown(1s);
   ::unlink(path.c_str());
   ::rmdir(dir.c_str());
